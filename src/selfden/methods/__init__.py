@@ -1,0 +1,32 @@
+"""Registry of denoising methods: name -> Method class.
+
+Methods are imported lazily so that ``selfden --help`` and ``selfden infer`` never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from selfden.errors import SelfdenError
+
+if TYPE_CHECKING:
+    from selfden.methods.base import Method
+
+_REGISTRY: dict[str, str] = {
+    "cae": "selfden.methods.cae:Cae",
+    "cosdd": "selfden.methods.cosdd:Cosdd",
+}
+
+
+def method_names() -> list[str]:
+    """Names accepted by ``selfden train``."""
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> type["Method"]:
+    """The Method class registered under ``name``."""
+    if name not in _REGISTRY:
+        raise SelfdenError(f"unknown method {name!r}; choose one of: {', '.join(method_names())}")
+    module_name, class_name = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
