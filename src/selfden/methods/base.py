@@ -8,31 +8,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
+
+from selfden.normalisation import Normalisation, NormalisationKind
+
+__all__ = ["Cite", "Method", "MethodConfig", "Normalisation", "NormalisationKind"]
 
 
 class MethodConfig(BaseModel):
     """Base of every method's config: unknown keys are an error naming the key."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Affine map applied before the network: ``x_norm = (x - offset) / scale``.
-
-    Computed from training statistics, stored with the model and undone at the output,
-    so exported packages run on raw intensities.
-    """
-
-    offset: float
-    scale: float
-
-
-NormalisationKind = Literal["range", "standardise"]
 
 
 @dataclass(frozen=True)
