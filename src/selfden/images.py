@@ -1,0 +1,733 @@
+"""Read and write image stacks: TIFF (ImageJ/OME metadata kept), PNG and NPY.
+
+Big stacks are read frame by frame (memory-mapped when the file allows it, else page by
+page) and written frame by frame, so memory is bounded by a frame, not by the file.
+Writes go to a hidden temporary file in the target folder that is renamed on success only;
+an input image is never overwritten. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import secrets
+import threading
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from selfden.errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+SUPPORTED_DTYPES = tuple(np.dtype(t) for t in ("uint8", "uint16", "int16", "float32", "float64"))
+#: Above this many bytes of pixel data a TIFF is written as BigTIFF (classic TIFF stops at 4 GiB).
+BIGTIFF_THRESHOLD = 3_900_000_000
+#: ImageJ keys worth carrying to the output; display ranges, LUTs and ROIs are dropped
+#: because they describe the input's intensities, not the denoised ones.
+_IMAGEJ_KEYS = (
+    "spacing", "unit", "finterval", "fps", "loop", "xorigin", "yorigin", "zorigin",
+    "tunit", "yunit", "zunit", "Info", "Labels", "Properties",
+)
+#: Stored in ImageJ's own UTF-16 tag rather than in the ASCII description.
+_IMAGEJ_TAG_KEYS = ("Info", "Labels", "Properties")
+_LEADING_AXES = "TZC"
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+# --- metadata ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What an input file says about itself, kept to write the output the same way."""
+
+    imagej: Mapping[str, Any] | None = None
+    ome_xml: str | None = None
+    resolution: tuple[float, float] | None = None
+    resolution_unit: int | None = None
+    description: str | None = None
+
+
+def _ome_pixels(ome_xml: str) -> dict[str, Any]:
+    """Physical pixel sizes and time step from the first OME Pixels element."""
+    try:
+        root = ElementTree.fromstring(ome_xml)
+    except ElementTree.ParseError:
+        return {}
+    pixels = next((e for e in root.iter() if e.tag.split("}")[-1] == "Pixels"), None)
+    if pixels is None:
+        return {}
+    wanted = [f"PhysicalSize{a}{u}" for a in "XYZ" for u in ("", "Unit")]
+    wanted += ["TimeIncrement", "TimeIncrementUnit"]
+    out: dict[str, Any] = {}
+    for key in wanted:
+        if key in pixels.attrib:
+            value = pixels.attrib[key]
+            out[key] = value if key.endswith("Unit") else float(value)
+    return out
+
+
+_OME_UNITS = {
+    "micron": "µm", "um": "µm", "µm": "µm", "\\u00b5m": "µm", "nm": "nm", "mm": "mm", "cm": "cm", "m": "m",
+}
+
+
+def _imagej_escape(value: Any) -> Any:
+    """ImageJ's description is ASCII: non-ASCII characters become \\uXXXX, as ImageJ writes them."""
+    if not isinstance(value, str) or value.isascii():
+        return value
+    return "".join(c if c.isascii() else f"\\u{ord(c):04X}" for c in value)
+
+
+def _imagej_to_ome(meta: ImageMetadata) -> dict[str, Any]:
+    """Spacing/unit/frame interval of an ImageJ file expressed as OME pixel attributes."""
+    ij = meta.imagej or {}
+    unit = _OME_UNITS.get(str(ij.get("unit", "")).lower())
+    out: dict[str, Any] = {}
+    if meta.resolution and unit and all(r > 0 for r in meta.resolution):
+        out.update(PhysicalSizeX=1 / meta.resolution[0], PhysicalSizeY=1 / meta.resolution[1])
+        out.update(PhysicalSizeXUnit=unit, PhysicalSizeYUnit=unit)
+    if "spacing" in ij and unit:
+        out.update(PhysicalSizeZ=float(ij["spacing"]), PhysicalSizeZUnit=unit)
+    if "finterval" in ij:
+        out["TimeIncrement"] = float(ij["finterval"])
+    return out
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+class _FrameSource(Protocol):
+    def frame(self, index: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class _ArraySource:
+    """Frames of an (N, H, W) array held in memory (small images such as PNG)."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self._frames = frames
+
+    def frame(self, index: int) -> np.ndarray:
+        return self._frames[index]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _MemmapSource:
+    """Frames of a read-only memory map, opened on first use and dropped by ``close``.
+
+    Each live memory map holds an open file descriptor: opening lazily lets a caller
+    validate thousands of files up front without running out of descriptors.
+    """
+
+    def __init__(self, opener: Callable[[], np.ndarray], frame_shape: tuple[int, int]) -> None:
+        self._opener = opener
+        self._frame_shape = frame_shape
+        self._frames: np.ndarray | None = None
+
+    def frame(self, index: int) -> np.ndarray:
+        if self._frames is None:
+            self._frames = self._opener().reshape((-1, *self._frame_shape))
+        return self._frames[index]
+
+    def close(self) -> None:
+        self._frames = None  # the map closes when the last frame view is gone
+
+
+class _TiffPageSource:
+    """Frames read page by page from a TIFF that cannot be memory-mapped (e.g. compressed)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._tif: tifffile.TiffFile | None = None
+
+    def frame(self, index: int) -> np.ndarray:
+        if self._tif is None:
+            self._tif = tifffile.TiffFile(self._path)
+        return self._tif.series[0].pages[index].asarray()
+
+    def close(self) -> None:
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+
+@dataclass(frozen=True, eq=False)
+class ImageStack:
+    """An opened image file: shape, axes and metadata now, pixels frame by frame on demand."""
+
+    path: Path
+    shape: tuple[int, ...]
+    axes: str
+    dtype: np.dtype
+    metadata: ImageMetadata
+    _source: _FrameSource = field(repr=False)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.shape[-2], self.shape[-1]
+
+    def __len__(self) -> int:
+        return math.prod(self.shape[:-2])
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` (C order over the leading axes) as a 2-D array of ``self.dtype``."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range for {len(self)} frames in {self.path}")
+        try:
+            data = self._source.frame(index)
+        except Exception as error:  # tifffile raises many types on corrupt pages
+            raise InputError(
+                f"{self.path}: cannot read frame {index} ({_one_line(error)}); "
+                "the file looks corrupt or truncated, re-export it"
+            ) from error
+        data = data.reshape(self.frame_shape)
+        if data.dtype != self.dtype:  # byte-swapped files: hand out native order
+            data = data.astype(self.dtype)
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            raise InputError(
+                f"{self.path}: frame {index} contains NaN or Inf pixels; replace them "
+                "(e.g. Process > Math > Remove NaNs in Fiji) and try again"
+            )
+        return data
+
+    def close(self) -> None:
+        """Release the open file handle of page-by-page readers (reopened on demand)."""
+        self._source.close()
+
+    def __enter__(self) -> ImageStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_image(path: str | os.PathLike[str]) -> ImageStack:
+    """Open a TIFF, PNG or NPY image without reading its pixels (except PNG, read whole).
+
+    Raises InputError naming the file when it is missing, not an image, corrupt, empty,
+    or of an unsupported layout or dtype.
+    """
+    path = Path(path)
+    suffix = _check_file(path)
+    readers = {".tif": _open_tiff, ".tiff": _open_tiff, ".png": _open_png, ".npy": _open_npy}
+    return readers[suffix](path)
+
+
+def _check_file(path: Path) -> str:
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an image file (.tif, .png or .npy)")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(
+            f"{path}: unsupported file type '{path.suffix}'; expected one of "
+            f"{', '.join(IMAGE_SUFFIXES)}"
+        )
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes)")
+    return suffix
+
+
+def _validate(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse what cannot be denoised before any pixel is read."""
+    if len(shape) < 2:
+        raise InputError(f"{path}: has {len(shape)} dimension(s), expected an image (at least 2)")
+    if 0 in shape:
+        raise InputError(f"{path}: empty image or stack (shape {shape}); nothing to denoise")
+    if _native(dtype) not in SUPPORTED_DTYPES:
+        names = ", ".join(str(d) for d in SUPPORTED_DTYPES)
+        raise InputError(
+            f"{path}: pixel type {dtype} is not supported; expected one of {names} "
+            "(convert to 16-bit or 32-bit grayscale first)"
+        )
+
+
+def _native(dtype: np.dtype) -> np.dtype:
+    return dtype.newbyteorder("=")
+
+
+def _leading_axes(axes: str, path: Path) -> str:
+    """Map tifffile's leading axes onto T, Z, C (unknown letters such as Q or I become T/Z/C)."""
+    letters = [a for a in axes if a in _LEADING_AXES]
+    if len(set(letters)) != len(letters):
+        raise InputError(f"{path}: repeated axis in '{axes}'; expected at most one each of T, Z, C")
+    free = [a for a in _LEADING_AXES if a not in letters]
+    out = []
+    for a in axes:
+        if a in _LEADING_AXES:
+            out.append(a)
+        elif free:
+            out.append(free.pop(0))
+        else:
+            raise InputError(f"{path}: too many dimensions (axes '{axes}'); expected up to TZCYX")
+    return "".join(out)
+
+
+def _stack_axes(tiff_axes: str, shape: tuple[int, ...], path: Path) -> str:
+    if "S" in tiff_axes:
+        raise InputError(
+            f"{path}: RGB/multi-sample TIFF (axes '{tiff_axes}', shape {shape}); expected "
+            "single-channel grayscale: convert it (Image > Type > 16-bit in Fiji)"
+        )
+    if not tiff_axes.endswith("YX"):
+        raise InputError(f"{path}: unsupported axes '{tiff_axes}'; the last two axes must be Y and X")
+    return _leading_axes(tiff_axes[:-2], path) + "YX"
+
+
+class _TifffileProblems(logging.Handler):
+    """Collects what tifffile logs while opening a file: it logs, rather than raises, on
+    broken page chains and then quietly returns fewer pages than the file should hold."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+        self._logger = logging.getLogger("tifffile")
+        self._propagate = self._logger.propagate
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        log.debug("tifffile: %s", message)
+        if record.levelno >= logging.ERROR or "corrupt" in message:
+            self.messages.append(message.split("> ", 1)[-1])
+
+    def __enter__(self) -> _TifffileProblems:
+        self._logger.addHandler(self)
+        self._logger.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
+
+
+def _open_tiff(path: Path) -> ImageStack:
+    try:
+        with _TifffileProblems() as problems, tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise InputError(f"{path}: the TIFF file holds no images")
+            if len(tif.series) > 1:
+                log.warning("%s holds %d image series; using the first", path, len(tif.series))
+            series = tif.series[0]
+            shape = tuple(series.shape)
+            if series.dtype is None:
+                raise InputError(f"{path}: TIFF pages have mixed or unknown pixel types; expected one type")
+            dtype = np.dtype(series.dtype)
+            _validate(path, shape, dtype)
+            axes = _stack_axes(series.axes, shape, path)
+            metadata = _tiff_metadata(tif)
+            mappable = series.dataoffset is not None
+            if mappable:
+                _check_extent(path, series.dataoffset + math.prod(shape) * dtype.itemsize)
+            else:
+                _check_page_extents(series, path)
+                series.pages[0].asarray()  # a missing codec (e.g. LZW without imagecodecs) shows now
+        if problems.messages:
+            raise InputError(
+                f"{path}: the TIFF file is truncated or corrupt ({_one_line(problems.messages[0])}); "
+                "re-export it (e.g. open and save again in Fiji)"
+            )
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError(
+            f"{path}: not a readable TIFF file ({_one_line(error)}); expected a grayscale TIFF image"
+        ) from error
+    frame_shape = (shape[-2], shape[-1])
+    source = _MemmapSource(lambda: tifffile.memmap(path, mode="r"), frame_shape) if mappable else _TiffPageSource(path)
+    return ImageStack(path, shape, axes, _native(dtype), metadata, source)
+
+
+def _check_extent(path: Path, end: int) -> None:
+    if end > os.path.getsize(path):
+        raise InputError(
+            f"{path}: the file is truncated ({os.path.getsize(path)} bytes, pixel data needs {end}); re-export it"
+        )
+
+
+def _check_page_extents(series: tifffile.TiffPageSeries, path: Path) -> None:
+    """Catch truncated files now rather than at frame 900 of 1000."""
+    size = os.path.getsize(path)
+    for index, page in enumerate(series.pages):
+        if page is None:
+            raise InputError(f"{path}: page {index} is missing; the file looks truncated or corrupt")
+        ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
+        if not ends or max(ends) > size:
+            raise InputError(f"{path}: page {index} lies beyond the end of the file; the file is truncated")
+
+
+def _tiff_metadata(tif: tifffile.TiffFile) -> ImageMetadata:
+    page = tif.pages.first
+    imagej = None
+    if tif.is_imagej and tif.imagej_metadata:
+        imagej = {k: v for k, v in tif.imagej_metadata.items() if k in _IMAGEJ_KEYS}
+    ome = tif.ome_metadata if tif.is_ome else None
+    description = None
+    if not (tif.is_imagej or tif.is_ome or tif.is_shaped) and page.description:
+        description = page.description
+    resolution = None
+    if "XResolution" in page.tags and "YResolution" in page.tags:
+        resolution = tuple(float(r) for r in page.resolution)
+    unit = int(page.resolutionunit) if "ResolutionUnit" in page.tags else None
+    return ImageMetadata(imagej, ome, resolution, unit, description)  # type: ignore[arg-type]
+
+
+def _open_png(path: Path) -> ImageStack:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            data = _png_gray(image, path)
+        _validate(path, data.shape, data.dtype)
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError(
+            f"{path}: not a readable PNG image ({_one_line(error)}); the file may be truncated"
+        ) from error
+    return ImageStack(path, data.shape, "YX", data.dtype, ImageMetadata(), _ArraySource(data[None]))
+
+
+def _png_gray(image: Image.Image, path: Path) -> np.ndarray:
+    """One grayscale array; colour images only when all colour channels are equal."""
+    if image.mode in ("L", "I;16", "I;16B", "I;16L", "F"):
+        return np.asarray(image)
+    if image.mode == "1":
+        return np.asarray(image.convert("L"))
+    if image.mode == "I":
+        data = np.asarray(image)
+        if data.min() < 0 or data.max() > 65535:
+            raise InputError(f"{path}: 32-bit integer PNG values outside 0..65535; expected 8 or 16 bit")
+        return data.astype(np.uint16)
+    rgb = np.asarray(image.convert("RGB"))
+    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+        raise InputError(
+            f"{path}: colour PNG (mode {image.mode}); expected grayscale: convert it to 8-bit "
+            "or 16-bit grayscale first"
+        )
+    return np.ascontiguousarray(rgb[..., 0])
+
+
+def _open_npy(path: Path) -> ImageStack:
+    with open(path, "rb") as handle:
+        if handle.read(6) != b"\x93NUMPY":
+            raise InputError(f"{path}: not a .npy file (no NumPy header); save arrays with numpy.save")
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as error:
+        raise InputError(
+            f"{path}: not a readable .npy array ({_one_line(error)}); save it with numpy.save"
+        ) from error
+    if not isinstance(data, np.ndarray) or data.ndim not in (2, 3):
+        ndim = getattr(data, "ndim", "?")
+        raise InputError(f"{path}: array has {ndim} dimensions, expected 2 (YX) or 3 (TYX)")
+    _validate(path, data.shape, data.dtype)
+    axes = "YX" if data.ndim == 2 else "TYX"
+    shape, dtype = tuple(data.shape), _native(data.dtype)
+    del data  # reopened when frames are read: see _MemmapSource
+    source = _MemmapSource(lambda: np.load(path, mmap_mode="r", allow_pickle=False), shape[-2:])
+    return ImageStack(path, shape, axes, dtype, ImageMetadata(), source)
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Raise InputError if ``output`` is (or resolves to) one of ``inputs``."""
+    out = Path(output)
+    for candidate in map(Path, inputs):
+        same = out.resolve() == candidate.resolve()
+        if not same and out.exists() and candidate.exists():
+            same = os.path.samefile(out, candidate)
+        if same:
+            raise InputError(
+                f"{out}: refusing to overwrite the input image {candidate}; "
+                "choose another output file or folder"
+            )
+
+
+class _Target(Protocol):
+    def put(self, frame: np.ndarray) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+_DONE = object()
+_ABORT = object()
+
+
+class _Aborted(Exception):
+    """Raised inside tifffile's frame iterator to stop an unfinished write."""
+
+
+class _TiffTarget:
+    """Streams frames into ``tifffile.imwrite`` running in a helper thread.
+
+    tifffile pulls pages from an iterator, our writer pushes them: a queue of two frames
+    joins the two, so memory stays at a couple of frames whatever the stack size.
+    """
+
+    def __init__(self, temp: Path, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        args = (temp, shape, dtype, options)
+        self._thread = threading.Thread(target=self._run, args=args, daemon=True, name="selfden-tiff-writer")
+        self._thread.start()
+
+    def _frames(self) -> Iterator[np.ndarray]:
+        while True:
+            item = self._queue.get()
+            if item is _ABORT:
+                raise _Aborted
+            if item is _DONE:
+                return
+            yield item
+
+    def _run(self, temp: Path, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]) -> None:
+        try:
+            tifffile.imwrite(temp, self._frames(), shape=shape, dtype=dtype, **options)
+        except BaseException as error:  # handed to the caller's thread in _send
+            self._error = error
+
+    def _send(self, item: object) -> None:
+        while True:
+            if self._error is not None:
+                raise OSError(f"writing the TIFF failed: {_one_line(self._error)}") from self._error
+            if not self._thread.is_alive():
+                return
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def put(self, frame: np.ndarray) -> None:
+        self._send(frame)
+
+    def finish(self) -> None:
+        self._send(_DONE)
+        self._thread.join()
+        if self._error is not None:
+            raise OSError(f"writing the TIFF failed: {_one_line(self._error)}") from self._error
+
+    def abort(self) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(_ABORT, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+
+
+class _NpyTarget:
+    """Writes the .npy header, then raw frames one after another."""
+
+    def __init__(self, temp: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._fh = open(temp, "wb")  # noqa: SIM115 - closed in finish/abort
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self._fh, header)
+
+    def put(self, frame: np.ndarray) -> None:
+        self._fh.write(np.ascontiguousarray(frame).tobytes())
+
+    def finish(self) -> None:
+        self._fh.close()
+
+    def abort(self) -> None:
+        self._fh.close()
+
+
+class _PngTarget:
+    """A single 8- or 16-bit frame, saved with Pillow at the end."""
+
+    def __init__(self, temp: Path) -> None:
+        self._temp = temp
+        self._frame: np.ndarray | None = None
+
+    def put(self, frame: np.ndarray) -> None:
+        self._frame = frame
+
+    def finish(self) -> None:
+        assert self._frame is not None
+        Image.fromarray(self._frame).save(self._temp, format="PNG")
+
+    def abort(self) -> None:
+        self._frame = None
+
+
+def _imagej_compatible(axes: str, dtype: np.dtype) -> bool:
+    order = "TZCYX"
+    positions = [order.find(a) for a in axes]
+    in_order = -1 not in positions and positions == sorted(positions)
+    return in_order and dtype in (np.dtype("uint8"), np.dtype("uint16"), np.dtype("float32"))
+
+
+def _tiff_options(shape: tuple[int, ...], axes: str, dtype: np.dtype, meta: ImageMetadata) -> dict[str, Any]:
+    """ImageJ hyperstack when possible (Fiji reads it natively), else OME-TIFF (BigTIFF if large)."""
+    big = math.prod(shape) * dtype.itemsize > BIGTIFF_THRESHOLD
+    options: dict[str, Any] = {"bigtiff": big}
+    if meta.resolution is not None:
+        options["resolution"] = meta.resolution
+    if meta.ome_xml is None and not big and _imagej_compatible(axes, dtype):
+        imagej = {k: v if k in _IMAGEJ_TAG_KEYS else _imagej_escape(v) for k, v in (meta.imagej or {}).items()}
+        labels = imagej.get("Labels")
+        if labels is not None and len(labels) != math.prod(shape[:-2]):
+            imagej.pop("Labels")
+        if meta.description and "Info" not in imagej:
+            imagej["Info"] = meta.description
+        options.update(imagej=True, metadata={**imagej, "axes": axes})
+        return options
+    physical = _ome_pixels(meta.ome_xml) if meta.ome_xml else _imagej_to_ome(meta)
+    options.update(ome=True, metadata={**physical, "axes": axes})
+    if meta.resolution_unit is not None:
+        options["resolutionunit"] = meta.resolution_unit
+    return options
+
+
+def _cast(frame: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A private copy in the output type (the caller may reuse its buffer while the copy
+    waits in the writer's queue); integers are rounded and clipped rather than wrapped."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(frame), info.min, info.max).astype(dtype)
+    return np.array(frame, dtype=dtype)
+
+
+def _temp_path(path: Path) -> Path:
+    """A fresh hidden file beside ``path``, created with the user's default permissions."""
+    while True:
+        temp = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
+        try:
+            os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return temp
+        except FileExistsError:
+            continue
+
+
+class StackWriter:
+    """Writes a stack frame by frame to ``path``, atomically.
+
+    Frames go to ``.NAME.partial-XXXX`` in the same folder, renamed to ``path`` when the
+    ``with`` block ends normally and every frame was written; on any error the temporary
+    file is deleted and nothing appears at ``path``. The format follows the suffix:
+    .tif/.tiff (ImageJ or OME metadata written back), .npy, .png (2-D, 8/16-bit only).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        shape: Sequence[int],
+        axes: str,
+        metadata: ImageMetadata | None = None,
+        dtype: np.typing.DTypeLike = np.float32,
+        inputs: Sequence[str | os.PathLike[str]] = (),
+    ) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.axes = axes
+        self.metadata = metadata or ImageMetadata()
+        self.dtype = np.dtype(dtype)
+        self._check(inputs)
+        self._count = 0
+        self._temp: Path | None = None
+        self._target: _Target | None = None
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.shape[-2], self.shape[-1]
+
+    @property
+    def n_frames(self) -> int:
+        return math.prod(self.shape[:-2])
+
+    def _check(self, inputs: Sequence[str | os.PathLike[str]]) -> None:
+        suffix = self.path.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES:
+            raise InputError(f"{self.path}: unsupported output type; use one of {', '.join(IMAGE_SUFFIXES)}")
+        if len(self.axes) != len(self.shape) or not self.axes.endswith("YX"):
+            raise ValueError(f"axes '{self.axes}' do not describe shape {self.shape} ending in YX")
+        if suffix == ".png" and (len(self.shape) != 2 or self.dtype.kind != "u" or self.dtype.itemsize > 2):
+            raise InputError(
+                f"{self.path}: PNG holds one 8- or 16-bit image, not shape {self.shape} of "
+                f"{self.dtype}; write .tif instead (keeps float32 and stacks)"
+            )
+        if not self.path.parent.is_dir():
+            raise InputError(f"{self.path}: the output folder {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a folder; give an output file name")
+        check_output_path(self.path, inputs)
+
+    def __enter__(self) -> StackWriter:
+        self._temp = _temp_path(self.path)
+        try:
+            self._target = self._open_target(self._temp)
+        except BaseException:
+            self._temp.unlink(missing_ok=True)
+            raise
+        return self
+
+    def _open_target(self, temp: Path) -> _Target:
+        suffix = self.path.suffix.lower()
+        if suffix == ".npy":
+            return _NpyTarget(temp, self.shape, self.dtype)
+        if suffix == ".png":
+            return _PngTarget(temp)
+        options = _tiff_options(self.shape, self.axes, self.dtype, self.metadata)
+        return _TiffTarget(temp, self.shape, self.dtype, options)
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append the next 2-D frame (cast to the writer's dtype)."""
+        if self._target is None:
+            raise RuntimeError("StackWriter.write() called outside its with-block")
+        if self._count >= self.n_frames:
+            raise ValueError(f"{self.path}: all {self.n_frames} frames were already written")
+        if tuple(frame.shape) != self.frame_shape:
+            raise ValueError(f"frame of shape {frame.shape} does not match {self.frame_shape}")
+        self._target.put(_cast(frame, self.dtype))
+        self._count += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._target is not None and self._temp is not None
+        target, temp = self._target, self._temp
+        self._target = None
+        if exc_type is None and self._count != self.n_frames:
+            target.abort()
+            temp.unlink(missing_ok=True)
+            raise RuntimeError(f"{self.path}: only {self._count} of {self.n_frames} frames were written")
+        if exc_type is not None:
+            target.abort()
+            temp.unlink(missing_ok=True)
+            return
+        try:
+            target.finish()
+            os.replace(temp, self.path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        log.info("wrote %s (%s, %s)", self.path, "x".join(map(str, self.shape)), self.dtype)

@@ -1,0 +1,319 @@
+"""Run a bioimage.io package (ONNX weights) on images of any size, frame by frame.
+
+package -> preprocess (whole image) -> tiles -> onnxruntime in batches -> stitch ->
+postprocess. Memory is bounded by one frame plus one batch of tiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import weakref
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selfden.errors import InputError, ModelError, SelfdenError
+from selfden.images import IMAGE_SUFFIXES, ImageStack, StackWriter, check_output_path, open_image
+from selfden.inference.processing import apply_steps
+from selfden.inference.rdf import ModelSpec, find_rdf, read_spec
+from selfden.inference.runtime import Device, OnnxRunner, create_runner
+from selfden.inference.tiling import Stitcher, batched, read_tile, tile_image
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE_SIZE = 256
+DEFAULT_TILE_BATCH = 4
+
+
+def arrange(array: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Reorder axes named by letters; letters only in ``target`` become size-1 axes,
+    letters only in ``source`` must be size 1 and are dropped."""
+    for letter in [a for a in source if a not in target]:
+        axis = source.index(letter)
+        if array.shape[axis] != 1:
+            raise ValueError(f"cannot drop axis {letter} of size {array.shape[axis]} ({source} -> {target})")
+        array, source = array.squeeze(axis), source.replace(letter, "")
+    for letter in [a for a in target if a not in source]:
+        array, source = array[..., None], source + letter
+    return array.transpose([source.index(a) for a in target])
+
+
+def _extract_zip(path: Path) -> tuple[Path, tempfile.TemporaryDirectory[str]]:
+    temp = tempfile.TemporaryDirectory(prefix="selfden-model-")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.extractall(temp.name)  # zipfile drops '..' and absolute member names
+    except (zipfile.BadZipFile, OSError) as error:
+        temp.cleanup()
+        raise ModelError(f"{path}: not a readable .zip model package ({error})") from error
+    root = Path(temp.name)
+    folders = [p for p in root.iterdir() if p.is_dir()]
+    rdf = find_rdf(root) or (find_rdf(folders[0]) if len(folders) == 1 else None)
+    if rdf is None:
+        temp.cleanup()
+        raise ModelError(f"{path}: the package holds no rdf.yaml; expected a bioimage.io model .zip")
+    return rdf, temp
+
+
+def locate_rdf(model_path: Path) -> tuple[Path, tempfile.TemporaryDirectory[str] | None]:
+    """The rdf.yaml of a model folder, a run folder (``model/``) or a .zip package.
+
+    For a .zip the package is extracted into a temporary folder, returned for cleanup.
+    """
+    if not model_path.exists():
+        raise ModelError(f"{model_path}: no such model folder or package; give a model folder, a run folder or a .zip")
+    if model_path.is_file():
+        if model_path.suffix.lower() == ".zip":
+            return _extract_zip(model_path)
+        if model_path.name in ("rdf.yaml", "bioimageio.yaml"):
+            return model_path, None
+        raise ModelError(f"{model_path}: not a model; expected a model folder (with rdf.yaml) or a .zip package")
+    rdf = find_rdf(model_path) or find_rdf(model_path / "model")
+    if rdf is None:
+        raise ModelError(
+            f"{model_path}: no rdf.yaml here or in {model_path / 'model'}; "
+            "give a model folder, or export the run first (selfden export)"
+        )
+    return rdf, None
+
+
+class Predictor:
+    """A loaded model that denoises 2-D frames of any size.
+
+    Subclasses may replace ``run_tiles`` (e.g. to draw several samples per tile) and keep
+    the tiling, batching and stitching.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        runner: OnnxRunner,
+        tile_size: int | None = None,
+        tile_batch: int = DEFAULT_TILE_BATCH,
+        overlap: int | None = None,
+    ) -> None:
+        self.spec = spec
+        self.runner = runner
+        self.tile_size = int(tile_size if tile_size is not None else _suggested_tile(spec))
+        if self.tile_size < 1 or tile_batch < 1:
+            raise SelfdenError(
+                f"tile size {tile_size} and tile batch {tile_batch} must be positive (e.g. --tile-size 256)"
+            )
+        self.tile_batch = tile_batch if spec.batch_size is None else spec.batch_size
+        self.overlap = overlap
+        if runner.input_rank != len(spec.input_axes):
+            raise ModelError(
+                f"{spec.weights}: graph input has {runner.input_rank} dimensions but rdf.yaml "
+                f"describes axes '{spec.input_axes}'"
+            )
+        self._cleanup: Callable[[], Any] | None = None
+
+    @classmethod
+    def from_path(
+        cls,
+        model_path: str | os.PathLike[str],
+        device: Device = "auto",
+        tile_size: int | None = None,
+        tile_batch: int = DEFAULT_TILE_BATCH,
+    ) -> Predictor:
+        """Load a model folder, run folder or .zip package (ModelError if unusable)."""
+        rdf, temp = locate_rdf(Path(model_path))
+        try:
+            spec = read_spec(rdf)
+            predictor = cls(spec, create_runner(spec.weights, device, spec.output_id), tile_size, tile_batch)
+        except BaseException:
+            if temp is not None:
+                temp.cleanup()
+            raise
+        if temp is not None:
+            predictor._cleanup = weakref.finalize(predictor, temp.cleanup)
+        log.info("model %s (%s): tiles of %d, batch %d", spec.name, rdf, predictor.tile_size, predictor.tile_batch)
+        return predictor
+
+    @property
+    def provider(self) -> str:
+        """The onnxruntime execution provider running the graph, e.g. CUDAExecutionProvider."""
+        return self.runner.provider
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.runner.session.get_providers())
+
+    @property
+    def config_selfden(self) -> dict[str, Any]:
+        return dict(self.spec.config_selfden)
+
+    def close(self) -> None:
+        """Delete a temporary extraction of a .zip package (no-op for folders)."""
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the pipeline ----------------------------------------------------------------
+    def run_tiles(self, batch: np.ndarray) -> np.ndarray:
+        """Network outputs ``(B, K, Py, Px)`` for preprocessed tiles ``(B, Py, Px)``."""
+        spec = self.spec
+        if "b" not in spec.input_axes:
+            return np.concatenate([self._run_one(tile) for tile in batch])
+        count = len(batch)
+        if spec.batch_size is not None and count < spec.batch_size:  # fixed batch: fill up, drop later
+            batch = np.concatenate([batch, np.repeat(batch[-1:], spec.batch_size - count, axis=0)])
+        model_input = arrange(batch[:, None], "bcyx", spec.input_axes)
+        return arrange(self.runner.run(model_input), spec.output_axes, "bcyx")[:count]
+
+    def _run_one(self, tile: np.ndarray) -> np.ndarray:
+        output = self.runner.run(arrange(tile[None], "cyx", self.spec.input_axes))
+        return arrange(output, self.spec.output_axes, "cyx")[None]
+
+    def predict_tiled(self, image: np.ndarray) -> np.ndarray:
+        """Preprocessed ``(H, W)`` image -> stitched network output ``(K, H, W)``."""
+        spec = self.spec
+        tiles = tile_image(image.shape, self.tile_size, spec.min_size, spec.size_step, spec.halo, self.overlap)
+        stitcher: Stitcher | None = None
+        for group in batched(tiles, self.tile_batch):
+            inputs = np.stack([read_tile(image, tile) for tile in group])
+            outputs = self.run_tiles(inputs)
+            if outputs.shape[-2:] != inputs.shape[-2:] or outputs.shape[0] != len(group):
+                raise ModelError(
+                    f"{spec.weights}: output shape {outputs.shape} does not match the tiles {inputs.shape}"
+                )
+            stitcher = stitcher or Stitcher(image.shape, outputs.shape[1])
+            for tile, output in zip(group, outputs):
+                stitcher.add(tile, output)
+        assert stitcher is not None
+        return stitcher.result()
+
+    def predict_image(self, frame: np.ndarray) -> np.ndarray:
+        """Denoise one 2-D frame (raw intensities in, float32 of the same shape out)."""
+        if frame.ndim != 2:
+            raise ValueError(f"expected a 2-D frame, got shape {frame.shape}")
+        raw = np.asarray(frame, dtype=np.float32)
+        normalised = apply_steps(raw, self.spec.preprocessing, {self.spec.input_id: raw})
+        output = self.predict_tiled(np.asarray(normalised, dtype=np.float32))[0]
+        references = {self.spec.input_id: raw}
+        return np.asarray(apply_steps(output, self.spec.postprocessing, references), dtype=np.float32)
+
+    def predict_stack(
+        self,
+        stack: ImageStack,
+        writer: StackWriter,
+        on_frame: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Denoise every frame of ``stack`` into ``writer``, one frame in memory at a time.
+
+        ``on_frame(done, total)`` is called after each frame.
+        """
+        total = len(stack)
+        for index in range(total):
+            writer.write(self.predict_image(stack.frame(index)))
+            if on_frame is not None:
+                on_frame(index + 1, total)
+
+
+def _suggested_tile(spec: ModelSpec) -> int:
+    value = spec.config_selfden.get("tile_size")
+    if isinstance(value, int) and value > 0:
+        return value
+    return DEFAULT_TILE_SIZE
+
+
+# --- files in, files out -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where ``denoise_files`` is: ``frame`` of ``n_frames`` done in file ``file_index`` (0-based).
+
+    Sent once with ``frame=0`` when a file starts, then after every frame. ``provider`` is
+    the onnxruntime provider really running the model (for the CLI to report).
+    """
+
+    path: Path
+    file_index: int
+    n_files: int
+    frame: int
+    n_frames: int
+    provider: str
+
+
+def _stem(path: Path) -> str:
+    name = path.name[: -len(path.suffix)] if path.suffix else path.name
+    return name[:-4] if name.lower().endswith(".ome") else name
+
+
+def plan_outputs(inputs: Sequence[Path], output: Path) -> tuple[list[Path], Path | None]:
+    """Output path of each input, and the folder to create (None when writing one file).
+
+    One input and an image suffix: ``output`` is the file. Otherwise ``output`` is a folder
+    and each result is ``<stem>_denoised.tif``. Raises InputError for collisions and for
+    outputs that would overwrite an input.
+    """
+    if not inputs:
+        raise InputError("no input images given")
+    is_file = output.suffix.lower() in IMAGE_SUFFIXES
+    if is_file and len(inputs) > 1:
+        raise InputError(f"{output}: {len(inputs)} inputs need an output folder, not a file name")
+    if not is_file and output.exists() and not output.is_dir():
+        raise InputError(f"{output}: exists and is not a folder; give a folder for the results")
+    targets = [output] if is_file else [output / f"{_stem(p)}_denoised.tif" for p in inputs]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(inputs, targets):
+        if target.resolve() in seen:
+            raise InputError(f"{target}: both {seen[target.resolve()]} and {source} would be written here; rename one")
+        seen[target.resolve()] = source
+        if target.is_dir():
+            raise InputError(f"{target}: is a folder; cannot write the result of {source} there")
+        check_output_path(target, inputs)
+    return targets, None if is_file else output
+
+
+def _output_dtype(stack: ImageStack, target: Path) -> np.dtype:
+    """float32 everywhere except PNG, which keeps the input's 8/16-bit type."""
+    if target.suffix.lower() != ".png":
+        return np.dtype(np.float32)
+    if stack.dtype.kind != "u" or stack.dtype.itemsize > 2 or len(stack.shape) != 2:
+        raise InputError(f"{target}: PNG holds one 8/16-bit image, input {stack.path} is not; write .tif instead")
+    return stack.dtype
+
+
+def denoise_files(
+    model_path: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    device: Device = "auto",
+    tile_size: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    tile_batch: int = DEFAULT_TILE_BATCH,
+) -> list[Path]:
+    """Denoise ``inputs`` with the model at ``model_path``; returns the written files.
+
+    Every input is opened and every output path checked before the model is loaded or
+    anything is written; outputs appear atomically and never replace an input.
+    """
+    paths = [Path(p) for p in inputs]
+    stacks = [open_image(p) for p in paths]
+    targets, folder = plan_outputs(paths, Path(output))
+    dtypes = [_output_dtype(s, t) for s, t in zip(stacks, targets)]
+    with Predictor.from_path(model_path, device, tile_size, tile_batch) as predictor:
+        (folder or targets[0].parent).mkdir(parents=True, exist_ok=True)
+        for index, (stack, target, dtype) in enumerate(zip(stacks, targets, dtypes)):
+            def report(done: int, total: int, stack: ImageStack = stack, index: int = index) -> None:
+                if on_progress is not None:
+                    on_progress(Progress(stack.path, index, len(stacks), done, total, predictor.provider))
+
+            with stack, StackWriter(target, stack.shape, stack.axes, stack.metadata, dtype, paths) as writer:
+                report(0, len(stack))
+                predictor.predict_stack(stack, writer, report)
+            log.info("denoised %s -> %s", stack.path, target)
+    return targets
