@@ -1,0 +1,57 @@
+"""Device choice, precision, seeding and moving numpy batches onto the device."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import ContextManager
+
+import numpy as np
+import torch
+
+from selfden.errors import SelfdenError
+from selfden.training.config import DeviceName, TrainerConfig
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: DeviceName) -> torch.device:
+    """``"auto"`` → CUDA when torch sees a GPU, else CPU; ``"cuda"`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SelfdenError(
+            f"device 'cuda' requested but this torch {torch.__version__} sees no CUDA GPU; "
+            "use device 'auto' or 'cpu', or install a CUDA build of torch"
+        )
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's CPU and CUDA generators (numpy draws come from passed-in Generators)."""
+    torch.manual_seed(seed)
+
+
+def uses_bf16(device: torch.device, config: TrainerConfig) -> bool:
+    """bf16 autocast on CUDA when asked and supported; on CPU only when ``bf16_on_cpu``."""
+    if device.type == "cuda":
+        if config.bf16 and not torch.cuda.is_bf16_supported():
+            logger.warning("this GPU does not support bf16; training in float32")
+            return False
+        return config.bf16
+    return device.type == "cpu" and config.bf16_on_cpu
+
+
+def autocast_context(device: torch.device, enabled: bool) -> ContextManager[object]:
+    """``torch.autocast`` to bf16 when enabled, else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def batch_to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A ``(B, 1, H, W)`` float32 array as a tensor on ``device``."""
+    array = np.asarray(batch)
+    if array.ndim != 4 or array.shape[1] != 1:
+        raise ValueError(f"batch of shape {array.shape}: expected (B, 1, H, W)")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)

@@ -1,0 +1,310 @@
+"""The generic training loop: feed batches, call the method's steps, keep time, validate,
+checkpoint, log and stop. Nothing here knows which method it trains.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfden.methods.base import Method
+from selfden.training.checkpoint import (
+    TrainingCounters,
+    load_checkpoint,
+    make_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from selfden.training.config import TrainerConfig
+from selfden.training.device import autocast_context, batch_to_device, seed_everything, uses_bf16
+from selfden.training.metrics_log import MetricsLog
+from selfden.training.progress import ProgressReporter, ProgressState, format_seconds
+from selfden.training.result import RunPaths, StopReason, TrainingDiverged, TrainResult
+
+logger = logging.getLogger(__name__)
+
+#: Weight of the newest step in the smoothed train metrics shown by the progress display.
+_EMA_WEIGHT = 0.1
+
+
+def train(
+    method: Method,
+    next_batch: Callable[[], np.ndarray],
+    val_batches: Sequence[np.ndarray],
+    run_dir: Path,
+    config: TrainerConfig,
+    resume: bool = False,
+    progress: ProgressReporter | None = None,
+    *,
+    data_rng: np.random.Generator | None = None,
+) -> TrainResult:
+    """Train ``method`` until ``config``'s first budget ends; see ``selfden.training`` for the files written.
+
+    ``next_batch`` returns normalised ``(B, 1, P, P)`` float32 arrays; ``val_batches`` are fixed
+    arrays of the same layout. ``data_rng`` (the Generator behind ``next_batch``), when given,
+    is checkpointed too, so a resumed run draws the crops an uninterrupted run would have.
+    Raises :class:`TrainingDiverged` when a loss becomes NaN or infinite.
+    """
+    run = _Run(method, next_batch, val_batches, RunPaths(Path(run_dir)), config, progress, data_rng)
+    run.prepare(resume)
+    return run.execute()
+
+
+class _Run:
+    """State of one training session (a fresh run or one resume)."""
+
+    def __init__(
+        self,
+        method: Method,
+        next_batch: Callable[[], np.ndarray],
+        val_batches: Sequence[np.ndarray],
+        paths: RunPaths,
+        config: TrainerConfig,
+        progress: ProgressReporter | None,
+        data_rng: np.random.Generator | None,
+    ) -> None:
+        if not val_batches:
+            raise ValueError("train() needs at least one validation batch")
+        _check_device(method.device, config)
+        self.method, self.next_batch, self.paths, self.config = method, next_batch, paths, config
+        self.progress, self.data_rng = progress, data_rng
+        self.device = method.device
+        self.bf16 = uses_bf16(self.device, config)
+        self.val_batches = [batch_to_device(batch, self.device) for batch in val_batches]
+        self.log = MetricsLog(paths.metrics)
+        self.counters = TrainingCounters()
+        self.fresh = True
+        self.window: dict[str, list[float]] = defaultdict(list)
+        self.smoothed: dict[str, float] = {}
+        self.last_train: dict[str, float] = {}
+        self.last_val: dict[str, float] = {}
+        self.last_val_step = -1
+        self.saved_step: int | None = None
+
+    # --- set-up -------------------------------------------------------------------------
+    def prepare(self, resume: bool) -> None:
+        """Restore a checkpoint, or clear what an earlier run left in the folder."""
+        self.paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._restore()
+        else:
+            self._start_fresh()
+        self.carried = self.counters.elapsed_seconds
+        self.last_val_elapsed = self.last_checkpoint_elapsed = self.carried
+
+    def _restore(self) -> None:
+        checkpoint = load_checkpoint(self.paths.last_checkpoint)
+        self.counters = restore_checkpoint(checkpoint, self.method, self.data_rng)
+        self.log.drop_after(self.counters.step)
+        self.fresh, self.saved_step = False, self.counters.step
+        logger.info("resuming %s at step %d (%.0f s trained)", self.paths.run_dir,
+                    self.counters.step, self.counters.elapsed_seconds)
+
+    def _start_fresh(self) -> None:
+        if self.paths.last_checkpoint.exists():
+            logger.warning("starting a fresh run in %s: its checkpoints and metrics are replaced", self.paths.run_dir)
+        self.paths.best_checkpoint.unlink(missing_ok=True)
+        self.log.reset()
+        seed_everything(self.config.seed)
+
+    # --- the loop -----------------------------------------------------------------------
+    def execute(self) -> TrainResult:
+        """Run to the end of the budget, an early stop or Ctrl-C; save, report, return."""
+        self.t0, self.start_step = time.monotonic(), self.counters.step
+        logger.info("training on %s (bf16 autocast: %s)", self.device, self.bf16)
+        if self.progress is not None:
+            self.progress.start(self._progress_state())
+        try:
+            return self._finish(self._train_guarded())
+        finally:
+            if self.progress is not None:
+                self.progress.finish(self._progress_state())
+
+    def _train_guarded(self) -> StopReason:
+        try:
+            if self.fresh:
+                self._validate()  # a baseline point for the curves
+            reason = self._loop()
+            self._flush_train()
+            if self.counters.step > self.last_val_step:
+                self._validate()
+            return reason
+        except KeyboardInterrupt:
+            logger.warning("interrupted at step %d; saving %s", self.counters.step, self.paths.last_checkpoint)
+            self._flush_train()
+            return "interrupted"
+
+    def _loop(self) -> StopReason:
+        while (reason := self._budget_spent()) is None:
+            self._train_step()
+            if self._validation_due():
+                self._validate()
+                if self._patience_exhausted():
+                    return "early_stopping"
+            if self.elapsed() - self.last_checkpoint_elapsed >= 60.0 * self.config.checkpoint_every_minutes:
+                self._save(self.paths.last_checkpoint)
+            if self.progress is not None:
+                self.progress.update(self._progress_state())
+        return reason
+
+    def _budget_spent(self) -> StopReason | None:
+        if self.config.max_steps is not None and self.counters.step >= self.config.max_steps:
+            return "max_steps"
+        max_seconds = self.config.max_seconds
+        if max_seconds is not None and self.elapsed() >= max_seconds:
+            return "max_minutes"
+        return None
+
+    def _train_step(self) -> None:
+        batch = batch_to_device(self.next_batch(), self.device)
+        with autocast_context(self.device, self.bf16):
+            metrics = _as_floats(self.method.training_step(batch))
+        self._require_finite(metrics, "loss", "training_step", self.counters.step + 1)
+        self.counters.step += 1
+        for key, value in metrics.items():
+            self.window[key].append(value)
+            previous = self.smoothed.get(key, value)
+            self.smoothed[key] = previous + _EMA_WEIGHT * (value - previous)
+        if self.counters.step % self.config.log_every_steps == 0:
+            self._flush_train()
+
+    def _flush_train(self) -> None:
+        if not self.window:
+            return
+        self.last_train = {key: float(np.mean(values)) for key, values in self.window.items()}
+        self.log.write(self.counters.step, self.elapsed(), "train", self.last_train)
+        self.window.clear()
+
+    # --- validation ---------------------------------------------------------------------
+    def _validation_due(self) -> bool:
+        by_steps = self.counters.step % self.config.val_every_steps == 0
+        return by_steps or self.elapsed() - self.last_val_elapsed >= self.config.val_every_seconds
+
+    def _validate(self) -> None:
+        metrics = self._average_validation()
+        self._require_finite(metrics, "val_loss", "validation_step", self.counters.step)
+        self.log.write(self.counters.step, self.elapsed(), "val", metrics)
+        self.last_val, self.last_val_step = metrics, self.counters.step
+        self.method.on_validation_end(metrics)
+        logger.debug("step %d validation: %s", self.counters.step, metrics)
+        if metrics["val_loss"] < self.counters.best_val_loss:
+            self.counters.best_val_loss = metrics["val_loss"]
+            self.counters.validations_since_best = 0
+            self._save(self.paths.best_checkpoint)
+        else:
+            self.counters.validations_since_best += 1
+        # measured after the work so a slow validation cannot crowd out training
+        self.last_val_elapsed = self.elapsed()
+
+    def _average_validation(self) -> dict[str, float]:
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        for batch in self.val_batches:
+            with autocast_context(self.device, self.bf16):
+                metrics = _as_floats(self.method.validation_step(batch))
+            for key, value in metrics.items():
+                sums[key] += value * batch.shape[0]
+            count += batch.shape[0]
+        return {key: total / count for key, total in sums.items()}
+
+    def _patience_exhausted(self) -> bool:
+        patience = self.config.early_stopping_patience
+        return patience is not None and self.counters.validations_since_best >= patience
+
+    # --- checkpoints, errors, end -------------------------------------------------------
+    def elapsed(self) -> float:
+        """Training seconds, including those carried over from earlier sessions."""
+        return self.carried + time.monotonic() - self.t0
+
+    def _save(self, path: Path) -> None:
+        self.counters.elapsed_seconds = self.elapsed()
+        save_checkpoint(make_checkpoint(self.method, self.counters, self.data_rng), path)
+        if path == self.paths.last_checkpoint:
+            self.last_checkpoint_elapsed, self.saved_step = self.counters.elapsed_seconds, self.counters.step
+
+    def _require_finite(self, metrics: dict[str, float], key: str, source: str, step: int) -> None:
+        if key not in metrics:
+            raise ValueError(f"{type(self.method).__name__}.{source} returned no {key!r}: {sorted(metrics)}")
+        if math.isfinite(metrics[key]):
+            return
+        self._flush_train()
+        kept = (f"the last good checkpoint {self.paths.last_checkpoint} (step {self.saved_step}) is kept"
+                if self.saved_step is not None else "no checkpoint had been saved yet")
+        raise TrainingDiverged(
+            f"training diverged: {key} became {metrics[key]} at step {step} and training "
+            f"stopped; {kept}; lower the learning rate or check the input data for outliers and train again"
+        )
+
+    def _finish(self, reason: StopReason) -> TrainResult:
+        self._save(self.paths.last_checkpoint)
+        report_written = self._write_report()
+        best = self.counters.best_val_loss
+        logger.info("training stopped (%s) at step %d after %.0f s; best val_loss %.4g",
+                    reason, self.counters.step, self.counters.elapsed_seconds, best)
+        return TrainResult(
+            steps=self.counters.step,
+            elapsed_seconds=self.counters.elapsed_seconds,
+            best_val_loss=best if math.isfinite(best) else None,
+            paths=self.paths,
+            final_metrics={**self.last_train, **self.last_val},
+            interrupted=reason == "interrupted",
+            stop_reason=reason,
+            report_written=report_written,
+        )
+
+    def _write_report(self) -> bool:
+        if not self.config.write_report:
+            return False
+        from selfden.report import training_report  # matplotlib only when a report is drawn
+
+        try:
+            crop = self.val_batches[0][:1]
+            with torch.no_grad():
+                denoised = self.method.denoise(crop)
+            name = getattr(type(self.method), "name", type(self.method).__name__)
+            title = f"{name}: {self.counters.step} steps, {format_seconds(self.elapsed())} (normalised units)"
+            training_report(self.paths.metrics, _first_image(crop), _first_image(denoised), self.paths.report, title)
+        except KeyboardInterrupt:
+            logger.warning("report skipped (interrupted)")
+            return False
+        except Exception:  # a figure must not cost the caller a finished training's result
+            logger.exception("could not write %s", self.paths.report)
+            return False
+        return True
+
+    def _progress_state(self) -> ProgressState:
+        session_seconds = time.monotonic() - self.t0
+        done = self.counters.step - self.start_step
+        return ProgressState(
+            step=self.counters.step,
+            elapsed_seconds=self.carried + session_seconds,
+            max_steps=self.config.max_steps,
+            max_seconds=self.config.max_seconds,
+            steps_per_second=done / session_seconds if done > 0 and session_seconds > 0 else None,
+            train=dict(self.smoothed),
+            val=dict(self.last_val),
+        )
+
+
+def _as_floats(metrics: dict[str, float]) -> dict[str, float]:
+    # methods may hand back 0-d tensors; logs and comparisons want Python floats
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def _first_image(batch: torch.Tensor) -> np.ndarray:
+    return batch[0, 0].detach().float().cpu().numpy()
+
+
+def _check_device(device: torch.device, config: TrainerConfig) -> None:
+    if config.device != "auto" and device.type != config.device:
+        raise ValueError(
+            f"the method is on {device} but TrainerConfig.device is {config.device!r}; "
+            "build the method on selfden.training.resolve_device(config.device)"
+        )
