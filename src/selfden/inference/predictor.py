@@ -287,6 +287,32 @@ def _output_dtype(stack: ImageStack, target: Path) -> np.dtype:
     return stack.dtype
 
 
+def std_path(target: Path) -> Path:
+    """Where the per-pixel standard deviation of ``target`` goes: ``<stem>_std.tif`` beside it."""
+    return target.with_name(f"{_stem(target)}_std.tif")
+
+
+def load_predictor(
+    model_path: str | os.PathLike[str],
+    device: Device = "auto",
+    tile_size: int | None = None,
+    tile_batch: int = DEFAULT_TILE_BATCH,
+    samples: int | None = None,
+    std: bool = False,
+) -> Predictor:
+    """The deterministic predictor, or COSDD's sampling one when samples or std are asked for."""
+    predictor = Predictor.from_path(model_path, device, tile_size, tile_batch)
+    if samples is None and not std:
+        return predictor
+    from selfden.inference.sampling import SamplingPredictor
+
+    try:
+        return SamplingPredictor.from_predictor(predictor, samples, device)
+    except BaseException:
+        predictor.close()
+        raise
+
+
 def denoise_files(
     model_path: str | os.PathLike[str],
     inputs: Sequence[str | os.PathLike[str]],
@@ -295,17 +321,25 @@ def denoise_files(
     tile_size: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     tile_batch: int = DEFAULT_TILE_BATCH,
+    samples: int | None = None,
+    std: bool = False,
 ) -> list[Path]:
     """Denoise ``inputs`` with the model at ``model_path``; returns the written files.
 
     Every input is opened and every output path checked before the model is loaded or
-    anything is written; outputs appear atomically and never replace an input.
+    anything is written; outputs appear atomically and never replace an input. For COSDD
+    packages, ``samples`` averages that many posterior samples and ``std`` also writes the
+    per-pixel standard deviation to ``<stem>_std.tif``.
     """
     paths = [Path(p) for p in inputs]
     stacks = [open_image(p) for p in paths]
     targets, folder = plan_outputs(paths, Path(output))
     dtypes = [_output_dtype(s, t) for s, t in zip(stacks, targets)]
-    with Predictor.from_path(model_path, device, tile_size, tile_batch) as predictor:
+    std_targets = [std_path(t) for t in targets] if std else []
+    for target in std_targets:
+        check_output_path(target, paths)
+    written: list[Path] = []
+    with load_predictor(model_path, device, tile_size, tile_batch, samples, std) as predictor:
         (folder or targets[0].parent).mkdir(parents=True, exist_ok=True)
         for index, (stack, target, dtype) in enumerate(zip(stacks, targets, dtypes)):
             def report(done: int, total: int, stack: ImageStack = stack, index: int = index) -> None:
@@ -314,6 +348,12 @@ def denoise_files(
 
             with stack, StackWriter(target, stack.shape, stack.axes, stack.metadata, dtype, paths) as writer:
                 report(0, len(stack))
-                predictor.predict_stack(stack, writer, report)
+                if std:
+                    with StackWriter(std_targets[index], stack.shape, stack.axes, stack.metadata, np.float32, paths) as sw:
+                        predictor.predict_stack_with_std(stack, writer, sw, report)  # type: ignore[attr-defined]
+                    written.append(std_targets[index])
+                else:
+                    predictor.predict_stack(stack, writer, report)
+            written.insert(len(written) - (1 if std else 0), target)
             log.info("denoised %s -> %s", stack.path, target)
-    return targets
+    return written
