@@ -1,0 +1,316 @@
+"""The `selfden` command line: a thin shell that parses, calls one library function, reports.
+
+Heavy imports (torch, bioimageio) happen inside the commands that need them, so
+`selfden --help` is quick and `selfden infer` never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from selfden import __version__
+from selfden.errors import SelfdenError
+
+app = typer.Typer(
+    name="selfden",
+    help="Self-supervised denoising: train on noisy images alone, export bioimage.io packages, denoise anywhere.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected failures into one line on stderr and exit code 1 (bugs keep their traceback)."""
+    try:
+        yield
+    except SelfdenError as exc:
+        message = " ".join(str(exc).split("\n")).strip()
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: nothing partial was left behind")
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"selfden {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library messages."),
+) -> None:
+    """selfden: denoise images when no clean images exist."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
+
+
+# ---------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    method: str = typer.Argument(..., help="Method: cae, cosdd, noise2atom, dnnet (see `selfden methods`)."),
+    inputs: Optional[list[Path]] = typer.Argument(None, help="Noisy images: TIFF (2-D or stacks), PNG or NPY."),
+    output: Path = typer.Option(..., "--output", "-o", help="Run folder to create (or continue with --resume)."),
+    minutes: Optional[float] = typer.Option(None, help="Training time budget in minutes."),
+    steps: Optional[int] = typer.Option(None, help="Number of training steps (with --minutes: whichever ends first)."),
+    patch_size: Optional[int] = typer.Option(None, help="Side of the square training crops."),
+    batch_size: Optional[int] = typer.Option(None, help="Crops per training step."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (recorded in the run's config)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last checkpoint."),
+    bottleneck: Optional[int] = typer.Option(None, help="cae: bottleneck channels (denoising strength: fewer = smoother)."),
+    size: Optional[str] = typer.Option(None, help="cosdd: model size preset."),
+    direction: Optional[str] = typer.Option(None, help="cosdd: noise correlation direction x, y, none or auto."),
+    set_: list[str] = typer.Option([], "--set", help="Method option KEY=VALUE (repeatable), e.g. --set lr=5e-4."),
+) -> None:
+    """Train a denoiser on noisy images; ends by exporting RUN/model/ for `selfden infer` and Fiji."""
+    with user_errors():
+        from selfden import runs
+
+        if resume:
+            config = runs.load_run_config(output)
+            if config.method != method:
+                raise SelfdenError(f"{output}: the run trains {config.method}, not {method}")
+            config = _apply_budget(config, minutes, steps)
+        else:
+            if not inputs:
+                raise SelfdenError("no input images given: selfden train METHOD IMAGE... -o RUN")
+            method_options = _method_options(method, bottleneck=bottleneck, size=size, direction=direction, extra=set_)
+            method_options = _resolve_direction(method, method_options, inputs)
+            data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size}.items() if v is not None}
+            trainer_options = {"device": device, "max_minutes": minutes, "max_steps": steps}
+            if minutes is None and steps is None:
+                trainer_options["max_minutes"] = 10.0
+                console.print("no --minutes or --steps given: training for 10 minutes")
+            config = runs.new_run_config(method, inputs, method_options, data_options, trainer_options, seed)
+        result = _train_with_progress(config, output, resume)
+        _report_training(result)
+
+
+def _apply_budget(config: Any, minutes: float | None, steps: int | None) -> Any:
+    trainer = dict(config.trainer)
+    if minutes is not None:
+        trainer["max_minutes"] = minutes
+    if steps is not None:
+        trainer["max_steps"] = steps
+    return config.model_copy(update={"trainer": trainer})
+
+
+def _method_options(method: str, extra: list[str], **named: Any) -> dict[str, Any]:
+    """Named CLI options and --set KEY=VALUE pairs as a dict for the method's config model."""
+    import yaml
+
+    options = {k: v for k, v in named.items() if v is not None}
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SelfdenError(f"--set expects KEY=VALUE, got {item!r}")
+        options[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    from selfden.methods import get_method
+
+    fields = get_method(method).config_class.model_fields
+    for key in options:
+        if key not in fields:
+            raise SelfdenError(
+                f"option {key!r} does not apply to method {method}; its options are: {', '.join(sorted(fields))}"
+            )
+    return options
+
+
+def _resolve_direction(method: str, options: dict[str, Any], inputs: list[Path]) -> dict[str, Any]:
+    """For methods with a noise direction, replace "auto" by what the data show, and say why."""
+    from selfden.methods import get_method
+
+    if "direction" not in get_method(method).config_class.model_fields:
+        return options
+    if options.get("direction", "auto") != "auto":
+        return options
+    from selfden.images import open_image
+    from selfden.noise_analysis import measure_noise_correlation
+
+    result = measure_noise_correlation([open_image(p) for p in inputs])
+    console.print(f"noise direction: [bold]{result.direction}[/] — {result.reason}")
+    return {**options, "direction": result.direction}
+
+
+def _train_with_progress(config: Any, output: Path, resume: bool) -> Any:
+    from selfden import runs
+    from selfden.training.progress import RichProgress
+
+    return runs.train_run(config, output, resume=resume, progress=RichProgress(console=console))
+
+
+def _report_training(result: Any) -> None:
+    minutes = result.elapsed_seconds / 60
+    out.print(
+        f"trained {result.steps} steps in {minutes:.1f} min on {result.device} "
+        f"({result.parameter_count / 1e6:.2f} M parameters); run folder: {result.run_dir}"
+    )
+    if result.interrupted:
+        out.print(f"stopped early; continue with:\n  selfden train METHOD --resume -o {_q(result.run_dir)}")
+        return
+    out.print(f"report: {result.run_dir / 'report.png'}")
+    out.print(f"model: {result.model_dir}\ndenoise with:\n  selfden infer {_q(result.model_dir)} IMAGE.tif -o DENOISED.tif")
+
+
+# ---------------------------------------------------------------------------------- infer
+@app.command()
+def infer(
+    model: Path = typer.Argument(..., help="Model: a run folder, an exported model folder or a bioimage.io .zip."),
+    inputs: list[Path] = typer.Argument(..., help="Images to denoise: TIFF (2-D or stacks), PNG or NPY."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output file (one input) or folder."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    tile_size: Optional[int] = typer.Option(None, help="Tile side in pixels (default: the model's suggestion)."),
+    samples: Optional[int] = typer.Option(None, help="COSDD: posterior samples to average (default: direct denoiser)."),
+    std: bool = typer.Option(False, "--std", help="COSDD: also write the per-pixel standard deviation."),
+) -> None:
+    """Denoise images with onnxruntime (no PyTorch needed)."""
+    with user_errors():
+        from selfden.inference.predictor import denoise_files
+
+        with _frame_progress() as on_progress:
+            options: dict[str, Any] = {"device": device, "tile_size": tile_size, "on_progress": on_progress}
+            if samples is not None or std:
+                options.update(samples=samples, std=std)
+            written = denoise_files(model, inputs, output, **options)
+        for path in written:
+            out.print(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def _frame_progress() -> Iterator[Any]:
+    """A rich bar over the frames of each file, with frames/s and the time left."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=console) as bar:
+        tasks: dict[int, Any] = {}
+        started: dict[int, float] = {}
+
+        def on_progress(p: Any) -> None:
+            if p.file_index not in tasks:
+                if not tasks:
+                    console.print(f"running on {p.provider}")
+                name = f"[{p.file_index + 1}/{p.n_files}] {p.path.name}"
+                tasks[p.file_index] = bar.add_task(name, total=p.n_frames, rate="")
+                started[p.file_index] = time.perf_counter()
+            elapsed = max(time.perf_counter() - started[p.file_index], 1e-9)
+            rate = f"{p.frame / elapsed:.2f} frames/s" if p.frame else ""
+            bar.update(tasks[p.file_index], completed=p.frame, rate=rate)
+
+        yield on_progress
+
+
+# ---------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run folder made by `selfden train`."),
+    output: Path = typer.Option(..., "--output", "-o", help="Package folder to write (or a .zip)."),
+) -> None:
+    """Export a run as a bioimage.io package (ONNX weights) for selfden infer, Fiji and deepImageJ."""
+    with user_errors():
+        from selfden.runs import export_run
+
+        written = export_run(run, output)
+        out.print(f"wrote {written}")
+
+
+# ---------------------------------------------------------------------------------- noise
+@app.command()
+def noise(
+    inputs: list[Path] = typer.Argument(..., help="Noisy images to analyse."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write the autocorrelation plot (PNG) here."),
+) -> None:
+    """Measure the noise's spatial correlation along x and y and suggest COSDD's direction."""
+    with user_errors():
+        from selfden.images import open_image
+        from selfden.noise_analysis import measure_noise_correlation
+
+        result = measure_noise_correlation([open_image(p) for p in inputs])
+        out.print("lag   " + " ".join(f"{int(lag):>6d}" for lag in result.lags[:9]))
+        out.print("acf x " + " ".join(f"{v:6.3f}" for v in result.acf_x[:9]))
+        out.print("acf y " + " ".join(f"{v:6.3f}" for v in result.acf_y[:9]))
+        out.print(f"direction: {result.direction} — {result.reason}")
+        if plot is not None:
+            from selfden.noise_analysis_plot import plot_noise_correlation
+
+            plot_noise_correlation(result, plot)
+            out.print(f"plot: {plot}")
+
+
+@app.command()
+def css(
+    stacks: list[Path] = typer.Argument(..., help="Time series (raw or denoised) to score."),
+) -> None:
+    """Consecutive-frame similarity: mean SSIM between frames n and n+1 (higher = more consistent)."""
+    with user_errors():
+        import numpy as np
+
+        from selfden.images import open_image
+        from selfden.metrics import css as consecutive_similarity
+
+        for path in stacks:
+            stack = open_image(path)
+            if len(stack) < 2:
+                raise SelfdenError(f"{path}: CSS needs a time series of at least 2 frames, got {len(stack)}")
+            frames = np.stack([np.asarray(stack.frame(i), np.float32) for i in range(len(stack))])
+            out.print(f"{path}: CSS {consecutive_similarity(frames):.4f} over {len(stack)} frames")
+
+
+# ---------------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("selfden-demo"), "--output", "-o", help="Folder for the demo's data, run and results."),
+    minutes: float = typer.Option(2.5, help="Training time budget in minutes."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Make noisy data with known ground truth, train, export, denoise with onnxruntime, score."""
+    with user_errors():
+        from selfden.demo import run_demo
+        from selfden.training.progress import RichProgress
+
+        console.print(f"selfden demo: synthetic data, {minutes:g} min of training, then denoising with onnxruntime")
+        result = run_demo(output, minutes=minutes, device=device, progress=RichProgress(console=console))
+        out.print(result.summary())
+
+
+@app.command()
+def methods() -> None:
+    """List the available denoising methods."""
+    from selfden.methods import method_names
+
+    for name in method_names():
+        out.print(name)
+
+
+def _q(path: Any) -> str:
+    text = str(path)
+    return f'"{text}"' if any(c in text for c in " '\"") else text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,293 @@
+"""Run directories: create one from noisy images, train it, resume it, export its model.
+
+This is where the pieces meet: images -> statistics and crops (data) -> a method from the
+registry -> the generic trainer -> the exported package in ``RUN/model/``. The CLI calls
+these functions and only prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfden import __version__
+from selfden.errors import InputError, SelfdenError
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+MODEL_DIR = "model"
+
+
+class DataConfig(BaseModel):
+    """How training crops are drawn from the input images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[str] = Field(description="Noisy training images (absolute paths).")
+    patch_size: int = Field(128, description="Side of the square training crops, in pixels.")
+    batch_size: int = Field(8, description="Crops per training step.")
+    val_fraction: float = Field(0.1, description="Share of frames (or rows, for few frames) kept for validation.")
+    val_batches: int = Field(4, description="Fixed validation batches evaluated at each validation.")
+    augment: bool | None = Field(None, description="Flips/rot90; None = whatever the method allows.")
+
+
+class RunConfig(BaseModel):
+    """Everything needed to rebuild a run: saved as RUN/config.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    method_config: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    normalisation: dict[str, float] | None = None
+    intensity_stats: dict[str, Any] | None = None
+    selfden_version: str = __version__
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished (or interrupted) training produced."""
+
+    run_dir: Path
+    model_dir: Path | None
+    steps: int
+    elapsed_seconds: float
+    best_val_loss: float | None
+    interrupted: bool
+    parameter_count: int
+    device: str
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """Read RUN/config.yaml, with a clear error when it is missing or broken."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(f"{run_dir}: not a selfden run folder (no {CONFIG_FILE})")
+    try:
+        return RunConfig.model_validate(yaml.safe_load(path.read_text()))
+    except Exception as exc:  # pydantic or yaml: either way the file is unusable
+        raise InputError(f"{path}: cannot read run config: {_first_line(exc)}") from None
+
+
+def save_run_config(run_dir: Path, config: RunConfig) -> None:
+    """Write RUN/config.yaml atomically."""
+    _atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def new_run_config(
+    method: str,
+    inputs: Sequence[Path],
+    method_options: dict[str, Any],
+    data_options: dict[str, Any],
+    trainer_options: dict[str, Any],
+    seed: int | None,
+) -> RunConfig:
+    """Validate user options into a RunConfig (unknown keys and bad values are errors naming them)."""
+    from selfden.methods import get_method
+    from selfden.training import TrainerConfig
+
+    method_cls = get_method(method)
+    method_config = _validated(method_cls.config_class, method_options, f"{method} option")
+    trainer_config = _validated(TrainerConfig, trainer_options, "trainer option")
+    data = _validated(DataConfig, {"inputs": [str(Path(p).resolve()) for p in inputs], **data_options}, "data option")
+    return RunConfig(
+        method=method,
+        method_config=method_config.model_dump(mode="json"),
+        data=data,
+        trainer=trainer_config.model_dump(mode="json"),
+        seed=seed if seed is not None else random.SystemRandom().randrange(2**31),
+    )
+
+
+def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: Any = None) -> RunResult:
+    """Train ``config`` in ``run_dir`` (new, or resumed from its last checkpoint), then export the model."""
+    from selfden.data import compute_stats, normalisation_for
+    from selfden.images import open_image
+    from selfden.methods import get_method
+    from selfden.normalisation import Normalisation
+    from selfden.training import TrainerConfig, resolve_device, seed_everything, train
+
+    _check_run_dir(run_dir, resume)
+    stacks = [open_image(Path(p)) for p in config.data.inputs]
+    method_cls = get_method(config.method)
+    if config.normalisation is None:
+        stats = compute_stats(stacks)
+        norm = normalisation_for(stats, method_cls.normalisation_kind)
+        config = config.model_copy(
+            update={"normalisation": {"offset": norm.offset, "scale": norm.scale}, "intensity_stats": _plain(stats)}
+        )
+    norm = Normalisation(**config.normalisation)
+    trainer_config = TrainerConfig.model_validate({**config.trainer, "seed": config.seed})
+    seed_everything(config.seed)
+    device = resolve_device(trainer_config.device)
+    method = method_cls(method_cls.config_class.model_validate(config.method_config), norm, device)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_config(run_dir, config)
+    data_rng = np.random.default_rng(config.seed)
+    next_batch, val_batches, val_frame = _training_data(config, stacks, norm, method_cls.allows_augmentation, data_rng)
+    result = train(
+        method, next_batch, val_batches, run_dir, trainer_config, resume=resume, progress=progress, data_rng=data_rng
+    )
+    model_dir = None
+    if not result.interrupted:
+        model_dir = export_run(run_dir, method=method, sample_raw=val_frame)
+    return RunResult(
+        run_dir=run_dir,
+        model_dir=model_dir,
+        steps=result.steps,
+        elapsed_seconds=result.elapsed_seconds,
+        best_val_loss=result.best_val_loss,
+        interrupted=result.interrupted,
+        parameter_count=method.parameter_count(),
+        device=str(device),
+    )
+
+
+def export_run(run_dir: Path, out_dir: Path | None = None, method: Any = None, sample_raw: np.ndarray | None = None) -> Path:
+    """Export a run's best checkpoint (else its last) as a bioimage.io package folder."""
+    from selfden.export.package import export_package
+
+    config = load_run_config(run_dir)
+    if method is None:
+        method = load_method(run_dir, config)
+    else:
+        _load_weights(method, run_dir)
+    if sample_raw is None:
+        sample_raw = _sample_frame(config)
+    info = {
+        "inputs": [Path(p).name for p in config.data.inputs],
+        "method_config": config.method_config,
+        "data": config.data.model_dump(mode="json", exclude={"inputs"}),
+        "trainer": config.trainer,
+        "seed": config.seed,
+    }
+    return export_package(method, out_dir or run_dir / MODEL_DIR, sample_raw, info)
+
+
+def load_method(run_dir: Path, config: RunConfig | None = None) -> Any:
+    """Rebuild a run's method on the CPU with its best (else last) weights."""
+    import torch
+
+    from selfden.methods import get_method
+    from selfden.normalisation import Normalisation
+
+    config = config or load_run_config(run_dir)
+    if config.normalisation is None:
+        raise InputError(f"{run_dir}: the run has no normalisation recorded; it never started training")
+    method_cls = get_method(config.method)
+    method = method_cls(
+        method_cls.config_class.model_validate(config.method_config),
+        Normalisation(**config.normalisation),
+        torch.device("cpu"),
+    )
+    _load_weights(method, run_dir)
+    return method
+
+
+def _load_weights(method: Any, run_dir: Path) -> None:
+    import torch
+
+    for name in ("best.pt", "last.pt"):
+        path = run_dir / "checkpoints" / name
+        if path.is_file():
+            try:
+                checkpoint = torch.load(path, map_location=method.device, weights_only=True)
+                method.load_state_dict(checkpoint["method"])
+            except Exception as exc:
+                raise InputError(f"{path}: cannot load checkpoint: {_first_line(exc)}") from None
+            return
+    raise InputError(f"{run_dir}: no checkpoint found in checkpoints/ (best.pt or last.pt)")
+
+
+def _training_data(
+    config: RunConfig, stacks: list, norm: Any, method_allows_augmentation: bool, rng: np.random.Generator
+):
+    """The trainer's batch source, the fixed validation batches and a raw frame for the package."""
+    from selfden.data import CropSampler, split_train_val, validation_batches
+
+    data = config.data
+    train_regions, val_regions = split_train_val(
+        stacks, val_fraction=data.val_fraction, rng=rng, patch_size=data.patch_size
+    )
+    augment = method_allows_augmentation if data.augment is None else (data.augment and method_allows_augmentation)
+    sampler = CropSampler(train_regions, data.patch_size, norm, augment=augment, rng=rng)
+    val = validation_batches(
+        val_regions, data.patch_size, data.batch_size, norm, data.val_batches, np.random.default_rng(config.seed + 1)
+    )
+    first = val_regions[0]
+    val_frame = np.asarray(first.stack.frame(first.frame_index), dtype=np.float32)
+    return (lambda: sampler.sample(data.batch_size)), val, val_frame
+
+
+def _sample_frame(config: RunConfig) -> np.ndarray:
+    from selfden.images import open_image
+
+    stack = open_image(Path(config.data.inputs[0]))
+    return np.asarray(stack.frame(len(stack) - 1), dtype=np.float32)
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    if resume:
+        if not checkpoint.is_file():
+            raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
+        return
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise InputError(
+            f"{run_dir}: already exists and is not empty; choose a new run folder or add --resume to continue it"
+        )
+
+
+def _validated(model: type[BaseModel], values: dict[str, Any], what: str) -> BaseModel:
+    try:
+        return model.model_validate(values)
+    except Exception as exc:
+        raise SelfdenError(f"invalid {what}: {_pydantic_message(exc)}") from None
+
+
+def _pydantic_message(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = []
+        for err in errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return "; ".join(parts)
+    return _first_line(exc)
+
+
+def _plain(stats: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: (list(v) if isinstance(v, tuple) else float(v)) for k, v in asdict(stats).items()}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
