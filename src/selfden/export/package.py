@@ -1,0 +1,356 @@
+"""Write a trained method as a bioimage.io (format 0.5) model folder: selfden's MODEL FOLDER.
+
+Export validates itself: every graph is checked against torch (``export_onnx``), the folder is
+built next to ``out_dir``, tested with ``bioimageio.core.test_model`` (ONNX, CPU, offline) and
+only then renamed into place, so a broken package never appears at ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+import selfden
+from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport, export_onnx
+from selfden.methods.base import Method
+
+logger = logging.getLogger(__name__)
+
+DENOISER = "denoiser"
+TEST_INPUT, TEST_OUTPUT, SAMPLE_INPUT, COVER, README = (
+    "test_input.npy", "test_output.npy", "sample_input.tif", "cover.png", "README.md",
+)  # fmt: skip
+TEST_SIZE = 256  # preferred test-tensor height/width (smaller when the sample is smaller)
+TILE_SIZE = 256  # suggested tile (input incl. halo) unless 4·halo is larger
+
+
+def export_package(
+    method: Method, out_dir: str | os.PathLike[str], sample_raw: np.ndarray, training_info: dict[str, Any]
+) -> Path:
+    """Export ``method`` as a tested bioimage.io package folder at ``out_dir``; returns its path.
+
+    ``sample_raw``: a 2-D image in raw intensities; a centred crop becomes the test tensor and cover.
+    ``training_info``: plain values, recorded under ``config.selfden.training``; ``name``,
+    ``description`` and ``authors`` (list of names) are used for the package when present.
+    An existing ``out_dir`` is replaced only if it is an earlier selfden export (or empty).
+    """
+    out_dir = Path(out_dir).absolute()
+    _check_replaceable(out_dir)
+    # Before bioimageio is first imported: its settings read the cache path once.
+    os.environ.setdefault("BIOIMAGEIO_CACHE_PATH", str(Path(tempfile.gettempdir()) / "selfden-bioimageio-cache"))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-build-", dir=out_dir.parent))
+    try:
+        staging = build / "staging"
+        staging.mkdir()
+        package = _save(_describe(method, staging, sample_raw, _plain(training_info)), build / "package")
+        _test_package(package)
+        _swap_in(package, out_dir)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    logger.info("wrote bioimage.io package %s", out_dir)
+    return out_dir
+
+
+def is_selfden_package(folder: Path) -> bool:
+    """Whether ``folder`` holds an rdf.yaml written by selfden (one with ``config.selfden``)."""
+    try:
+        rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(rdf, dict) and isinstance((rdf.get("config") or {}).get("selfden"), dict)
+
+
+def package_min_size(method: Method) -> int:
+    """Smallest tile of the package: the network's minimum, raised in steps until it exceeds 2·halo.
+
+    bioimage.io requires ``min - 2·halo >= 1`` for an output with a halo.
+    """
+    size = method.min_size
+    while size <= 2 * method.halo:
+        size += method.size_step
+    return size
+
+
+def valid_size_at_most(limit: int, min_size: int, step: int) -> int:
+    """Largest ``min_size + n·step`` that is not above ``limit`` (requires ``limit >= min_size``)."""
+    return min_size + (limit - min_size) // step * step
+
+
+# --- building ----------------------------------------------------------------------------
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return
+    if not (out_dir.is_dir() and is_selfden_package(out_dir)):
+        raise ExportError(
+            f"{out_dir} exists and is not a selfden model folder (no rdf.yaml with config.selfden); "
+            "choose another output folder or remove it first"
+        )
+
+
+def _describe(method: Method, staging: Path, sample_raw: np.ndarray, info: dict[str, Any]) -> Any:
+    """Write every file of the package into ``staging`` and return its ModelDescr."""
+    test_input = crop_for_test_tensor(method, sample_raw)  # first: a bad sample should fail before the slow steps
+    graphs, reports = _export_graphs(method, staging)
+    test_output = predict_raw(staging / graphs[DENOISER], test_input, method)
+    np.save(staging / TEST_INPUT, test_input[None, None])
+    np.save(staging / TEST_OUTPUT, test_output[None, None])
+    _write_tif(staging / SAMPLE_INPUT, test_input[None, None])
+    _write_cover(staging / COVER, test_input, test_output)
+    (staging / README).write_text(_readme(method, info, reports, test_input.shape), encoding="utf-8")
+    return _model_descr(method, staging, graphs, info)
+
+
+def _export_graphs(method: Method, staging: Path) -> tuple[dict[str, str], list[ParityReport]]:
+    """Every graph of ``export_graphs()`` as ``<name>.onnx``, each checked against torch."""
+    modules = method.export_graphs()
+    if DENOISER not in modules:
+        raise ExportError(f"method {method.name} exports {sorted(modules)}, expected a {DENOISER!r} graph; this is a bug")
+    size, step = _parity_base_size(method), method.size_step
+    sizes = ((size, size), (size + step, size + 2 * step))
+    files, reports = {}, []
+    for name, module in modules.items():
+        files[name] = f"{name}.onnx"
+        reports.append(export_onnx(module, staging / files[name], sizes=sizes))
+    return files, reports
+
+
+def _parity_base_size(method: Method) -> int:
+    """A valid network size of at least 64 px, so parity is tested beyond degenerate 1-pixel codes."""
+    size = method.min_size
+    while size < 64:
+        size += method.size_step
+    return size
+
+
+def crop_for_test_tensor(method: Method, sample_raw: np.ndarray) -> np.ndarray:
+    """Centred crop of ``sample_raw`` with a valid package size (TEST_SIZE when the image allows)."""
+    image = np.asarray(sample_raw)
+    if image.ndim != 2:
+        raise ExportError(f"sample image for the package has shape {image.shape}, expected a 2-D (H, W) frame")
+    min_size, step = package_min_size(method), method.size_step
+    if image.size == 0 or not np.isfinite(image).all():
+        raise ExportError(f"sample image for the package ({image.shape}) is empty or has NaN/Inf pixels; pass a finite frame")
+    if min(image.shape) < min_size:
+        logger.info("sample %s is smaller than the minimum tile %d: mirror-padding it for the test tensor", image.shape, min_size)
+        image = _mirror_pad_to(image, min_size)
+    size = [valid_size_at_most(min(n, max(TEST_SIZE, min_size)), min_size, step) for n in image.shape]
+    top, left = ((n - s) // 2 for n, s in zip(image.shape, size))
+    return np.ascontiguousarray(image[top : top + size[0], left : left + size[1]], dtype=np.float32)
+
+
+def _mirror_pad_to(image: np.ndarray, size: int) -> np.ndarray:
+    """Pad symmetrically (mirrored, repeated as needed) to at least ``size`` in both dimensions."""
+    while min(image.shape) < size:
+        pad = [(0, min(size - n, n)) if n < size else (0, 0) for n in image.shape]
+        image = np.pad(image, pad, mode="symmetric")
+    return image
+
+
+def predict_raw(onnx_path: Path, raw: np.ndarray, method: Method) -> np.ndarray:
+    """What a package user gets for a 2-D raw image: scale_linear → network → scale_linear back."""
+    import onnxruntime as ort
+
+    norm = method.normalisation
+    gain, offset = np.float32(1.0 / norm.scale), np.float32(-norm.offset / norm.scale)
+    x = (raw.astype(np.float32) * gain + offset)[None, None]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    y = session.run(None, {INPUT_NAME: x})[0][0, 0]
+    return (y * np.float32(norm.scale) + np.float32(norm.offset)).astype(np.float32)
+
+
+def _write_tif(path: Path, array: np.ndarray) -> None:
+    import tifffile
+
+    tifffile.imwrite(path, array)
+
+
+def _write_cover(path: Path, noisy: np.ndarray, denoised: np.ndarray) -> None:
+    """Noisy | denoised side by side (2:1), both shown with the noisy crop's display range."""
+    from PIL import Image
+
+    low, high = np.percentile(noisy, (0.5, 99.5))
+    pair = np.concatenate([noisy, denoised], axis=1)
+    scaled = np.clip((pair - low) / max(float(high - low), 1e-12), 0.0, 1.0)
+    image = Image.fromarray((scaled * 255).round().astype(np.uint8))
+    height = noisy.shape[0]
+    image.resize((2 * height, height), Image.Resampling.BILINEAR).save(path, optimize=True)
+
+
+def _readme(method: Method, info: dict[str, Any], reports: list[ParityReport], test_shape: tuple[int, ...]) -> str:
+    cites = "\n".join(f"- {c.text}" + (f" (doi:{c.doi})" if c.doi else "") for c in method.citations)
+    shown = {k: v for k, v in info.items() if k not in ("name", "description")}
+    training = "\n".join(f"- {k}: {v if isinstance(v, (str, int, float)) else json.dumps(v)}" for k, v in shown.items())
+    parity = "\n".join(f"- {r.format()}" for r in reports)
+    return f"""# {_name(method, info)}
+
+{_description(method, info)}
+
+Trained with selfden {selfden.__version__} (method `{method.name}`) on noisy images alone. Raw intensities in, raw intensities out: the training statistics are baked
+into the `scale_linear` pre- and postprocessing. Tiles need a halo of {method.halo} px each side;
+valid tile sizes are {package_min_size(method)} + n·{method.size_step}.
+
+## Use
+- `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).
+- deepImageJ (Fiji) or any bioimage.io consumer that runs ONNX (opset 17, IR 8).
+
+## Training
+{training or "- (not recorded)"}
+
+## Validation
+There is no clean ground truth at export time; what was checked automatically:
+{parity}
+- `bioimageio.core.test_model` (ONNX, CPU) reproduced the {test_shape[0]}x{test_shape[1]} test tensor and
+  ran the valid sizes at batch 1 and 2 before this folder was written.
+- Self-supervised denoisers can remove real structure that resembles noise or invent structure
+  that is absent from the data: compare with the raw image before quantitative use.
+
+## Cite
+{cites}
+"""
+
+
+def _name(method: Method, info: dict[str, Any]) -> str:
+    return str(info.get("name") or f"selfden {method.name} denoiser")
+
+
+def _description(method: Method, info: dict[str, Any]) -> str:
+    default = f"Self-supervised {method.name} denoiser trained with selfden on noisy images alone."
+    return str(info.get("description") or default)
+
+
+def _plain(info: dict[str, Any]) -> dict[str, Any]:
+    """JSON/YAML-safe copy (paths, numpy scalars and the like become strings or numbers)."""
+    return json.loads(json.dumps(info, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def _selfden_config(method: Method, graphs: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
+    """``config.selfden``: what ``selfden infer`` needs; the method's package_config() may add or override keys."""
+    min_size, step = package_min_size(method), method.size_step
+    tile = min_size
+    while tile < max(TILE_SIZE, 4 * method.halo):
+        tile += step
+    config = {
+        "method": method.name,
+        "halo": method.halo,
+        "size_step": step,
+        "min_size": min_size,
+        "tile_size": tile,
+        "normalisation": {"offset": float(method.normalisation.offset), "scale": float(method.normalisation.scale)},
+        "graphs": graphs,
+        "selfden_version": selfden.__version__,
+        "training": info,
+    }
+    config.update(_plain(method.package_config()))
+    return config
+
+
+def _model_descr(method: Method, staging: Path, graphs: dict[str, str], info: dict[str, Any]) -> Any:
+    from bioimageio.spec.model import v0_5 as bio
+
+    norm, min_size, step = method.normalisation, package_min_size(method), method.size_step
+    inp = bio.TensorId("input")
+    pre = bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=1.0 / norm.scale, offset=-norm.offset / norm.scale))
+    post = bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=norm.scale, offset=norm.offset))
+    space_in = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=min_size, step=step)) for a in "yx"]
+    space_out = [
+        bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=method.halo, size=bio.SizeReference(tensor_id=inp, axis_id=bio.AxisId(a)))
+        if method.halo else bio.SpaceOutputAxis(id=bio.AxisId(a), size=bio.SizeReference(tensor_id=inp, axis_id=bio.AxisId(a)))
+        for a in "yx"
+    ]  # fmt: skip
+    channel = bio.ChannelAxis(channel_names=[bio.Identifier("c0")])
+    return bio.ModelDescr(
+        name=_name(method, info),
+        description=_description(method, info),
+        authors=[bio.Author(name=str(n)) for n in (info.get("authors") or ["selfden"])],
+        cite=[_cite_entry(bio, c) for c in method.citations],
+        license=bio.LicenseId("MIT"),
+        documentation=bio.FileDescr(source=staging / README),
+        covers=[bio.FileDescr(source=staging / COVER)],
+        tags=["denoising", "self-supervised", "selfden", method.name, "onnx", "2d"],
+        inputs=[
+            bio.InputTensorDescr(
+                id=inp, axes=[bio.BatchAxis(), channel, *space_in], test_tensor=bio.FileDescr(source=staging / TEST_INPUT),
+                sample_tensor=bio.FileDescr(source=staging / SAMPLE_INPUT), data=bio.IntervalOrRatioDataDescr(type="float32"),
+                preprocessing=[pre],
+            )
+        ],
+        outputs=[
+            bio.OutputTensorDescr(
+                id=bio.TensorId("output"), axes=[bio.BatchAxis(), channel, *space_out],
+                test_tensor=bio.FileDescr(source=staging / TEST_OUTPUT), data=bio.IntervalOrRatioDataDescr(type="float32"),
+                postprocessing=[post],
+            )
+        ],
+        weights=bio.WeightsDescr(onnx=bio.OnnxWeightsDescr(source=staging / graphs[DENOISER], opset_version=17)),
+        attachments=[bio.FileDescr(source=staging / f) for n, f in graphs.items() if n != DENOISER],
+        config=bio.Config(selfden=_selfden_config(method, graphs, info)),
+    )  # fmt: skip
+
+
+def _cite_entry(bio: Any, cite: Any) -> Any:
+    if cite.doi:
+        return bio.CiteEntry(text=cite.text, doi=bio.Doi(cite.doi))
+    return bio.CiteEntry(text=cite.text, url=bio.HttpUrl(cite.url or "https://bioimage.io"))
+
+
+# --- saving, testing, renaming -------------------------------------------------------------
+
+
+@contextmanager
+def _bioimageio_quietly() -> Iterator[None]:
+    """bioimageio logs through loguru to stderr; keep our library quiet (it logs, the CLI prints)."""
+    from loguru import logger as loguru_logger
+
+    loguru_logger.disable("bioimageio")
+    try:
+        yield
+    finally:
+        loguru_logger.enable("bioimageio")
+
+
+def _save(descr: Any, folder: Path) -> Path:
+    from bioimageio.spec import save_bioimageio_package_as_folder
+
+    with _bioimageio_quietly():
+        return Path(save_bioimageio_package_as_folder(descr, output_path=folder))
+
+
+def _test_package(folder: Path) -> None:
+    """``bioimageio.core.test_model`` on CPU, offline; raises ExportError with its summary if it fails."""
+    from bioimageio.core import test_model
+
+    with _bioimageio_quietly():
+        summary = test_model(folder / "rdf.yaml", weight_format="onnx", devices=["CPUExecutionProvider"])
+    if summary.status != "passed":
+        raise ExportError(f"the exported package failed bioimageio.core's test_model: {_failures(summary)}")
+    logger.info("bioimageio.core test_model passed (%d checks)", len(summary.details))
+
+
+def _failures(summary: Any) -> str:
+    failed = [f"{d.name}: {'; '.join(str(e.msg) for e in d.errors)}" for d in summary.details if d.status == "failed"]
+    return " | ".join(failed) or str(summary.status)
+
+
+def _swap_in(package: Path, out_dir: Path) -> None:
+    """Rename the finished folder into place, replacing an earlier export only after it is complete."""
+    if not out_dir.exists():
+        os.replace(package, out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}-old-{uuid.uuid4().hex[:8]}")
+    os.replace(out_dir, old)
+    os.replace(package, out_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,293 @@
+"""``cae``: compressive autoencoder for massive noisy data.
+
+Wang, Henninen, Keller, Erni, "Self-supervised denoising for massive noisy images",
+arXiv 2110.11911 (2021); multi-resolution heads from Wang et al., "Multi-resolution
+convolutional neural networks for inverse problems", Sci. Rep. 10, 5730 (2020).
+
+The network sees every pixel and is trained to reproduce its (noisy) input; it cannot
+learn the identity because everything passes through a narrow code at 1/32 resolution
+(``bottleneck`` channels, no skip connections). Structure shared across many frames fits
+through the code, independent noise does not. ``bottleneck`` is the strength knob: fewer
+channels give smoother output, more give finer detail and more noise.
+
+Choices and measurements (2 shared CPU cores, 3 minutes of training per row, batch 8 of
+128² crops, 64 synthetic frames; see the helper report for the full tables):
+
+- Final heads are ``(1 + 2m)·sigmoid(z) - m`` with margin ``m = output_margin``: the
+  reference's plain sigmoid (m = 0) can never reach values outside [0, 1], but "range"
+  normalisation maps robust percentiles (0.1, 99.9) to (0, 1), so bright true signal may lie
+  slightly above 1. A small margin keeps outputs bounded while allowing that overshoot.
+- The per-sample layer norm (``GroupNorm(1, C)``) and the 1/32-resolution code make the
+  receptive field effectively global: tiled inference cannot equal whole-image inference
+  exactly. ``halo`` was chosen by measuring the tile-vs-whole difference (module report).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from selfden.errors import SelfdenError
+from selfden.methods.base import Cite, Method, MethodConfig, Normalisation
+
+logger = logging.getLogger(__name__)
+
+FULL_RES_KERNELS = (1, 3, 5, 7)
+LOW_RES_KERNELS = (3, 5)
+HEAD_KERNELS = (9, 7, 5, 3)  # full, 1/2, 1/4, 1/8 resolution
+
+
+class CaeConfig(MethodConfig):
+    """Hyper-parameters of the compressive autoencoder."""
+
+    bottleneck: int = Field(4, ge=1, le=1024, description="channels of the 1/32-resolution code (strength knob)")
+    widths: tuple[int, ...] = Field(
+        (8, 16, 32, 64, 64, 64), description="encoder widths: full resolution, then after each stride-2 step"
+    )
+    residual_blocks: int = Field(4, ge=0, le=64, description="residual blocks after the squeeze")
+    residual_width: int = Field(64, ge=1, le=1024)
+    output_margin: float = Field(0.1, ge=0.0, le=1.0, description="heads output [-m, 1+m]; 0 = plain sigmoid")
+    loss: Literal["l1", "mse"] = Field("l1", description="per-head distance to the pooled input; l1 as in the paper")
+    learning_rate: float = Field(1e-3, gt=0.0)
+    halo: int = Field(64, ge=0, description="tile context in pixels; 2*halo must be a multiple of the size step")
+
+    @field_validator("widths")
+    @classmethod
+    def _widths_valid(cls, widths: tuple[int, ...]) -> tuple[int, ...]:
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"widths {widths} need at least two positive entries (full resolution + one downsampling)")
+        return widths
+
+    @model_validator(mode="after")
+    def _halo_fits_step(self) -> "CaeConfig":
+        step = 2 ** (len(self.widths) - 1)
+        if (2 * self.halo) % step:
+            unit = step // 2
+            raise ValueError(
+                f"halo {self.halo}: 2*halo must be a multiple of the size step {step}; try {max(unit, round(self.halo / unit) * unit)}"
+            )
+        return self
+
+
+def _split_channels(total: int, parts: int) -> list[int]:
+    """Near-equal positive split of ``total`` channels into at most ``parts`` groups."""
+    parts = min(parts, total)
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+class MultiKernelConv(nn.Module):
+    """Parallel convolutions of several kernel sizes, concatenated, then layer norm and LeakyReLU."""
+
+    def __init__(self, cin: int, cout: int, kernels: tuple[int, ...], stride: int = 1) -> None:
+        super().__init__()
+        splits = _split_channels(cout, len(kernels))
+        self.branches = nn.ModuleList(
+            nn.Conv2d(cin, c, k, stride=stride, padding=k // 2) for c, k in zip(splits, kernels)
+        )
+        self.norm = nn.GroupNorm(1, cout)  # layer norm over (C, H, W) per sample; exports to ONNX cleanly
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(torch.cat([branch(x) for branch in self.branches], dim=1)))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3×3 convolutions with layer norm and a residual connection (all after the squeeze)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GroupNorm(1, width),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GroupNorm(1, width),
+        )
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+class UpStage(nn.Module):
+    """×2 upsampling (4×4 stride-2 transposed convolution) followed by a multi-kernel block."""
+
+    def __init__(self, cin: int, cout: int, kernels: tuple[int, ...]) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)
+        self.norm = nn.GroupNorm(1, cout)
+        self.act = nn.LeakyReLU(0.2)
+        self.conv = MultiKernelConv(cout, cout, kernels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.act(self.norm(self.up(x))))
+
+
+class CaeNet(nn.Module):
+    """Encoder → squeeze to ``bottleneck`` channels → residual blocks → decoder with multi-resolution heads.
+
+    ``forward`` returns only the full-resolution head (the exported denoiser);
+    ``heads`` returns all heads, finest first.
+    """
+
+    def __init__(self, config: CaeConfig) -> None:
+        super().__init__()
+        widths = config.widths
+        self.margin = config.output_margin
+        self.stem = MultiKernelConv(1, widths[0], FULL_RES_KERNELS)
+        self.down = nn.ModuleList(
+            nn.Sequential(MultiKernelConv(a, b, LOW_RES_KERNELS, stride=2), MultiKernelConv(b, b, LOW_RES_KERNELS))
+            for a, b in zip(widths[:-1], widths[1:])
+        )
+        # The squeeze is linear: its output is the whole code the decoder ever sees.
+        self.squeeze = nn.Conv2d(widths[-1], config.bottleneck, 3, padding=1)
+        self.expand = MultiKernelConv(config.bottleneck, config.residual_width, LOW_RES_KERNELS)
+        self.residual = nn.Sequential(*(ResidualBlock(config.residual_width) for _ in range(config.residual_blocks)))
+        dec_widths = [config.residual_width, *reversed(widths[:-1])]
+        n_up = len(widths) - 1
+        self.up = nn.ModuleList(
+            UpStage(a, b, FULL_RES_KERNELS if i == n_up - 1 else LOW_RES_KERNELS)
+            for i, (a, b) in enumerate(zip(dec_widths[:-1], dec_widths[1:]))
+        )
+        n_heads = min(len(HEAD_KERNELS), n_up)  # heads sit on decoder outputs: 1/2**(n_up-1) ... full
+        head_widths = list(reversed(dec_widths))[:n_heads]  # finest first
+        self.heads_conv = nn.ModuleList(
+            nn.Conv2d(w, 1, k, padding=k // 2) for w, k in zip(head_widths, HEAD_KERNELS)
+        )
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck tensor: everything the decoder learns about ``x``."""
+        h = self.stem(x)
+        for stage in self.down:
+            h = stage(h)
+        return self.squeeze(h)
+
+    def _decode(self, code: torch.Tensor) -> list[torch.Tensor]:
+        """Decoder features at every resolution, coarsest first (1/16 ... full)."""
+        h = self.residual(self.expand(code))
+        features = []
+        for stage in self.up:
+            h = stage(h)
+            features.append(h)
+        return features
+
+    def _head(self, index: int, features: torch.Tensor) -> torch.Tensor:
+        return (1.0 + 2.0 * self.margin) * torch.sigmoid(self.heads_conv[index](features)) - self.margin
+
+    def heads(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs at full, 1/2, 1/4 and 1/8 resolution (finest first)."""
+        features = self._decode(self.code(x))[::-1]
+        return [self._head(i, features[i]) for i in range(len(self.heads_conv))]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._head(0, self._decode(self.code(x))[-1])
+
+
+def multiresolution_loss(heads: list[torch.Tensor], target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Sum over heads of the distance (L1 or MSE) to the target average-pooled to the head's resolution."""
+    distance = F.l1_loss if kind == "l1" else F.mse_loss
+    loss = distance(heads[0], target)
+    for level, head in enumerate(heads[1:], start=1):
+        loss = loss + distance(head, F.avg_pool2d(target, 2**level))
+    return loss
+
+
+class Cae(Method):
+    """Compressive autoencoder (no masking, no skip connections; identity prevented by the bottleneck)."""
+
+    name: ClassVar[str] = "cae"
+    config_class: ClassVar[type[MethodConfig]] = CaeConfig
+    normalisation_kind = "range"
+    allows_augmentation = True
+    citations = (
+        Cite(
+            text="Wang, Henninen, Keller, Erni: Self-supervised denoising for massive noisy images (2021)",
+            doi="10.48550/arXiv.2110.11911",
+            url="https://arxiv.org/abs/2110.11911",
+        ),
+        Cite(
+            text="Wang, Henninen, Keller, Erni: Multi-resolution convolutional neural networks for inverse "
+            "problems. Scientific Reports 10, 5730 (2020)",
+            doi="10.1038/s41598-020-62484-z",
+        ),
+    )
+
+    def __init__(self, config: CaeConfig, normalisation: Normalisation, device: torch.device) -> None:
+        super().__init__(config, normalisation, device)
+        self.config: CaeConfig = config
+        self.net = CaeNet(config).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate)
+
+    def training_step(self, batch: torch.Tensor) -> dict[str, float]:
+        self._check_size(batch)
+        self.net.train()
+        loss = multiresolution_loss(self.net.heads(batch), batch, self.config.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def validation_step(self, batch: torch.Tensor) -> dict[str, float]:
+        self._check_size(batch)
+        self.net.eval()
+        heads = self.net.heads(batch)
+        return {
+            "val_loss": float(multiresolution_loss(heads, batch, self.config.loss)),
+            "val_l1_full": float(F.l1_loss(heads[0], batch)),
+        }
+
+    @torch.no_grad()
+    def denoise(self, batch: torch.Tensor) -> torch.Tensor:
+        """Full-resolution head; pads any size up to a multiple of the size step and crops back."""
+        self.net.eval()
+        height, width = batch.shape[-2:]
+        padded = _pad_to_multiple(batch, self.size_step)
+        return self.net(padded)[..., :height, :width]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        # Deep copy: torch reuses same-device tensors, so two methods would share Adam moments.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+
+    def export_graphs(self) -> dict[str, nn.Module]:
+        """A CPU copy in eval mode (exporting never disturbs training); full-resolution head only."""
+        return {"denoiser": copy.deepcopy(self.net).cpu().eval()}
+
+    @property
+    def size_step(self) -> int:
+        return 2 ** (len(self.config.widths) - 1)
+
+    @property
+    def halo(self) -> int:
+        return self.config.halo
+
+    def package_config(self) -> dict[str, Any]:
+        return {"bottleneck": self.config.bottleneck}
+
+    def _check_size(self, batch: torch.Tensor) -> None:
+        if batch.shape[-1] % self.size_step or batch.shape[-2] % self.size_step:
+            raise SelfdenError(
+                f"cae batch of size {tuple(batch.shape[-2:])}: height and width must be multiples of "
+                f"{self.size_step} (the network halves them {len(self.config.widths) - 1} times); use e.g. a patch "
+                f"size of {4 * self.size_step}"
+            )
+
+
+def _pad_to_multiple(batch: torch.Tensor, step: int) -> torch.Tensor:
+    """Pad the bottom/right edge up to a multiple of ``step`` (reflect where possible)."""
+    height, width = batch.shape[-2:]
+    pad_y, pad_x = -height % step, -width % step
+    if not (pad_y or pad_x):
+        return batch
+    mode = "reflect" if pad_y < height and pad_x < width else "replicate"
+    return F.pad(batch, (0, pad_x, 0, pad_y), mode=mode)

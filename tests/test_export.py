@@ -1,0 +1,190 @@
+"""ONNX export (opset 17, IR 8, one file, parity with torch) and the bioimage.io model folder."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from selfden.export.onnx import ExportError, export_onnx
+from selfden.export.package import crop_for_test_tensor, export_package, package_min_size, predict_raw
+from selfden.methods.base import Normalisation
+from selfden.methods.cae import Cae, CaeConfig
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is needed to check exported graphs")
+
+TINY = dict(widths=(4, 4, 8, 8, 8, 8), residual_blocks=1, residual_width=8, bottleneck=2, halo=32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The CI machine's cores are shared: two spinning torch threads there run ~20x slower than one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_cae(offset: float = 0.0, scale: float = 1.0) -> Cae:
+    torch.manual_seed(0)
+    return Cae(CaeConfig(**TINY), Normalisation(offset, scale), torch.device("cpu"))
+
+
+def run_onnx(path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]
+
+
+class _DataDependentBranch(torch.nn.Module):
+    """Tracing bakes in the branch taken for the all-zero example input, so ONNX differs from torch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1 if bool(x.sum() > 0) else x - 1
+
+
+class _Noisy(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.randn_like(x)
+
+
+# --- ONNX -----------------------------------------------------------------------------------
+
+
+def test_onnx_matches_torch_at_two_sizes(tmp_path) -> None:
+    report = export_onnx(make_cae().export_graphs()["denoiser"], tmp_path / "denoiser.onnx")
+    assert report.passed, report.format()
+    assert [s[2:] for s in report.shapes] == [(64, 64), (96, 160)]
+    assert max(report.max_abs_diff) <= 1e-4, report.format()
+    assert not report.stochastic
+
+
+def test_onnx_is_one_file_with_ir_version_8_and_opset_17(tmp_path) -> None:
+    path = tmp_path / "denoiser.onnx"
+    report = export_onnx(make_cae().export_graphs()["denoiser"], path)
+    model = onnx.load(str(path))
+    assert (report.ir_version, model.ir_version) == (8, 8)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert sorted(os.listdir(tmp_path)) == ["denoiser.onnx"], "external data or temp files were left behind"
+
+
+def test_onnx_batch_and_spatial_axes_are_dynamic(tmp_path) -> None:
+    path = tmp_path / "denoiser.onnx"
+    graph = make_cae().export_graphs()["denoiser"]
+    export_onnx(graph, path)
+    x = np.random.default_rng(0).random((3, 1, 128, 96), dtype=np.float32)
+    with torch.no_grad():
+        expected = graph(torch.from_numpy(x)).numpy()
+    got = run_onnx(path, x)
+    assert got.shape == (3, 1, 128, 96)
+    assert np.abs(got - expected).max() <= 1e-4
+    names = [d.dim_param for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert names == ["b", "", "y", "x"]
+
+
+def test_failing_parity_raises_export_error_and_leaves_no_file(tmp_path) -> None:
+    path = tmp_path / "broken.onnx"
+    with pytest.raises(ExportError, match=r"parity.*max \|diff\|"):
+        export_onnx(_DataDependentBranch(), path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_random_nodes_are_seeded_so_fresh_sessions_agree(tmp_path) -> None:
+    path = tmp_path / "sampler.onnx"
+    report = export_onnx(_Noisy(), path)
+    assert report.stochastic and report.passed, report.format()
+    random_nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type.startswith("Random")]
+    assert random_nodes and all(any(a.name == "seed" for a in n.attribute) for n in random_nodes)
+    x = np.zeros((1, 1, 32, 32), np.float32)
+    assert np.array_equal(run_onnx(path, x), run_onnx(path, x))
+
+
+# --- package ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """One exported package, written over a stale earlier selfden export (which it must replace)."""
+    os.environ.setdefault("BIOIMAGEIO_CACHE_PATH", str(tmp_path_factory.mktemp("bioimageio-cache")))
+    out_dir = tmp_path_factory.mktemp("run") / "model"
+    out_dir.mkdir()
+    (out_dir / "rdf.yaml").write_text("config:\n  selfden:\n    method: cae\n")
+    (out_dir / "stale.onnx").write_text("old")
+    raw = np.random.default_rng(0).normal(500.0, 50.0, (300, 280)).astype(np.float32)
+    method = make_cae(offset=400.0, scale=200.0)
+    info = {"steps": 3, "minutes": 0.1, "inputs": ["a.tif"], "authors": ["Test Author"]}
+    path = export_package(method, out_dir, raw, info)  # raises unless bioimageio.core's test_model passed
+    return path, method, raw
+
+
+def test_package_folder_holds_the_model_folder_files(package) -> None:
+    path, _, _ = package
+    expected = {"rdf.yaml", "denoiser.onnx", "test_input.npy", "test_output.npy", "sample_input.tif", "cover.png", "README.md"}
+    assert set(os.listdir(path)) == expected, "stale files of the earlier export must be gone"
+    assert not [p for p in os.listdir(path.parent) if p.startswith(".")], "temp folders left behind"
+
+
+def test_package_rdf_describes_axes_processing_and_selfden_config(package) -> None:
+    path, method, _ = package
+    rdf = yaml.safe_load((path / "rdf.yaml").read_text())
+    assert rdf["format_version"].startswith("0.5") and "id" not in rdf
+    assert all("github_user" not in a for a in rdf["authors"])
+    size = [a["size"] for a in rdf["inputs"][0]["axes"] if a.get("type") == "space"]
+    assert size == [{"min": package_min_size(method), "step": 32}] * 2
+    assert [a.get("halo") for a in rdf["outputs"][0]["axes"] if a.get("type") == "space"] == [32, 32]
+    pre = [p for p in rdf["inputs"][0]["preprocessing"] if p["id"] == "scale_linear"][0]["kwargs"]
+    assert pre == pytest.approx({"gain": 1 / 200.0, "offset": -2.0})
+    assert rdf["weights"]["onnx"] == {**rdf["weights"]["onnx"], "source": "denoiser.onnx", "opset_version": 17}
+    selfden = rdf["config"]["selfden"]
+    assert selfden["method"] == "cae" and selfden["halo"] == 32 and selfden["size_step"] == 32
+    assert selfden["normalisation"] == {"offset": 400.0, "scale": 200.0}
+    assert selfden["graphs"] == {"denoiser": "denoiser.onnx"} and selfden["bottleneck"] == 2
+    assert selfden["training"]["steps"] == 3
+    assert [c["doi"] for c in rdf["cite"]][0] == "10.48550/arXiv.2110.11911"
+
+
+def test_package_test_output_is_what_a_user_gets_on_raw_intensities(package) -> None:
+    path, method, _ = package
+    test_input, test_output = np.load(path / "test_input.npy"), np.load(path / "test_output.npy")
+    assert test_input.shape == test_output.shape == (1, 1, 256, 256)
+    assert test_input.dtype == test_output.dtype == np.float32
+    manual = run_onnx(path / "denoiser.onnx", (test_input - 400.0) / 200.0) * 200.0 + 400.0
+    assert np.abs(manual - test_output).max() < 1e-3
+    assert np.array_equal(predict_raw(path / "denoiser.onnx", test_input[0, 0], method), test_output[0, 0])
+
+
+def test_package_cover_is_two_to_one_and_small_and_readme_has_validation(package) -> None:
+    path, _, _ = package
+    with Image.open(path / "cover.png") as cover:
+        assert cover.size[0] == 2 * cover.size[1]
+    assert (path / "cover.png").stat().st_size < 500_000
+    assert "\n## Validation\n" in (path / "README.md").read_text()
+
+
+def test_export_refuses_to_replace_a_folder_that_is_not_a_selfden_export(tmp_path) -> None:
+    out_dir = tmp_path / "precious"
+    out_dir.mkdir()
+    (out_dir / "data.tif").write_text("keep me")
+    with pytest.raises(ExportError, match="not a selfden model folder"):
+        export_package(make_cae(), out_dir, np.zeros((128, 128), np.float32), {})
+    assert (out_dir / "data.tif").read_text() == "keep me"
+
+
+def test_a_sample_smaller_than_the_minimum_tile_is_mirror_padded_to_a_valid_size() -> None:
+    method = make_cae()
+    crop = crop_for_test_tensor(method, np.arange(64 * 300, dtype=np.float32).reshape(64, 300))
+    min_size = package_min_size(method)
+    assert crop.dtype == np.float32
+    assert all(n >= min_size and (n - min_size) % 32 == 0 for n in crop.shape), crop.shape
+
+
+def test_a_sample_with_nan_pixels_is_refused_before_any_export(tmp_path) -> None:
+    raw = np.zeros((256, 256), np.float32)
+    raw[3, 4] = np.nan
+    with pytest.raises(ExportError, match="NaN"):
+        export_package(make_cae(), tmp_path / "model", raw, {})
+    assert os.listdir(tmp_path) == []
