@@ -164,35 +164,3 @@ def build_mean_model(folder: Path) -> Path:
     (folder / "README.md").write_text(readme)
     (folder / "rdf.yaml").write_text(yaml.safe_dump(_rdf(), sort_keys=False))
     return folder
-
-
-def deepimagej_problems(model_folder: Path) -> list[str]:
-    """What would stop deepImageJ 3 from running the package (see BIOIMAGEIO.md, deepImageJ limits).
-
-    A minimal stand-in until `selfden validate` (issue 4) checks packages for deepImageJ.
-    """
-    import onnx
-
-    rdf = yaml.safe_load((model_folder / "rdf.yaml").read_text())
-    problems = []
-    if len(rdf.get("inputs", [])) != 1:
-        problems.append(f"{len(rdf.get('inputs', []))} inputs; deepImageJ runs one")
-    for kind in ("inputs", "outputs"):
-        for tensor in rdf.get(kind, []):
-            ids = [axis.get("id") for axis in tensor.get("axes", [])]
-            if ids != ["b", "c", "y", "x"]:
-                problems.append(f"{kind} {tensor.get('id')}: axes {ids}, expected b, c, y, x")
-    weights = rdf.get("weights", {}).get("onnx")
-    if not weights:
-        return [*problems, "no ONNX weights"]
-    model = onnx.load(str(model_folder / weights["source"]))
-    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    if opset > 17:
-        problems.append(f"ONNX opset {opset}; deepImageJ's onnxruntime 1.12 runs opset <= 17")
-    if model.ir_version > 8:
-        problems.append(f"ONNX IR version {model.ir_version}; deepImageJ runs IR <= 8")
-    initializers = {i.name for i in model.graph.initializer}
-    graph_inputs = [i.name for i in model.graph.input if i.name not in initializers]
-    if len(graph_inputs) != 1:
-        problems.append(f"ONNX graph has inputs {graph_inputs}; deepImageJ runs one")
-    return problems

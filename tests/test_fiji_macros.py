@@ -19,7 +19,6 @@ from fiji_helpers import (
     MACRO_DIR,
     MacroRun,
     build_mean_model,
-    deepimagej_problems,
     fake_selfden,
     imagej_missing_reason,
     run_macro,
@@ -259,9 +258,26 @@ def test_deepimagej_dry_run_prints_a_well_formed_command(deepimagej_dry_run: dic
     assert not deepimagej_dry_run["output"].exists(), "a dry run must not create the output folder"
 
 
-def test_model_given_to_deepimagej_passes_its_compatibility_check(model: Path) -> None:
-    # A stand-in check until `selfden validate` (issue 4) reports deepImageJ compatibility.
-    assert deepimagej_problems(model) == []
+def test_selfden_packages_given_to_deepimagej_pass_its_compatibility_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    from selfden.export.package import export_package
+    from selfden.export.validation import validate_package
+    from selfden.methods.cae import Cae, CaeConfig
+    from selfden.normalisation import Normalisation
+
+    monkeypatch.setenv("BIOIMAGEIO_CACHE_PATH", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    config = CaeConfig(widths=(4, 4, 4, 4, 4, 4), residual_blocks=1, residual_width=8, bottleneck=2, halo=32)
+    method = Cae(config, Normalisation(100.0, 50.0), torch.device("cpu"))
+    frame = np.random.default_rng(0).normal(100, 50, (128, 128)).astype(np.float32)
+    package = export_package(method, tmp_path / "model", frame, {"steps": 0})
+    report = validate_package(package)
+    assert report.passed, report.format()
+    deepimagej = ["one input", "axes b,c,y,x", "processing ops", "ONNX opset <= 17", "ONNX IR version <= 8",
+                  "ONNX in one file", "sample = test input", "deterministic"]
+    assert all(report.check(name).passed for name in deepimagej), report.format()
 
 
 # ------------------------------------------------------------------------------ the macros' shared code

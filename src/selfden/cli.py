@@ -239,6 +239,18 @@ def export(
         out.print(f"wrote {written}")
 
 
+@app.command()
+def validate(package: Path = typer.Argument(..., help="Package folder, its rdf.yaml or a .zip.")) -> None:
+    """Check a bioimage.io package: format, bioimageio.core's test, deepImageJ's limits, upload rules."""
+    with user_errors():
+        from selfden.export.validation import validate_package
+
+        report = validate_package(package)
+        out.print(report.format(), markup=False, highlight=False, soft_wrap=True)
+        if not report.passed:
+            raise typer.Exit(1)
+
+
 # ---------------------------------------------------------------------------------- noise
 @app.command()
 def noise(

@@ -175,7 +175,13 @@ def export_run(run_dir: Path, out_dir: Path | None = None, method: Any = None, s
         "trainer": config.trainer,
         "seed": config.seed,
     }
-    return export_package(method, out_dir or run_dir / MODEL_DIR, sample_raw, info)
+    target = Path(out_dir) if out_dir is not None else run_dir / MODEL_DIR
+    if target.suffix.lower() != ".zip":
+        return export_package(method, target, sample_raw, info)
+    from selfden.export.archive import write_package_zip
+
+    with tempfile.TemporaryDirectory(prefix="selfden-export-") as temp:
+        return write_package_zip(export_package(method, Path(temp) / "model", sample_raw, info), target)
 
 
 def load_method(run_dir: Path, config: RunConfig | None = None) -> Any:
