@@ -188,3 +188,13 @@ def test_a_sample_with_nan_pixels_is_refused_before_any_export(tmp_path) -> None
     with pytest.raises(ExportError, match="NaN"):
         export_package(make_cae(), tmp_path / "model", raw, {})
     assert os.listdir(tmp_path) == []
+
+
+def test_identity_normalisation_exports_without_processing_ops(tmp_path) -> None:
+    os.environ.setdefault("BIOIMAGEIO_CACHE_PATH", str(tmp_path / "cache"))
+    raw = np.random.default_rng(1).random((128, 128)).astype(np.float32)  # data already in [0, 1]
+    path = export_package(make_cae(offset=0.0, scale=1.0), tmp_path / "model", raw, {})
+    rdf = yaml.safe_load((path / "rdf.yaml").read_text())
+    ops = [p["id"] for p in rdf["inputs"][0].get("preprocessing", []) + rdf["outputs"][0].get("postprocessing", [])]
+    assert "scale_linear" not in ops, ops
+    assert rdf["config"]["selfden"]["tile_size"] % rdf["config"]["selfden"]["size_step"] == 0

@@ -32,7 +32,7 @@ TEST_INPUT, TEST_OUTPUT, SAMPLE_INPUT, COVER, README = (
     "test_input.npy", "test_output.npy", "sample_input.tif", "cover.png", "README.md",
 )  # fmt: skip
 TEST_SIZE = 256  # preferred test-tensor height/width (smaller when the sample is smaller)
-TILE_SIZE = 256  # suggested tile (input incl. halo) unless 4·halo is larger
+TILE_SIZE = 256  # suggested tile core (kept pixels; selfden infer adds the halo around it)
 
 
 def export_package(
@@ -240,9 +240,7 @@ def _plain(info: dict[str, Any]) -> dict[str, Any]:
 def _selfden_config(method: Method, graphs: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
     """``config.selfden``: what ``selfden infer`` needs; the method's package_config() may add or override keys."""
     min_size, step = package_min_size(method), method.size_step
-    tile = min_size
-    while tile < max(TILE_SIZE, 4 * method.halo):
-        tile += step
+    tile = -(-TILE_SIZE // step) * step  # the core must sit on the size step's grid
     config = {
         "method": method.name,
         "halo": method.halo,
@@ -263,8 +261,11 @@ def _model_descr(method: Method, staging: Path, graphs: dict[str, str], info: di
 
     norm, min_size, step = method.normalisation, package_min_size(method), method.size_step
     inp = bio.TensorId("input")
-    pre = bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=1.0 / norm.scale, offset=-norm.offset / norm.scale))
-    post = bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=norm.scale, offset=norm.offset))
+    identity = norm.offset == 0.0 and norm.scale == 1.0  # the spec rejects a redundant scale_linear
+    pre = [] if identity else [
+        bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=1.0 / norm.scale, offset=-norm.offset / norm.scale))
+    ]
+    post = [] if identity else [bio.ScaleLinearDescr(kwargs=bio.ScaleLinearKwargs(gain=norm.scale, offset=norm.offset))]
     space_in = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=min_size, step=step)) for a in "yx"]
     space_out = [
         bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=method.halo, size=bio.SizeReference(tensor_id=inp, axis_id=bio.AxisId(a)))
@@ -285,14 +286,14 @@ def _model_descr(method: Method, staging: Path, graphs: dict[str, str], info: di
             bio.InputTensorDescr(
                 id=inp, axes=[bio.BatchAxis(), channel, *space_in], test_tensor=bio.FileDescr(source=staging / TEST_INPUT),
                 sample_tensor=bio.FileDescr(source=staging / SAMPLE_INPUT), data=bio.IntervalOrRatioDataDescr(type="float32"),
-                preprocessing=[pre],
+                preprocessing=pre,
             )
         ],
         outputs=[
             bio.OutputTensorDescr(
                 id=bio.TensorId("output"), axes=[bio.BatchAxis(), channel, *space_out],
                 test_tensor=bio.FileDescr(source=staging / TEST_OUTPUT), data=bio.IntervalOrRatioDataDescr(type="float32"),
-                postprocessing=[post],
+                postprocessing=post,
             )
         ],
         weights=bio.WeightsDescr(onnx=bio.OnnxWeightsDescr(source=staging / graphs[DENOISER], opset_version=17)),
