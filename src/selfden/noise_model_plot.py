@@ -1,0 +1,115 @@
+"""The dnnet noise model as a picture: noise std and skewness against the signal, raw units.
+
+Two panels: the N-net's curves (lines) over the binned residual statistics of validation
+crops (dots), optionally with a known true curve (dashed; synthetic data). Plotting is
+numpy + matplotlib (Agg canvas); :func:`noise_model_report` loads a trained run, which needs torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selfden.errors import InputError
+
+log = logging.getLogger(__name__)
+
+_DPI = 110
+
+
+def plot_noise_model(
+    curve: Any | None,
+    empirical: Any | None,
+    out_png: Path,
+    truth: Any | None = None,
+    title: str = "noise model",
+) -> Path:
+    """Write the figure. ``curve``, ``truth``: (signal, std, skew) arrays; ``empirical``: the same plus
+    per-bin counts (``selfden.methods.dnnet.EmpiricalNoise``). Any of them may be None."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    std_ax, skew_ax = fig.subplots(1, 2)
+    for ax, column, label in ((std_ax, 1, "noise std"), (skew_ax, 2, "noise skewness")):
+        _draw(ax, curve, empirical, truth, column)
+        ax.set_xlabel("signal (raw units)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    skew_ax.axhline(0.0, color="0.5", linewidth=0.8)
+    std_ax.set_ylim(bottom=0.0)
+    std_ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, Path(out_png))
+
+
+def _draw(ax: Any, curve: Any | None, empirical: Any | None, truth: Any | None, column: int) -> None:
+    if truth is not None:
+        ax.plot(truth[0], truth[column], "k--", linewidth=1.2, label="true")
+    if empirical is not None and len(empirical[0]):
+        ax.plot(empirical[0], empirical[column], "o", color="tab:orange", markersize=4,
+                label="validation residuals (blind)")
+    if curve is not None:
+        ax.plot(curve[0], curve[column], "-", color="tab:blue", linewidth=1.8, label="N-net")
+
+
+def noise_model_report(
+    run_dir: Path, out_png: Path | None = None, truth: Any | None = None, title: str | None = None
+) -> Path:
+    """Load a trained dnnet run and draw its noise model over its validation residuals.
+
+    ``out_png`` defaults to ``RUN/noise_model.png``; ``truth`` (signal, std, skew), when known
+    (synthetic data), is drawn dashed; ``title`` names the run (default: its folder's name).
+    Raises InputError for runs of other methods.
+    """
+    from selfden.methods.dnnet import empirical_noise
+    from selfden.runs import load_method, load_run_config
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if config.method != "dnnet":
+        raise InputError(
+            f"{run_dir}: a {config.method!r} run; the noise-model figure needs a run trained with --method dnnet"
+        )
+    method = load_method(run_dir, config)
+    empirical = empirical_noise(method, _validation_crops(config, method.normalisation))
+    curve = method.noise_curve() if method.nnet is not None else None
+    name = title or run_dir.resolve().name
+    title = f"{name}: dnnet noise model ({method.config.noise_model})" if curve is not None else (
+        f"{name}: dnnet without noise model (Noise2Self); residual statistics only")
+    return plot_noise_model(curve, empirical, out_png or run_dir / "noise_model.png", truth=truth, title=title)
+
+
+def _validation_crops(config: Any, normalisation: Any) -> list[np.ndarray]:
+    """The run's fixed validation batches, drawn exactly as ``selfden.runs.train_run`` drew them."""
+    from selfden.data import split_train_val, validation_batches
+    from selfden.images import open_image
+
+    data = config.data
+    stacks = [open_image(Path(p)) for p in data.inputs]
+    _, val_regions = split_train_val(
+        stacks, val_fraction=data.val_fraction, rng=np.random.default_rng(config.seed), patch_size=data.patch_size
+    )
+    return validation_batches(
+        val_regions, data.patch_size, data.batch_size, normalisation, data.val_batches,
+        np.random.default_rng(config.seed + 1),
+    )
+
+
+def _save(fig: Any, out_png: Path) -> Path:
+    """Write to a temporary name and rename into place (a crash leaves no half-written PNG)."""
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=_DPI)
+        os.replace(tmp, out_png)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info("wrote %s", out_png)
+    return out_png
