@@ -1,0 +1,64 @@
+"""Building blocks shared by the ladder VAE and the direct denoiser."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GatedResBlock(nn.Module):
+    """2 x [BatchNorm -> Mish -> 3x3 conv], a tanh*sigmoid gate (1x1 conv to 2F), plus the skip."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        self.gate = nn.Conv2d(channels, 2 * channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.gate(self.body(x)).chunk(2, dim=1)
+        return x + torch.tanh(a) * torch.sigmoid(b)
+
+
+class Upsample(nn.Module):
+    """Bilinear x2 then a 1x1 conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+
+
+def downsample(channels: int) -> nn.Conv2d:
+    """3x3 stride-2 conv: halves height and width (inputs are multiples of the size step)."""
+    return nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+
+def stem(features: int) -> nn.Sequential:
+    """5x5 conv from the one input channel, then a residual block."""
+    return nn.Sequential(nn.Conv2d(1, features, 5, padding=2), GatedResBlock(features))
+
+
+class BottomUp(nn.Module):
+    """Stem then one residual block per level, some levels downsampling first; returns every level's features."""
+
+    def __init__(self, features: int, downsample_flags: list[bool]) -> None:
+        super().__init__()
+        self.stem = stem(features)
+        self.levels = nn.ModuleList(
+            nn.Sequential(*([downsample(features)] if down else []), GatedResBlock(features))
+            for down in downsample_flags
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.stem(x)
+        out = []
+        for level in self.levels:
+            h = level(h)
+            out.append(h)
+        return out

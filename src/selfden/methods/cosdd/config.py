@@ -1,0 +1,99 @@
+"""COSDD's user-facing config and the architecture it resolves to.
+
+Presets hold the only copy of the size defaults; any field set explicitly overrides its preset value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from selfden.methods.base import MethodConfig
+
+Direction = Literal["x", "y", "none"]
+SizePreset = Literal["tiny", "small", "large"]
+
+#: levels L, features F (s_code channels), latent channels per level, mixture components K,
+#: stride-2 downsamplings. "small"/"large" follow the reference code; "tiny" is the CPU-sized
+#: model of the measured reference run (S=32, L=6, K=4).
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"levels": 6, "features": 32, "latent_channels": 16, "components": 4, "downsamplings": 3},
+    "small": {"levels": 6, "features": 64, "latent_channels": 32, "components": 5, "downsamplings": 3},
+    "large": {"levels": 14, "features": 64, "latent_channels": 32, "components": 5, "downsamplings": 5},
+}
+
+#: AR decoder: 8 causal blocks; the first (kernel 5, current pixel masked) sees 4 pixels.
+AR_BLOCKS = 8
+
+
+@dataclass(frozen=True)
+class CosddArch:
+    """The resolved network sizes (preset + overrides)."""
+
+    levels: int
+    features: int
+    latent_channels: int
+    components: int
+    downsamplings: int
+    direction: Direction
+    ar_receptive_field: int
+
+    @property
+    def size_step(self) -> int:
+        return 2**self.downsamplings
+
+    def downsample_at(self, level: int) -> bool:
+        """Whether bottom-up level ``level`` halves the resolution: odd levels, bottom first."""
+        return level % 2 == 1 and level // 2 < self.downsamplings
+
+
+class CosddConfig(MethodConfig):
+    """Hyper-parameters of COSDD (Salmon & Krull, WACV 2025)."""
+
+    size: SizePreset = Field("small", description="network size preset: tiny (CPU), small, large")
+    levels: int | None = Field(None, ge=1, le=32, description="ladder VAE levels (preset when unset)")
+    features: int | None = Field(None, ge=4, le=512, description="feature channels / s_code channels")
+    latent_channels: int | None = Field(None, ge=1, le=512, description="latent channels per level")
+    components: int | None = Field(None, ge=1, le=16, description="Gaussian mixture components of the noise model")
+    downsamplings: int | None = Field(None, ge=0, le=8, description="stride-2 levels; size step = 2**downsamplings")
+    direction: Direction = Field("x", description="noise correlation axis: x (rows), y (columns) or none")
+    ar_receptive_field: int = Field(
+        40, ge=4, le=256, description="pixels before the current one that the noise model sees (multiple of 4)"
+    )
+    learning_rate: float = Field(2e-3, gt=0)
+    plateau_patience: int = Field(10, ge=1, description="validation rounds without improvement before LR x0.1")
+    kl_warmup_steps: int = Field(0, ge=0, description="linear KL-weight warm-up from 0 to 1 over this many steps")
+    # 0.1 measured on the atoms suite: without it the KL fell to 0.02 within 200 steps (collapse).
+    free_bits: float = Field(0.1, ge=0, description="KL in nats per pixel below which KL is not penalised")
+    collapse_kl_threshold: float = Field(0.03, ge=0, description="KL per pixel below this means posterior collapse")
+    collapse_spread_threshold: float = Field(
+        0.02, ge=0, description="...and two posterior samples differing by less than this (mean |diff|, normalised)"
+    )
+    collapse_check_after_steps: int = Field(500, ge=0, description="collapse is judged after warm-up and this step")
+    samples: int = Field(32, ge=1, le=1000, description="posterior samples averaged at inference (MMSE)")
+    halo: int | None = Field(None, ge=0, description="tile context in pixels (unset: chosen from the size step)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CosddConfig:
+        arch = self.arch()
+        if self.ar_receptive_field % 4:
+            raise ValueError(
+                f"ar_receptive_field {self.ar_receptive_field} must be a multiple of 4 (kernel-5 causal convs); "
+                f"try {self.ar_receptive_field // 4 * 4 or 4}"
+            )
+        if arch.downsamplings > arch.levels // 2:
+            raise ValueError(
+                f"downsamplings {arch.downsamplings} needs at least {2 * arch.downsamplings} levels "
+                f"(odd levels downsample), got levels={arch.levels}"
+            )
+        if self.halo is not None and (2 * self.halo) % arch.size_step:
+            raise ValueError(f"halo {self.halo}: 2*halo must be a multiple of the size step {arch.size_step}")
+        return self
+
+    def arch(self) -> CosddArch:
+        """Preset values with explicit fields applied on top."""
+        preset = PRESETS[self.size]
+        pick = {key: getattr(self, key) if getattr(self, key) is not None else value for key, value in preset.items()}
+        return CosddArch(direction=self.direction, ar_receptive_field=self.ar_receptive_field, **pick)

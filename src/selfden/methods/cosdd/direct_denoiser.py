@@ -1,0 +1,38 @@
+"""Direct denoiser: one deterministic pass to the MMSE estimate.
+
+Salmon & Krull, "Direct Unsupervised Denoising", ICCVW 2023 (arXiv 2310.18116): a network
+trained with MSE to map the noisy image to the signal decoder's output for one posterior
+sample converges to the mean over samples, i.e. the MMSE estimate, without sampling.
+Architecture: the ladder VAE's bottom-up path with a deterministic U-Net-like top-down path
+(skip connections instead of latents).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfden.methods.cosdd.blocks import BottomUp, GatedResBlock, Upsample
+from selfden.methods.cosdd.config import CosddArch
+
+
+class DirectDenoiser(nn.Module):
+    """Noisy normalised (B, 1, H, W) -> estimate of the signal (B, 1, H, W)."""
+
+    def __init__(self, arch: CosddArch) -> None:
+        super().__init__()
+        f = arch.features
+        flags = [arch.downsample_at(i) for i in range(arch.levels)]
+        self.bottom_up = BottomUp(f, flags)
+        self.merges = nn.ModuleList(nn.Conv2d(f if i == arch.levels - 1 else 2 * f, f, 1) for i in range(arch.levels))
+        self.blocks = nn.ModuleList(GatedResBlock(f) for _ in range(arch.levels))
+        self.ups = nn.ModuleList(Upsample(f) if down else nn.Identity() for down in flags)
+        self.head = nn.Conv2d(f, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = self.bottom_up(x)
+        h = skips[-1]
+        for i in reversed(range(len(skips))):
+            merged = self.merges[i](h if i == len(skips) - 1 else torch.cat([h, skips[i]], dim=1))
+            h = self.ups[i](self.blocks[i](merged))
+        return self.head(h)

@@ -1,0 +1,227 @@
+"""COSDD as a selfden Method: three networks trained side by side, each with its own optimiser.
+
+1. ladder VAE + autoregressive noise model: the negative ELBO, KL/npix + NLL (nats/pixel);
+2. signal decoder: MSE to the noisy input from a detached s_code;
+3. direct denoiser: MSE to the signal decoder's output for one posterior sample (detached).
+
+Augmentation is off: 90-degree rotations turn row noise into column noise, and flips reverse
+the scan direction, which changes asymmetric scan-line noise (detector lag, fly-back) that
+the causal noise model can otherwise learn. The reference code uses none either.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfden.errors import SelfdenError
+from selfden.methods.base import Cite, Method, Normalisation, NormalisationKind
+from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, mixture_nll
+from selfden.methods.cosdd.config import CosddConfig
+from selfden.methods.cosdd.direct_denoiser import DirectDenoiser
+from selfden.methods.cosdd.ladder_vae import LadderVAE
+from selfden.methods.cosdd.objective import collapse_message, is_collapsed, kl_weight, kl_with_free_bits
+from selfden.methods.cosdd.sampler import PosteriorSampler
+from selfden.methods.cosdd.signal_decoder import SignalDecoder
+
+logger = logging.getLogger(__name__)
+
+#: Tile context per size step when ``halo`` is unset (measured: see the module's notes in __init__).
+HALO_STEPS = 4
+
+
+class Cosdd(Method):
+    """Correlated and signal-dependent denoising (COSDD) with a direct denoiser."""
+
+    name: ClassVar[str] = "cosdd"
+    config_class: ClassVar[type[CosddConfig]] = CosddConfig
+    normalisation_kind: ClassVar[NormalisationKind] = "standardise"
+    allows_augmentation: ClassVar[bool] = False
+    citations: ClassVar[tuple[Cite, ...]] = (
+        Cite(
+            text="Salmon, B. & Krull, A. Unsupervised Denoising for Signal-Dependent and Row-Correlated "
+            "Imaging Noise. WACV 2025.",
+            url="https://arxiv.org/abs/2310.07887",
+        ),
+        Cite(
+            text="Salmon, B. & Krull, A. Direct Unsupervised Denoising. ICCV Workshops 2023.",
+            url="https://arxiv.org/abs/2310.18116",
+        ),
+    )
+
+    def __init__(self, config: CosddConfig, normalisation: Normalisation, device: torch.device) -> None:
+        super().__init__(config, normalisation, device)
+        self.config: CosddConfig = config
+        arch = config.arch()
+        # channels_last: measured ~1.3x faster convolutions on CPU (oneDNN) at these widths.
+        fast = {"device": device, "memory_format": torch.channels_last}
+        self.vae = LadderVAE(arch).to(**fast)
+        self.ar_decoder = ArNoiseDecoder(arch).to(**fast)
+        self.signal_decoder = SignalDecoder(arch.features).to(**fast)
+        self.direct = DirectDenoiser(arch).to(**fast)
+        self._size_step = arch.size_step
+        groups = {
+            "vae": [*self.vae.parameters(), *self.ar_decoder.parameters()],
+            "signal": list(self.signal_decoder.parameters()),
+            "direct": list(self.direct.parameters()),
+        }
+        self.optimizers = {k: torch.optim.Adamax(p, lr=config.learning_rate) for k, p in groups.items()}
+        self.schedulers = {
+            k: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.1, patience=config.plateau_patience)
+            for k, o in self.optimizers.items()
+        }
+        # Posterior noise comes from our own generator so a resumed run continues identically.
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        self.step = 0
+        self.collapse_reported = False
+
+    # --- training -------------------------------------------------------------------------
+    def training_step(self, batch: torch.Tensor) -> dict[str, float]:
+        self._set_train(True)
+        elbo = self._elbo(batch)
+        beta = kl_weight(self.step, self.config.kl_warmup_steps)
+        objective = beta * kl_with_free_bits(elbo["kl"], self.config.free_bits) + elbo["nll"]
+        finite = _step(self.optimizers["vae"], objective)
+        signal = self.signal_decoder(elbo["s_code"].detach())
+        signal_mse = F.mse_loss(signal.float(), batch.float())
+        _step(self.optimizers["signal"], signal_mse)
+        direct_mse = F.mse_loss(self.direct(batch).float(), signal.detach().float())
+        _step(self.optimizers["direct"], direct_mse)
+        self.step += 1
+        if not finite:
+            logger.warning("step %d: non-finite ELBO loss; the VAE update was skipped", self.step)
+        return {
+            "loss": _scalar(elbo["kl"] + elbo["nll"]),
+            "kl_per_pixel": _scalar(elbo["kl"]),
+            "nll": _scalar(elbo["nll"]),
+            "kl_weight": beta,
+            "signal_mse": _scalar(signal_mse),
+            "direct_mse": _scalar(direct_mse),
+        }
+
+    @torch.no_grad()
+    def validation_step(self, batch: torch.Tensor) -> dict[str, float]:
+        self._set_train(False)
+        elbo = self._elbo(batch)
+        signal = self.signal_decoder(elbo["s_code"])
+        second = self.signal_decoder(self.vae(batch, generator=self.generator, compute_kl=False).s_code)
+        kl = float(elbo["kl"])
+        # Mean absolute difference of two posterior samples: ~0 when the posterior collapsed.
+        spread = float((signal - second).abs().mean())
+        return {
+            "val_loss": kl + float(elbo["nll"]),
+            "kl_per_pixel": kl,
+            "nll": float(elbo["nll"]),
+            "signal_mse": float(F.mse_loss(signal.float(), batch.float())),
+            "direct_mse": float(F.mse_loss(self.direct(batch).float(), signal.float())),
+            "sample_spread": spread,
+            "collapsed": float(is_collapsed(kl, spread, self.step, self.config)),
+        }
+
+    def on_validation_end(self, metrics: dict[str, float]) -> None:
+        if self.step >= self.config.kl_warmup_steps:
+            self.schedulers["vae"].step(metrics["val_loss"])
+        self.schedulers["signal"].step(metrics["signal_mse"])
+        self.schedulers["direct"].step(metrics["direct_mse"])
+        kl, spread = metrics["kl_per_pixel"], metrics["sample_spread"]
+        collapsed = is_collapsed(kl, spread, self.step, self.config)
+        metrics["collapsed"] = float(collapsed)
+        if collapsed and not self.collapse_reported:
+            logger.warning(collapse_message(kl, spread, self.step, self.config.free_bits))
+        self.collapse_reported = self.collapse_reported or collapsed
+
+    def _elbo(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """KL and NLL in nats per pixel for one posterior sample, and that sample's s_code."""
+        self._check_size(batch)
+        out = self.vae(batch, generator=self.generator)
+        assert out.kl_levels is not None
+        npix = batch.shape[0] * batch.shape[-2] * batch.shape[-1]
+        nll = mixture_nll(self.ar_decoder(batch, out.s_code), batch).mean()
+        return {"kl": out.kl_levels.sum() / npix, "nll": nll, "s_code": out.s_code}
+
+    def _set_train(self, mode: bool) -> None:
+        for net in (self.vae, self.ar_decoder, self.signal_decoder, self.direct):
+            net.train(mode)
+
+    def _check_size(self, batch: torch.Tensor) -> None:
+        height, width = batch.shape[-2:]
+        if height % self.size_step or width % self.size_step:
+            raise SelfdenError(
+                f"cosdd received a {height}x{width} batch; height and width must be multiples of "
+                f"{self.size_step} (the VAE halves them {self._size_step.bit_length() - 1} times): "
+                f"choose a patch size such as {max(self.size_step, height // self.size_step * self.size_step)}"
+            )
+
+    # --- inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def denoise(self, batch: torch.Tensor) -> torch.Tensor:
+        """Direct-denoiser estimate; any size (padded to the size step and cropped back)."""
+        self._set_train(False)
+        height, width = batch.shape[-2:]
+        pad_h, pad_w = -height % self.size_step, -width % self.size_step
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        padded = F.pad(batch, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else batch
+        return self.direct(padded)[..., :height, :width]
+
+    def export_graphs(self) -> dict[str, nn.Module]:
+        """Copies on CPU in eval mode: exporting never disturbs training."""
+        graphs = {"denoiser": self.direct, "sampler": PosteriorSampler(self.vae, self.signal_decoder)}
+        plain = {"device": "cpu", "dtype": torch.float32, "memory_format": torch.contiguous_format}
+        return {name: copy.deepcopy(net).to(**plain).eval() for name, net in graphs.items()}
+
+    @property
+    def size_step(self) -> int:
+        return self._size_step
+
+    @property
+    def halo(self) -> int:
+        return self.config.halo if self.config.halo is not None else HALO_STEPS * self.size_step
+
+    def package_config(self) -> dict[str, Any]:
+        return {"direction": self.config.direction, "samples": self.config.samples}
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "networks": {name: net.state_dict() for name, net in self._networks().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "generator": self.generator.get_state(),
+            "step": self.step,
+            "collapse_reported": self.collapse_reported,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, net in self._networks().items():
+            net.load_state_dict(state["networks"][name])
+        for key, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        for key, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][key])
+        self.generator.set_state(state["generator"].cpu())
+        self.step = int(state["step"])
+        self.collapse_reported = bool(state["collapse_reported"])
+
+    def _networks(self) -> dict[str, nn.Module]:
+        return {"vae": self.vae, "ar_decoder": self.ar_decoder, "signal_decoder": self.signal_decoder,
+                "direct": self.direct}
+
+
+def _scalar(value: torch.Tensor) -> float:
+    return float(value.detach())
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+    """Backward and update; a non-finite loss skips the update (returns False) instead of poisoning the weights."""
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return False
+    loss.backward()
+    optimizer.step()
+    return True

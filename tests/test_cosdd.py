@@ -1,0 +1,280 @@
+"""COSDD: the noise model's causality, training, state, any-size inference, ONNX graphs, collapse."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from scipy.ndimage import gaussian_filter, gaussian_filter1d
+
+from selfden.methods import get_method
+from selfden.methods.base import Normalisation
+from selfden.methods.cosdd import Cosdd, CosddConfig
+from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, ar_dilations
+
+onnx = pytest.importorskip("onnx", reason="the ONNX tests need the onnx package")
+ort = pytest.importorskip("onnxruntime", reason="the ONNX tests need onnxruntime")
+
+TINY = dict(size="tiny", levels=4, features=8, latent_channels=4, components=3, downsamplings=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The CI machine's cores are shared: two spinning torch threads there run ~20x slower than one."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_cosdd(seed: int = 0, **overrides: object) -> Cosdd:
+    torch.manual_seed(seed)
+    return Cosdd(CosddConfig(**{**TINY, **overrides}), Normalisation(0.0, 1.0), torch.device("cpu"))
+
+
+def row_noise_batch(n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """Smooth structure plus noise correlated along x, standardised, as (n, 1, size, size)."""
+    clean = np.stack([gaussian_filter(rng.random((size, size)), 3) for _ in range(n)])
+    clean = (clean - clean.mean()) / clean.std()
+    noisy = clean + gaussian_filter1d(rng.normal(0, 1.5, clean.shape), 1.5, axis=-1)
+    noisy = (noisy - noisy.mean()) / noisy.std()
+    return torch.from_numpy(noisy[:, None].astype(np.float32))
+
+
+# --- the autoregressive noise model ---------------------------------------------------------------
+
+
+def mixture_input_gradient(decoder: ArNoiseDecoder, shape: tuple[int, int], at: tuple[int, int]) -> np.ndarray:
+    """|d(mixture parameters at pixel ``at``)/d(noisy image)| for random inputs."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, *shape, requires_grad=True)
+    s_code = torch.randn(1, decoder.head.in_channels, *shape)
+    params = decoder(x, s_code)
+    total = sum(t[0, :, at[0], at[1]].sum() for t in (params.log_weights, params.means, params.scales))
+    if total.requires_grad:
+        total.backward()
+    return np.zeros(shape) if x.grad is None else x.grad[0, 0].abs().numpy()
+
+
+def arch(direction: str, receptive_field: int = 40):
+    return CosddConfig(**TINY, direction=direction, ar_receptive_field=receptive_field).arch()
+
+
+@pytest.mark.parametrize("receptive_field", [40, 8])
+def test_ar_decoder_sees_only_pixels_to_its_left(receptive_field: int) -> None:
+    r, c = 3, 50
+    grad = mixture_input_gradient(ArNoiseDecoder(arch("x", receptive_field)), (8, 64), (r, c))
+    allowed = np.zeros_like(grad, dtype=bool)
+    allowed[r, c - receptive_field : c] = True
+    assert grad[~allowed].max() == 0, f"pixels outside the causal window influence ({r},{c}): {np.argwhere(grad * ~allowed)}"
+    assert grad[r, c - 1] > 0 and grad[r, c - receptive_field] > 0, "the window's ends must both be seen"
+
+
+def test_ar_decoder_for_columns_sees_only_pixels_above() -> None:
+    r, c = 50, 3
+    grad = mixture_input_gradient(ArNoiseDecoder(arch("y")), (64, 8), (r, c))
+    allowed = np.zeros_like(grad, dtype=bool)
+    allowed[r - 40 : r, c] = True
+    assert grad[~allowed].max() == 0, f"pixels outside the causal window influence ({r},{c}): {np.argwhere(grad * ~allowed)}"
+    assert grad[r - 1, c] > 0 and grad[r - 40, c] > 0
+
+
+def test_ar_decoder_without_direction_sees_no_pixels() -> None:
+    decoder = ArNoiseDecoder(arch("none"))
+    grad = mixture_input_gradient(decoder, (16, 16), (8, 8))
+    assert grad.max() == 0, "direction none must depend on s_code only"
+    assert decoder.receptive_field == 0
+
+
+def test_default_dilations_give_a_receptive_field_of_40() -> None:
+    assert ar_dilations(40) == (1, 1, 1, 1, 1, 2, 2)
+    assert ArNoiseDecoder(arch("x")).receptive_field == 40
+
+
+# --- config -----------------------------------------------------------------------------------------
+
+
+def test_config_rejects_unknown_keys_and_bad_receptive_fields() -> None:
+    with pytest.raises(ValidationError, match="colour"):
+        CosddConfig(colour="red")
+    with pytest.raises(ValidationError, match="multiple of 4"):
+        CosddConfig(ar_receptive_field=10)
+    with pytest.raises(ValidationError, match="levels"):
+        CosddConfig(levels=4, downsamplings=3)
+
+
+def test_registry_finds_cosdd_and_size_step_follows_downsamplings() -> None:
+    assert get_method("cosdd") is Cosdd
+    method = make_cosdd()
+    assert method.size_step == 4 and method.min_size == 4
+    assert (2 * method.halo) % method.size_step == 0
+
+
+# --- training and state -----------------------------------------------------------------------------
+
+
+def test_a_few_training_steps_lower_the_loss() -> None:
+    method = make_cosdd()
+    rng = np.random.default_rng(0)
+    val = row_noise_batch(4, 32, np.random.default_rng(99))
+    before = method.validation_step(val)["val_loss"]
+    for _ in range(12):
+        metrics = method.training_step(row_noise_batch(4, 32, rng))
+    after = method.validation_step(val)
+    assert np.isfinite(metrics["loss"]) and {"kl_per_pixel", "nll", "signal_mse", "direct_mse"} <= set(metrics)
+    assert after["val_loss"] < before - 0.3, f"val_loss {before:.3f} -> {after['val_loss']:.3f}"
+    assert {"kl_per_pixel", "nll", "signal_mse", "direct_mse", "sample_spread", "collapsed"} <= set(after)
+
+
+def test_state_dict_round_trip_resumes_identically() -> None:
+    rng = np.random.default_rng(0)
+    batches = [row_noise_batch(4, 32, rng) for _ in range(3)]
+    original = make_cosdd(seed=0)
+    for batch in batches[:2]:
+        original.training_step(batch)
+    buffer = io.BytesIO()
+    torch.save(original.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = make_cosdd(seed=123)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    expected, got = original.training_step(batches[2]), resumed.training_step(batches[2])
+    assert got == expected
+    for (name, a), b in zip(original.vae.state_dict().items(), resumed.vae.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_networks_run_on_sizes_other_than_the_training_crop() -> None:
+    method = make_cosdd()
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        method.training_step(row_noise_batch(4, 32, rng))
+    metrics = method.validation_step(torch.randn(2, 1, 48, 64))
+    assert np.isfinite(metrics["val_loss"])
+    assert method.denoise(torch.randn(1, 1, 37, 31)).shape == (1, 1, 37, 31)
+    sampler = method.export_graphs()["sampler"]
+    assert sampler(torch.randn(3, 1, 24, 40)).shape == (3, 1, 24, 40)
+
+
+# --- posterior collapse -----------------------------------------------------------------------------
+
+
+def make_collapsed(method: Cosdd) -> None:
+    """What collapse looks like: posterior = prior (KL 0) and a top-down path that ignores z.
+
+    Every prior and posterior conv is zeroed, the top posterior's bias copies the constant top
+    prior, and the merge convs drop their z inputs (z is concatenated last).
+    """
+    z = method.vae.latent_channels
+    with torch.no_grad():
+        for level in method.vae.top_down:
+            for conv in (level.prior, level.posterior):
+                if conv is not None:
+                    conv.weight.zero_()
+                    conv.bias.zero_()
+            level.merge.weight[:, -z:] = 0.0
+        method.vae.top_down[-1].posterior.bias.copy_(method.vae.top_prior.flatten())
+
+
+def test_collapse_is_flagged_when_kl_and_sample_spread_vanish(caplog: pytest.LogCaptureFixture) -> None:
+    method = make_cosdd(collapse_check_after_steps=0)
+    make_collapsed(method)
+    metrics = method.validation_step(row_noise_batch(4, 32, np.random.default_rng(0)))
+    assert metrics["kl_per_pixel"] < 1e-5 and metrics["sample_spread"] < 1e-6, metrics
+    assert metrics["collapsed"] == 1.0
+    with caplog.at_level(logging.WARNING, logger="selfden.methods.cosdd.method"):
+        method.on_validation_end(metrics)
+    assert "posterior collapse" in caplog.text and "free_bits" in caplog.text
+
+
+def test_small_kl_with_diverse_samples_is_not_collapse() -> None:
+    method = make_cosdd(collapse_check_after_steps=0)
+    make_collapsed(method)
+    with torch.no_grad():  # z reaches the output again; its posterior is still the prior
+        for level in method.vae.top_down:
+            level.merge.weight[:, -method.vae.latent_channels :] = 1.0
+    metrics = method.validation_step(row_noise_batch(4, 32, np.random.default_rng(0)))
+    assert metrics["kl_per_pixel"] < 1e-5 and metrics["sample_spread"] > 0.02 and metrics["collapsed"] == 0.0, metrics
+
+
+def test_collapse_is_not_judged_during_warm_up() -> None:
+    method = make_cosdd(kl_warmup_steps=100, collapse_check_after_steps=0)
+    make_collapsed(method)
+    metrics = method.validation_step(row_noise_batch(4, 32, np.random.default_rng(0)))
+    assert metrics["collapsed"] == 0.0
+    assert method.training_step(row_noise_batch(4, 32, np.random.default_rng(1)))["kl_weight"] == 0.0
+
+
+# --- ONNX graphs --------------------------------------------------------------------------------------
+
+
+def export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> onnx.ModelProto:
+    """opset 17, IR 8, dynamic batch/y/x for every input (what export/onnx.py writes)."""
+    names = ["input"] + [f"eps{i}" for i in range(len(args) - 1)]
+    axes = {name: {0: "b", 2: "y", 3: "x"} for name in [*names, "output"]}
+    torch.onnx.export(module, args, str(path), input_names=names, output_names=["output"],
+                      dynamic_axes=axes, opset_version=17, dynamo=False)
+    model = onnx.load(str(path))
+    model.ir_version = 8
+    return model
+
+
+def run_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+@pytest.fixture(scope="module")
+def graphs() -> dict[str, torch.nn.Module]:
+    torch.set_num_threads(1)
+    method = make_cosdd()
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        method.training_step(row_noise_batch(4, 32, rng))
+    return method.export_graphs()
+
+
+def test_direct_denoiser_onnx_matches_torch(graphs: dict[str, torch.nn.Module], tmp_path: Path) -> None:
+    x = torch.randn(2, 1, 32, 48)
+    model = export(graphs["denoiser"], (x,), tmp_path / "denoiser.onnx")
+    onnx.checker.check_model(model)
+    probe = torch.randn(3, 1, 24, 40)
+    got = run_onnx(model, {"input": probe.numpy()})
+    with torch.no_grad():
+        expected = graphs["denoiser"](probe).numpy()
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_sampler_onnx_with_external_noise_matches_torch(graphs: dict[str, torch.nn.Module], tmp_path: Path) -> None:
+    sampler = graphs["sampler"]
+    shape = (2, 1, 24, 40)
+    eps = [torch.randn(s) for s in sampler.latent_shapes(*shape[:1], *shape[2:])]
+    x = torch.randn(shape)
+    model = export(sampler, (x, *eps), tmp_path / "sampler_eps.onnx")
+    got = run_onnx(model, {"input": x.numpy(), **{f"eps{i}": e.numpy() for i, e in enumerate(eps)}})
+    with torch.no_grad():
+        expected = sampler(x, *eps).numpy()
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def test_seeded_sampler_is_reproducible_and_draws_per_batch_item(
+    graphs: dict[str, torch.nn.Module], tmp_path: Path
+) -> None:
+    from selfden.export.onnx_random import seed_random_nodes
+
+    model = export(graphs["sampler"], (torch.randn(1, 1, 32, 32),), tmp_path / "sampler.onnx")
+    other = onnx.ModelProto()
+    other.CopyFrom(model)
+    assert seed_random_nodes(model, 1234.0) == 4  # one RandomNormalLike per level
+    assert seed_random_nodes(other, 99.0) == 4
+    assert model.ir_version == 8
+    tile = np.random.default_rng(0).normal(size=(1, 1, 32, 32)).astype(np.float32)
+    replicas = {"input": np.repeat(tile, 2, axis=0)}
+    first, second = run_onnx(model, replicas), run_onnx(model, replicas)
+    np.testing.assert_array_equal(first, second, err_msg="fresh sessions of a seeded graph must agree")
+    assert np.abs(first[0] - first[1]).mean() > 1e-4, "each batch item needs its own latents"
+    assert np.abs(run_onnx(other, replicas) - first).mean() > 1e-4, "different seeds must draw differently"
