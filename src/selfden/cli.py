@@ -69,7 +69,7 @@ def main(
 # ---------------------------------------------------------------------------------- train
 @app.command()
 def train(
-    method: str = typer.Argument(..., help="Method: cae, cosdd, noise2atom, dnnet (see `selfden methods`)."),
+    method: str = typer.Argument(..., help="Method: cae, cosdd or dnnet (see `selfden methods`)."),
     inputs: Optional[list[Path]] = typer.Argument(None, help="Noisy images: TIFF (2-D or stacks), PNG or NPY."),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder to create (or continue with --resume)."),
     minutes: Optional[float] = typer.Option(None, help="Training time budget in minutes."),
@@ -82,6 +82,7 @@ def train(
     bottleneck: Optional[int] = typer.Option(None, help="cae: bottleneck channels (denoising strength: fewer = smoother)."),
     size: Optional[str] = typer.Option(None, help="cosdd: model size preset."),
     direction: Optional[str] = typer.Option(None, help="cosdd: noise correlation direction x, y, none or auto."),
+    noise_model: Optional[str] = typer.Option(None, help="dnnet: gaussian, gmm or none (none = Noise2Self L2)."),
     set_: list[str] = typer.Option([], "--set", help="Method option KEY=VALUE (repeatable), e.g. --set lr=5e-4."),
 ) -> None:
     """Train a denoiser on noisy images; ends by exporting RUN/model/ for `selfden infer` and Fiji."""
@@ -96,7 +97,9 @@ def train(
         else:
             if not inputs:
                 raise SelfdenError("no input images given: selfden train METHOD IMAGE... -o RUN")
-            method_options = _method_options(method, bottleneck=bottleneck, size=size, direction=direction, extra=set_)
+            method_options = _method_options(
+                method, bottleneck=bottleneck, size=size, direction=direction, noise_model=noise_model, extra=set_
+            )
             method_options = _resolve_direction(method, method_options, inputs)
             data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size}.items() if v is not None}
             trainer_options = {"device": device, "max_minutes": minutes, "max_steps": steps}
@@ -272,6 +275,19 @@ def noise(
 
             plot_noise_correlation(result, plot)
             out.print(f"plot: {plot}")
+
+
+@app.command("noise-model")
+def noise_model(
+    run: Path = typer.Argument(..., help="Run folder of a dnnet training."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="PNG to write (default RUN/noise_model.png)."),
+) -> None:
+    """Plot the noise model a dnnet run learned: noise std and skewness against the signal."""
+    with user_errors():
+        from selfden.noise_model_plot import noise_model_report
+
+        written = noise_model_report(run, output or run / "noise_model.png")
+        out.print(f"wrote {written}")
 
 
 @app.command()

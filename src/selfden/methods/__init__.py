@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, str] = {
     "cae": "selfden.methods.cae:Cae",
     "cosdd": "selfden.methods.cosdd:Cosdd",
+    "dnnet": "selfden.methods.dnnet:Dnnet",
 }
 
 

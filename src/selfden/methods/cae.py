@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 FULL_RES_KERNELS = (1, 3, 5, 7)
 LOW_RES_KERNELS = (3, 5)
 HEAD_KERNELS = (9, 7, 5, 3)  # full, 1/2, 1/4, 1/8 resolution
+NormKind = Literal["layer", "batch", "none"]
 
 
 class CaeConfig(MethodConfig):
@@ -52,6 +53,7 @@ class CaeConfig(MethodConfig):
     )
     residual_blocks: int = Field(4, ge=0, le=64, description="residual blocks after the squeeze")
     residual_width: int = Field(64, ge=1, le=1024)
+    norm: NormKind = Field("layer", description="layer: per-sample over (C,H,W) as in the paper; batch; none")
     output_margin: float = Field(0.1, ge=0.0, le=1.0, description="heads output [-m, 1+m]; 0 = plain sigmoid")
     loss: Literal["l1", "mse"] = Field("l1", description="per-head distance to the pooled input; l1 as in the paper")
     learning_rate: float = Field(1e-3, gt=0.0)
@@ -81,16 +83,25 @@ def _split_channels(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-class MultiKernelConv(nn.Module):
-    """Parallel convolutions of several kernel sizes, concatenated, then layer norm and LeakyReLU."""
+def make_norm(kind: NormKind, channels: int) -> nn.Module:
+    """Normalisation layer; "layer" is GroupNorm(1, C), i.e. over (C, H, W) per sample, which exports cleanly."""
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.Identity()
 
-    def __init__(self, cin: int, cout: int, kernels: tuple[int, ...], stride: int = 1) -> None:
+
+class MultiKernelConv(nn.Module):
+    """Parallel convolutions of several kernel sizes, concatenated, then normalisation and LeakyReLU."""
+
+    def __init__(self, cin: int, cout: int, kernels: tuple[int, ...], norm: NormKind, stride: int = 1) -> None:
         super().__init__()
         splits = _split_channels(cout, len(kernels))
         self.branches = nn.ModuleList(
             nn.Conv2d(cin, c, k, stride=stride, padding=k // 2) for c, k in zip(splits, kernels)
         )
-        self.norm = nn.GroupNorm(1, cout)  # layer norm over (C, H, W) per sample; exports to ONNX cleanly
+        self.norm = make_norm(norm, cout)
         self.act = nn.LeakyReLU(0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,16 +109,16 @@ class MultiKernelConv(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Two 3×3 convolutions with layer norm and a residual connection (all after the squeeze)."""
+    """Two 3×3 convolutions with normalisation and a residual connection (all after the squeeze)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, norm: NormKind) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1),
-            nn.GroupNorm(1, width),
+            make_norm(norm, width),
             nn.LeakyReLU(0.2),
             nn.Conv2d(width, width, 3, padding=1),
-            nn.GroupNorm(1, width),
+            make_norm(norm, width),
         )
         self.act = nn.LeakyReLU(0.2)
 
@@ -118,12 +129,12 @@ class ResidualBlock(nn.Module):
 class UpStage(nn.Module):
     """×2 upsampling (4×4 stride-2 transposed convolution) followed by a multi-kernel block."""
 
-    def __init__(self, cin: int, cout: int, kernels: tuple[int, ...]) -> None:
+    def __init__(self, cin: int, cout: int, kernels: tuple[int, ...], norm: NormKind) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1)
-        self.norm = nn.GroupNorm(1, cout)
+        self.norm = make_norm(norm, cout)
         self.act = nn.LeakyReLU(0.2)
-        self.conv = MultiKernelConv(cout, cout, kernels)
+        self.conv = MultiKernelConv(cout, cout, kernels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.act(self.norm(self.up(x))))
@@ -138,21 +149,21 @@ class CaeNet(nn.Module):
 
     def __init__(self, config: CaeConfig) -> None:
         super().__init__()
-        widths = config.widths
+        widths, norm = config.widths, config.norm
         self.margin = config.output_margin
-        self.stem = MultiKernelConv(1, widths[0], FULL_RES_KERNELS)
+        self.stem = MultiKernelConv(1, widths[0], FULL_RES_KERNELS, norm)
         self.down = nn.ModuleList(
-            nn.Sequential(MultiKernelConv(a, b, LOW_RES_KERNELS, stride=2), MultiKernelConv(b, b, LOW_RES_KERNELS))
+            nn.Sequential(MultiKernelConv(a, b, LOW_RES_KERNELS, norm, stride=2), MultiKernelConv(b, b, LOW_RES_KERNELS, norm))
             for a, b in zip(widths[:-1], widths[1:])
         )
         # The squeeze is linear: its output is the whole code the decoder ever sees.
         self.squeeze = nn.Conv2d(widths[-1], config.bottleneck, 3, padding=1)
-        self.expand = MultiKernelConv(config.bottleneck, config.residual_width, LOW_RES_KERNELS)
-        self.residual = nn.Sequential(*(ResidualBlock(config.residual_width) for _ in range(config.residual_blocks)))
+        self.expand = MultiKernelConv(config.bottleneck, config.residual_width, LOW_RES_KERNELS, norm)
+        self.residual = nn.Sequential(*(ResidualBlock(config.residual_width, norm) for _ in range(config.residual_blocks)))
         dec_widths = [config.residual_width, *reversed(widths[:-1])]
         n_up = len(widths) - 1
         self.up = nn.ModuleList(
-            UpStage(a, b, FULL_RES_KERNELS if i == n_up - 1 else LOW_RES_KERNELS)
+            UpStage(a, b, FULL_RES_KERNELS if i == n_up - 1 else LOW_RES_KERNELS, norm)
             for i, (a, b) in enumerate(zip(dec_widths[:-1], dec_widths[1:]))
         )
         n_heads = min(len(HEAD_KERNELS), n_up)  # heads sit on decoder outputs: 1/2**(n_up-1) ... full
