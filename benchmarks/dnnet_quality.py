@@ -82,14 +82,21 @@ def _prepare(name: str, args: argparse.Namespace) -> tuple[Any, Path]:
 
     synth_set = quality.make_suite(name, args.frames)
     noisy_path, _ = synth.save_synth_set(synth_set, args.out / quality.suite_key(synth_set) / "data")
-    common.save_result(quality.noisy_record(synth_set), f"{quality.suite_key(synth_set)}__noisy", args.results_dir)
+    noisy = _own_command(quality.noisy_record(synth_set))
+    common.save_result(noisy, f"{quality.suite_key(synth_set)}__noisy", args.results_dir)
     return synth_set, noisy_path
+
+
+def _own_command(record: dict[str, Any]) -> dict[str, Any]:
+    """quality.py's records name quality.py as their command; ours must name this script."""
+    if record.get("command") == common.command_line("quality.py"):
+        record["command"] = common.command_line("dnnet_quality.py")
+    return record
 
 
 def _train_variant(synth_set: Any, noisy_path: Path, noise_model: str, args: argparse.Namespace) -> dict[str, Any]:
     variant = _variant_args(args, noise_model)
-    record = quality.method_record("dnnet", synth_set, noisy_path, variant, 1)
-    return record
+    return _own_command(quality.method_record("dnnet", synth_set, noisy_path, variant, 1))
 
 
 def _save(record: dict[str, Any], args: argparse.Namespace) -> None:
@@ -244,6 +251,21 @@ def _table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _merged_summary(summary: dict[str, Any], results_dir: Path) -> dict[str, Any]:
+    """This run's summary over the earlier one: variants accumulate, stripe/halo results are replaced
+    only when this run measured them (a gmm-only rerun keeps the stripe measurement)."""
+    import json
+
+    path = results_dir / "dnnet__summary.json"
+    if not path.is_file():
+        return {**summary, "commands": [summary["command"]]}
+    earlier = json.loads(path.read_text())
+    merged = {**earlier, **{k: v for k, v in summary.items() if k != "variants"}}
+    merged["variants"] = {**earlier.get("variants", {}), **summary["variants"]}
+    merged["commands"] = [*earlier.get("commands", [earlier.get("command")]), summary["command"]]
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
@@ -260,13 +282,15 @@ def main(argv: list[str] | None = None) -> int:
         if noise_model != "none":
             record["noise_fit"] = noise_fit(record, synth_set, args)
         if noise_model == "gmm":
-            summary["halo_check"] = halo_check(Path(record["run_dir"]), synth_set.noisy[0])
+            record["halo_check"] = halo_check(Path(record["run_dir"]), synth_set.noisy[0])
         _save(record, args)
-        summary["variants"][record["label"]] = {"rows": record["rows"], "noise_fit": record.get("noise_fit")}
+        summary["variants"][record["label"]] = {
+            key: record[key] for key in ("rows", "noise_fit", "halo_check") if key in record
+        }
         printed.append(record)
     names = [] if args.baselines.strip() in ("", "none") else [n.strip() for n in args.baselines.split(",")]
     if names:
-        baselines = quality.baseline_record(synth_set, names, args)
+        baselines = _own_command(quality.baseline_record(synth_set, names, args))
         common.save_result(baselines, f"{quality.suite_key(synth_set)}__baselines", args.results_dir)
         printed.append(baselines)
     if args.stripe_model != "none-skip":
@@ -281,16 +305,17 @@ def main(argv: list[str] | None = None) -> int:
                              "figure": record["streak_figure"], "advice": WHEN_TO_PICK}
         printed += [quality.noisy_record(stripes), record]
     summary["machine"] = common.machine_description()
-    common.save_result(summary, "dnnet__summary", args.results_dir)
+    common.save_result(_merged_summary(summary, args.results_dir), "dnnet__summary", args.results_dir)
     common.render_results_md(args.results_dir, args.results_md)
     print(_table(printed))
     if "stripe" in summary:
         s = summary["stripe"]
         print(f"stripe suite: {100 * s['stripe_share_left']:.0f}% of the stripe noise and "
               f"{100 * s['white_share_left']:.0f}% of the white noise left in the output")
-    if "halo_check" in summary:
-        print("trained D-net, max |tile - whole| / std by halo:",
-              ", ".join(f"{h}: {v:.1e}" for h, v in summary["halo_check"].items()))
+    for label, variant in summary["variants"].items():
+        if "halo_check" in variant:
+            print(f"{label}: max |tile - whole| / output std by halo:",
+                  ", ".join(f"{h}: {v:.1e}" for h, v in variant["halo_check"].items()))
     return 0
 
 
