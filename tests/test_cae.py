@@ -93,15 +93,23 @@ def test_no_skip_connection_output_depends_on_the_input_only_through_the_code() 
 
 
 def test_a_few_training_steps_lower_the_validation_loss() -> None:
+    # Layer norm (the paper's): batch norm's running statistics lag behind in the first steps.
     rng = np.random.default_rng(0)
     train, val = noisy_blobs(32, 64, rng), noisy_blobs(8, 64, rng)
-    cae = make_cae(learning_rate=3e-3)
+    cae = make_cae(learning_rate=3e-3, norm="layer")
     before = cae.validation_step(val)["val_loss"]
     for step in range(30):
         metrics = cae.training_step(train[(step * 4) % 32 :][:4])
     after = cae.validation_step(val)["val_loss"]
     assert np.isfinite(metrics["loss"])
     assert after < 0.9 * before, f"val_loss {before:.4f} -> {after:.4f}"
+
+
+def test_default_settings_fit_a_fixed_batch() -> None:
+    batch = noisy_blobs(8, 64, np.random.default_rng(0))
+    cae = make_cae(learning_rate=3e-3)
+    losses = [cae.training_step(batch)["loss"] for _ in range(25)]
+    assert losses[-1] < 0.7 * losses[0], f"training loss {losses[0]:.4f} -> {losses[-1]:.4f}"
 
 
 def test_state_dict_round_trip_resumes_identically() -> None:
@@ -143,3 +151,16 @@ def test_widths_set_the_size_step() -> None:
     assert cae.size_step == 4
     assert cae.denoise(torch.rand(1, 1, 12, 20)).shape == (1, 1, 12, 20)
     assert [tuple(h.shape[-2:]) for h in cae.net.heads(torch.rand(1, 1, 12, 20))] == [(12, 20), (6, 10)]
+
+
+def test_batch_norm_refuses_a_training_batch_with_a_single_code_pixel() -> None:
+    with pytest.raises(SelfdenError, match="batch norm"):
+        make_cae(norm="batch").training_step(torch.rand(1, 1, 32, 32))
+
+
+@pytest.mark.parametrize("norm", ["layer", "none"])
+def test_other_normalisations_train_and_keep_shapes(norm: str) -> None:
+    cae = make_cae(norm=norm)
+    x = noisy_blobs(2, 64, np.random.default_rng(2))
+    assert np.isfinite(cae.training_step(x)["loss"])
+    assert cae.denoise(x[:1, :, :, :32]).shape == (1, 1, 64, 32)
