@@ -16,6 +16,7 @@ from selfden.methods import get_method
 from selfden.methods.base import Normalisation
 from selfden.methods.cosdd import Cosdd, CosddConfig
 from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, ar_dilations
+from selfden.methods.cosdd.config import CosddArch
 
 onnx = pytest.importorskip("onnx", reason="the ONNX tests need the onnx package")
 ort = pytest.importorskip("onnxruntime", reason="the ONNX tests need onnxruntime")
@@ -61,7 +62,7 @@ def mixture_input_gradient(decoder: ArNoiseDecoder, shape: tuple[int, int], at: 
     return np.zeros(shape) if x.grad is None else x.grad[0, 0].abs().numpy()
 
 
-def arch(direction: str, receptive_field: int = 40):
+def arch(direction: str, receptive_field: int = 40) -> CosddArch:
     return CosddConfig(**TINY, direction=direction, ar_receptive_field=receptive_field).arch()
 
 
@@ -71,7 +72,8 @@ def test_ar_decoder_sees_only_pixels_to_its_left(receptive_field: int) -> None:
     grad = mixture_input_gradient(ArNoiseDecoder(arch("x", receptive_field)), (8, 64), (r, c))
     allowed = np.zeros_like(grad, dtype=bool)
     allowed[r, c - receptive_field : c] = True
-    assert grad[~allowed].max() == 0, f"pixels outside the causal window influence ({r},{c}): {np.argwhere(grad * ~allowed)}"
+    outside = np.argwhere(grad * ~allowed)
+    assert grad[~allowed].max() == 0, f"pixels outside the causal window influence ({r},{c}): {outside}"
     assert grad[r, c - 1] > 0 and grad[r, c - receptive_field] > 0, "the window's ends must both be seen"
 
 
@@ -80,7 +82,8 @@ def test_ar_decoder_for_columns_sees_only_pixels_above() -> None:
     grad = mixture_input_gradient(ArNoiseDecoder(arch("y")), (64, 8), (r, c))
     allowed = np.zeros_like(grad, dtype=bool)
     allowed[r - 40 : r, c] = True
-    assert grad[~allowed].max() == 0, f"pixels outside the causal window influence ({r},{c}): {np.argwhere(grad * ~allowed)}"
+    outside = np.argwhere(grad * ~allowed)
+    assert grad[~allowed].max() == 0, f"pixels outside the causal window influence ({r},{c}): {outside}"
     assert grad[r - 1, c] > 0 and grad[r - 40, c] > 0
 
 

@@ -21,7 +21,9 @@ MAX_SEED = 2.0**24
 def seed_random_nodes(model: onnx.ModelProto, base_seed: float) -> int:
     """Give every random node (subgraphs included) the seed ``base_seed + i``; returns how many."""
     if not 0 <= base_seed < MAX_SEED - 1e4:
-        raise ValueError(f"base_seed {base_seed} must lie in [0, {MAX_SEED - 1e4:.0f}) so that float32 seeds stay distinct")
+        raise ValueError(
+            f"base_seed {base_seed} must lie in [0, {MAX_SEED - 1e4:.0f}) so that float32 seeds stay distinct"
+        )
     count = 0
     for node in _all_nodes(model.graph):
         if node.op_type not in RANDOM_OPS:

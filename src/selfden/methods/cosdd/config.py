@@ -67,9 +67,9 @@ class CosddConfig(MethodConfig):
     kl_warmup_steps: int = Field(0, ge=0, description="linear KL-weight warm-up from 0 to 1 over this many steps")
     # 0.1 measured on the atoms suite: without it the KL fell to 0.02 within 200 steps (collapse).
     free_bits: float = Field(0.1, ge=0, description="KL in nats per pixel below which KL is not penalised")
-    collapse_kl_threshold: float = Field(0.03, ge=0, description="KL per pixel below this means posterior collapse")
+    collapse_kl_threshold: float = Field(0.03, ge=0, description="posterior collapse: KL per pixel below this...")
     collapse_spread_threshold: float = Field(
-        0.02, ge=0, description="...and two posterior samples differing by less than this (mean |diff|, normalised)"
+        0.02, ge=0, description="...and two posterior samples closer than this (mean |diff|, normalised units)"
     )
     collapse_check_after_steps: int = Field(500, ge=0, description="collapse is judged after warm-up and this step")
     samples: int = Field(32, ge=1, le=1000, description="posterior samples averaged at inference (MMSE)")

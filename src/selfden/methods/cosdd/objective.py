@@ -3,7 +3,7 @@
 Posterior collapse: the autoregressive noise model explains the images from neighbouring
 pixels alone, the KL falls to ~0 and every posterior sample is the same blurry mean
 (Bowman et al., CoNLL 2016). KL warm-up (Bowman et al.; Sønderby et al., NeurIPS 2016)
-and free bits (Kingma et al., NeurIPS 2016) keep the latents in use early in training.
+and free bits (Kingma et al., NeurIPS 2016) keep the latents in use.
 """
 
 from __future__ import annotations
