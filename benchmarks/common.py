@@ -207,7 +207,7 @@ def _quality_section(key: str, records: list[dict[str, Any]], md_path: Path) -> 
 
 
 def _speed_section(record: dict[str, Any]) -> str:
-    title = "Speed" + (" (quick)" if record.get("quick") else "")
+    title = record.get("title") or "Speed" + (" (quick)" if record.get("quick") else "")
     lines = [f"## {title}", "", f"`{record['command']}` — {record['date']}; {record['machine']}", ""]
     for table in record["tables"]:
         lines += [f"### {table['title']}", "", table.get("note", ""), ""]

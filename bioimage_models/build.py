@@ -13,6 +13,10 @@ For each method (cae, cosdd, dnnet, noise2atom; the ones whose module imports) t
 Usage (from the repository root, in the environment that has selfden installed)::
 
     python bioimage_models/build.py [--minutes M] [--only cae[,cosdd]] [--device auto|cpu|cuda]
+    python bioimage_models/build.py --only cosdd --from-run RUN --trained-by "COMMAND"
+
+``--from-run`` packages a run trained elsewhere (e.g. by a benchmark, on the same suite and data
+seed) instead of training again; ``--trained-by`` records the command that trained it.
 
 Exit status 1 when a build, its validation or the 20 MB size limit fails.
 """
@@ -60,6 +64,8 @@ RECIPES = (
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     recipes = _selected(args.only)
+    if args.from_run and len(recipes) != 1:
+        raise SystemExit("--from-run packages one run: name its recipe with --only")
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     records = _load_records(output)
@@ -90,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the data seed is always 0)")
     parser.add_argument("--output", default=str(HERE), help="where packages, packages.json and README.md go")
+    parser.add_argument("--from-run", help="package this finished run folder instead of training (one recipe)")
+    parser.add_argument("--trained-by", help="with --from-run: the command that trained the run (recorded)")
     parser.add_argument("--work", help="keep data, run folders and denoised stacks here (default: a temp folder)")
     return parser
 
@@ -132,13 +140,17 @@ def build(recipe: Recipe, output: Path, work: Path, args: argparse.Namespace) ->
              "--seed", str(args.seed), "--device", args.device, *recipe.train_options]  # fmt: skip
     export = ["export", "run", "-o", package]
     infer = ["infer", package, noisy_path.name, "-o", "denoised.tif", "--device", args.device]
+    if args.from_run:
+        (work / "run").symlink_to(Path(args.from_run).resolve(), target_is_directory=True)
     record: dict[str, Any] = {
         "name": recipe.name, "method": recipe.method, "data": data.description,
         "data_call": f"selfden.synth.{recipe.suite}(rng=numpy.random.default_rng(0))", "data_file": noisy_path.name,
         "commands": [_shown(c) for c in (train, export, infer)], "minutes": args.minutes, "ok": False,
     }  # fmt: skip
+    if args.from_run:
+        record["commands"][0] = args.trained_by or f"(trained elsewhere: {args.from_run})"
     try:
-        record.update(_parse_training(_selfden(train, work)))
+        record.update(_run_progress(work / "run") if args.from_run else _parse_training(_selfden(train, work)))
         record["built"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         _selfden(export, work)
         record.update(_validate(package))
@@ -178,6 +190,16 @@ def _parse_training(stdout: str) -> dict[str, Any]:
     if not found:
         return {}
     return {"steps": int(found[1]), "train_minutes": float(found[2]), "device": found[3]}
+
+
+def _run_progress(run: Path) -> dict[str, Any]:
+    """Steps, minutes and device of a finished run, from its metrics log and config."""
+    import yaml
+
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last = max(lines, key=lambda entry: entry.get("step", 0))
+    device = yaml.safe_load((run / "config.yaml").read_text())["trainer"].get("device", "auto")
+    return {"steps": int(last["step"]), "train_minutes": round(last["elapsed_seconds"] / 60, 1), "device": device}
 
 
 def _validate(package: Path) -> dict[str, Any]:

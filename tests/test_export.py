@@ -121,9 +121,30 @@ def package(tmp_path_factory):
     return path, method, raw
 
 
+def test_pytorch_state_dict_weights_rebuild_the_network_that_made_the_onnx_graph(package) -> None:
+    import torch
+    import yaml
+
+    from selfden.methods import build_graph
+
+    path, method, _ = package
+    weights = yaml.safe_load((path / "rdf.yaml").read_text())["weights"]
+    assert weights["onnx"]["parent"] == "pytorch_state_dict"
+    arch = weights["pytorch_state_dict"]["architecture"]
+    assert (arch["import_from"], arch["callable"]) == ("selfden.methods", "build_graph")
+    network = build_graph(**arch["kwargs"])
+    network.load_state_dict(torch.load(path / weights["pytorch_state_dict"]["source"], weights_only=True))
+    x = torch.from_numpy(np.load(path / "test_input.npy")).float()
+    x = (x - method.normalisation.offset) / method.normalisation.scale
+    expected = method.export_graphs()["denoiser"].eval()(x)
+    with torch.no_grad():
+        assert torch.allclose(network(x), expected, atol=1e-5), "state dict + architecture must give the exported network"
+
+
 def test_package_folder_holds_the_model_folder_files(package) -> None:
     path, _, _ = package
-    expected = {"rdf.yaml", "denoiser.onnx", "test_input.npy", "test_output.npy", "sample_input.tif", "cover.png", "README.md"}
+    expected = {"rdf.yaml", "denoiser.onnx", "denoiser.pt", "test_input.npy", "test_output.npy", "sample_input.tif",
+                "sample_output.tif", "cover.png", "README.md"}
     assert set(os.listdir(path)) == expected, "stale files of the earlier export must be gone"
     assert not [p for p in os.listdir(path.parent) if p.startswith(".")], "temp folders left behind"
 

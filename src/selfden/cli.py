@@ -142,19 +142,13 @@ def _method_options(method: str, extra: list[str], **named: Any) -> dict[str, An
 
 
 def _resolve_direction(method: str, options: dict[str, Any], inputs: list[Path]) -> dict[str, Any]:
-    """For methods with a noise direction, replace "auto" by what the data show, and say why."""
-    from selfden.methods import get_method
+    """Replace a direction of "auto" by what the data show, and say why."""
+    from selfden import runs
 
-    if "direction" not in get_method(method).config_class.model_fields:
-        return options
-    if options.get("direction", "auto") != "auto":
-        return options
-    from selfden.images import open_image
-    from selfden.noise_analysis import measure_noise_correlation
-
-    result = measure_noise_correlation([open_image(p) for p in inputs])
-    console.print(f"noise direction: [bold]{result.direction}[/] — {result.reason}")
-    return {**options, "direction": result.direction}
+    options, reason = runs.resolve_direction(method, options, inputs)
+    if reason is not None:
+        console.print(f"noise direction: [bold]{options['direction']}[/] — {reason}")
+    return options
 
 
 def _train_with_progress(config: Any, output: Path, resume: bool) -> Any:

@@ -112,6 +112,26 @@ def new_run_config(
     )
 
 
+def resolve_direction(
+    method: str, options: dict[str, Any], inputs: Sequence[Path]
+) -> tuple[dict[str, Any], str | None]:
+    """For methods with a noise direction, replace "auto" (the default) by what the data show.
+
+    Returns the options and the reason for the choice (None when nothing was measured).
+    """
+    from selfden.methods import get_method
+
+    if "direction" not in get_method(method).config_class.model_fields:
+        return options, None
+    if options.get("direction", "auto") != "auto":
+        return options, None
+    from selfden.images import open_image
+    from selfden.noise_analysis import measure_noise_correlation
+
+    result = measure_noise_correlation([open_image(p) for p in inputs])
+    return {**options, "direction": result.direction}, result.reason
+
+
 def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: Any = None) -> RunResult:
     """Train ``config`` in ``run_dir`` (new, or resumed from its last checkpoint), then export the model."""
     from selfden.data import compute_stats, normalisation_for

@@ -28,9 +28,10 @@ from selfden.methods.base import Method
 logger = logging.getLogger(__name__)
 
 DENOISER = "denoiser"
-TEST_INPUT, TEST_OUTPUT, SAMPLE_INPUT, COVER, README = (
-    "test_input.npy", "test_output.npy", "sample_input.tif", "cover.png", "README.md",
+TEST_INPUT, TEST_OUTPUT, SAMPLE_INPUT, SAMPLE_OUTPUT, COVER, README = (
+    "test_input.npy", "test_output.npy", "sample_input.tif", "sample_output.tif", "cover.png", "README.md",
 )  # fmt: skip
+TORCH_WEIGHTS = "denoiser.pt"  # the denoiser's state dict; architecture: selfden.methods.build_graph
 TEST_SIZE = 256  # preferred test-tensor height/width (smaller when the sample is smaller)
 TILE_SIZE = 256  # suggested tile core (kept pixels; selfden infer adds the halo around it)
 
@@ -105,10 +106,12 @@ def _describe(method: Method, staging: Path, sample_raw: np.ndarray, info: dict[
     """Write every file of the package into ``staging`` and return its ModelDescr."""
     test_input = crop_for_test_tensor(method, sample_raw)  # first: a bad sample should fail before the slow steps
     graphs, reports = _export_graphs(method, staging)
+    _save_state_dict(method, staging / TORCH_WEIGHTS)
     test_output = predict_raw(staging / graphs[DENOISER], test_input, method)
     np.save(staging / TEST_INPUT, test_input[None, None])
     np.save(staging / TEST_OUTPUT, test_output[None, None])
     _write_tif(staging / SAMPLE_INPUT, test_input[None, None])
+    _write_tif(staging / SAMPLE_OUTPUT, test_output[None, None])
     _write_cover(staging / COVER, test_input, test_output)
     (staging / README).write_text(_readme(method, info, reports, test_input.shape), encoding="utf-8")
     return _model_descr(method, staging, graphs, info)
@@ -170,6 +173,14 @@ def predict_raw(onnx_path: Path, raw: np.ndarray, method: Method) -> np.ndarray:
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     y = session.run(None, {INPUT_NAME: x})[0][0, 0]
     return (y * np.float32(norm.scale) + np.float32(norm.offset)).astype(np.float32)
+
+
+def _save_state_dict(method: Method, path: Path) -> None:
+    """The denoiser graph's weights for PyTorch users (fine-tuning, retraining): plain tensors only."""
+    import torch
+
+    state = {k: v.detach().cpu().contiguous() for k, v in method.export_graphs()[DENOISER].state_dict().items()}
+    torch.save(state, path)
 
 
 def _write_tif(path: Path, array: np.ndarray) -> None:
@@ -293,13 +304,31 @@ def _model_descr(method: Method, staging: Path, graphs: dict[str, str], info: di
             bio.OutputTensorDescr(
                 id=bio.TensorId("output"), axes=[bio.BatchAxis(), channel, *space_out],
                 test_tensor=bio.FileDescr(source=staging / TEST_OUTPUT), data=bio.IntervalOrRatioDataDescr(type="float32"),
+                sample_tensor=bio.FileDescr(source=staging / SAMPLE_OUTPUT),
                 postprocessing=post,
             )
         ],
-        weights=bio.WeightsDescr(onnx=bio.OnnxWeightsDescr(source=staging / graphs[DENOISER], opset_version=17)),
+        weights=_weights(bio, method, staging, graphs),
         attachments=[bio.FileDescr(source=staging / f) for n, f in graphs.items() if n != DENOISER],
         config=bio.Config(selfden=_selfden_config(method, graphs, info)),
     )  # fmt: skip
+
+
+def _weights(bio: Any, method: Method, staging: Path, graphs: dict[str, str]) -> Any:
+    """ONNX (what deepImageJ and selfden infer run), converted from the PyTorch state dict."""
+    import torch
+
+    architecture = bio.ArchitectureFromLibraryDescr(
+        callable=bio.Identifier("build_graph"), import_from="selfden.methods",
+        kwargs={"method": method.name, "method_config": _plain(method.config.model_dump(mode="json"))},
+    )  # fmt: skip
+    torch_version = torch.__version__.split("+")[0]
+    return bio.WeightsDescr(
+        pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
+            source=staging / TORCH_WEIGHTS, architecture=architecture, pytorch_version=bio.Version(torch_version)
+        ),
+        onnx=bio.OnnxWeightsDescr(source=staging / graphs[DENOISER], opset_version=17, parent="pytorch_state_dict"),
+    )
 
 
 def _cite_entry(bio: Any, cite: Any) -> Any:
@@ -331,14 +360,16 @@ def _save(descr: Any, folder: Path) -> Path:
 
 
 def _test_package(folder: Path) -> None:
-    """``bioimageio.core.test_model`` on CPU, offline; raises ExportError with its summary if it fails."""
+    """``bioimageio.core.test_model`` on CPU, offline, for the ONNX graph and the PyTorch state dict:
+    both must reproduce the test output. Raises ExportError with the summary if either fails."""
     from bioimageio.core import test_model
 
-    with _bioimageio_quietly():
-        summary = test_model(folder / "rdf.yaml", weight_format="onnx", devices=["CPUExecutionProvider"])
-    if summary.status != "passed":
-        raise ExportError(f"the exported package failed bioimageio.core's test_model: {_failures(summary)}")
-    logger.info("bioimageio.core test_model passed (%d checks)", len(summary.details))
+    for weight_format, devices in (("onnx", ["CPUExecutionProvider"]), ("pytorch_state_dict", ["cpu"])):
+        with _bioimageio_quietly():
+            summary = test_model(folder / "rdf.yaml", weight_format=weight_format, devices=devices)
+        if summary.status != "passed":
+            raise ExportError(f"the exported package failed bioimageio.core's test_model ({weight_format}): {_failures(summary)}")
+        logger.info("bioimageio.core test_model passed for %s (%d checks)", weight_format, len(summary.details))
 
 
 def _failures(summary: Any) -> str:

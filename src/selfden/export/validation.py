@@ -125,7 +125,7 @@ def validate_package(path: str | os.PathLike[str]) -> ValidationReport:
             return ValidationReport.of(path, checks)
         package = _Package(source, rdf_path.parent, rdf_path, rdf)
         spec = _check_spec(package)
-        checks += [spec, _check_test_model(package, spec.passed)]
+        checks += [spec, _check_test_model(package, spec.passed), _check_torch_weights(package, spec.passed)]
         checks += _deepimagej_checks(package)
         checks += _upload_checks(package)
         report = ValidationReport.of(path, checks)
@@ -269,6 +269,30 @@ def _check_test_model(package: _Package, spec_passed: bool) -> Check:
     if _github_users(package.rdf):
         text += " (an author's github_user makes test_model query GitHub, which fails offline)"
     return Check(name, False, text)
+
+
+def _check_torch_weights(package: _Package, spec_passed: bool) -> Check:
+    """test_model for PyTorch state-dict weights, when the package has them (selfden's do)."""
+    name = "bioimageio.core test_model (PyTorch)"
+    if "pytorch_state_dict" not in (package.rdf.get("weights") or {}):
+        return Check(name, True, "not applicable: the package has no pytorch_state_dict weights")
+    if not spec_passed:
+        return Check.not_run(name, "the description did not load with bioimageio.spec")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return Check(name, False, "not run: torch is not installed here (the ONNX weights were tested)", warning=True)
+    from bioimageio.core import test_model
+
+    try:
+        with bioimageio_quietly():
+            summary = test_model(package.source, weight_format="pytorch_state_dict", devices=["cpu"])
+    except Exception as error:
+        return Check(name, False, f"test_model stopped: {_one_line(error)}")
+    if summary.status == "passed":
+        return Check(name, True, f"state dict + architecture, CPU: test output reproduced ({len(summary.details)} checks)")
+    failed = [f"{d.name}: {'; '.join(str(e.msg) for e in d.errors)}" for d in summary.details if d.status == "failed"]
+    return Check(name, False, _one_line(_shorten(" | ".join(failed) or str(summary.status), package.root), limit=400))
 
 
 # --- deepImageJ -------------------------------------------------------------------------

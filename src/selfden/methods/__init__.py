@@ -6,11 +6,13 @@ Methods are imported lazily so that ``selfden --help`` and ``selfden infer`` nev
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from selfden.errors import SelfdenError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from selfden.methods.base import Method
 
 _REGISTRY: dict[str, str] = {
@@ -31,3 +33,19 @@ def get_method(name: str) -> type["Method"]:
         raise SelfdenError(f"unknown method {name!r}; choose one of: {', '.join(method_names())}")
     module_name, class_name = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def build_graph(method: str, method_config: dict[str, Any], graph: str = "denoiser") -> "nn.Module":
+    """An untrained copy of one exported network of ``method``, built from its saved config.
+
+    The architecture of the packages' ``pytorch_state_dict`` weights: bioimage.io consumers call
+    this, then load the state dict (the graph works on normalised intensities, so the
+    normalisation is irrelevant here).
+    """
+    import torch
+
+    from selfden.normalisation import Normalisation
+
+    cls = get_method(method)
+    instance = cls(cls.config_class(**method_config), Normalisation(offset=0.0, scale=1.0), torch.device("cpu"))
+    return instance.export_graphs()[graph].eval()
