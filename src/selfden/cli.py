@@ -227,12 +227,15 @@ def _frame_progress() -> Iterator[Any]:
 def export(
     run: Path = typer.Argument(..., help="Run folder made by `selfden train`."),
     output: Path = typer.Option(..., "--output", "-o", help="Package folder to write (or a .zip)."),
+    validation: list[str] = typer.Option(
+        [], "--validation", help="A measured result for the README's Validation section (repeatable)."
+    ),
 ) -> None:
     """Export a run as a bioimage.io package (ONNX weights) for selfden infer, Fiji and deepImageJ."""
     with user_errors():
         from selfden.runs import export_run
 
-        written = export_run(run, output)
+        written = export_run(run, output, validation=validation)
         out.print(f"wrote {written}")
 
 

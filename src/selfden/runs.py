@@ -26,6 +26,7 @@ from selfden.errors import InputError, SelfdenError
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
 MODEL_DIR = "model"
 
 
@@ -164,7 +165,7 @@ def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: 
     )
     model_dir = None
     if not result.interrupted:
-        model_dir = export_run(run_dir, method=method, sample_raw=val_frame)
+        model_dir = export_run(run_dir, method=method, sample_raw=val_frame, device=str(device))
     return RunResult(
         run_dir=run_dir,
         model_dir=model_dir,
@@ -177,8 +178,18 @@ def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: 
     )
 
 
-def export_run(run_dir: Path, out_dir: Path | None = None, method: Any = None, sample_raw: np.ndarray | None = None) -> Path:
-    """Export a run's best checkpoint (else its last) as a bioimage.io package folder."""
+def export_run(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    method: Any = None,
+    sample_raw: np.ndarray | None = None,
+    validation: Sequence[str] = (),
+    device: str | None = None,
+) -> Path:
+    """Export a run's best checkpoint (else its last) as a bioimage.io package folder.
+
+    ``validation``: measured results (one sentence each) for the package README's Validation section.
+    """
     from selfden.export.package import export_package
 
     config = load_run_config(run_dir)
@@ -194,6 +205,9 @@ def export_run(run_dir: Path, out_dir: Path | None = None, method: Any = None, s
         "data": config.data.model_dump(mode="json", exclude={"inputs"}),
         "trainer": config.trainer,
         "seed": config.seed,
+        **training_progress(run_dir),
+        **({"device": device} if device else {}),
+        "validation": list(validation),
     }
     target = Path(out_dir) if out_dir is not None else run_dir / MODEL_DIR
     if target.suffix.lower() != ".zip":
@@ -202,6 +216,22 @@ def export_run(run_dir: Path, out_dir: Path | None = None, method: Any = None, s
 
     with tempfile.TemporaryDirectory(prefix="selfden-export-") as temp:
         return write_package_zip(export_package(method, Path(temp) / "model", sample_raw, info), target)
+
+
+def training_progress(run_dir: Path) -> dict[str, Any]:
+    """Steps, minutes and best validation loss of a run, from its metrics log."""
+    from selfden.training.metrics_log import read_metrics
+
+    path = run_dir / METRICS_FILE
+    entries = [e for e in read_metrics(path) if "step" in e] if path.is_file() else []
+    if not entries:
+        return {}
+    last = max(entries, key=lambda e: (e["step"], e.get("elapsed_seconds", 0.0)))
+    progress = {"steps": int(last["step"]), "minutes": round(float(last.get("elapsed_seconds", 0.0)) / 60, 2)}
+    losses = [e["val_loss"] for e in entries if isinstance(e.get("val_loss"), (int, float))]
+    if losses:
+        progress["best_val_loss"] = min(losses)
+    return progress
 
 
 def load_method(run_dir: Path, config: RunConfig | None = None) -> Any:

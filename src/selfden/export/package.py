@@ -113,7 +113,7 @@ def _describe(method: Method, staging: Path, sample_raw: np.ndarray, info: dict[
     _write_tif(staging / SAMPLE_INPUT, test_input[None, None])
     _write_tif(staging / SAMPLE_OUTPUT, test_output[None, None])
     _write_cover(staging / COVER, test_input, test_output)
-    (staging / README).write_text(_readme(method, info, reports, test_input.shape), encoding="utf-8")
+    (staging / README).write_text(_readme(method, info, reports, (test_input, test_output)), encoding="utf-8")
     return _model_descr(method, staging, graphs, info)
 
 
@@ -201,37 +201,77 @@ def _write_cover(path: Path, noisy: np.ndarray, denoised: np.ndarray) -> None:
     image.resize((2 * height, height), Image.Resampling.BILINEAR).save(path, optimize=True)
 
 
-def _readme(method: Method, info: dict[str, Any], reports: list[ParityReport], test_shape: tuple[int, ...]) -> str:
-    cites = "\n".join(f"- {c.text}" + (f" (doi:{c.doi})" if c.doi else "") for c in method.citations)
-    shown = {k: v for k, v in info.items() if k not in ("name", "description")}
-    training = "\n".join(f"- {k}: {v if isinstance(v, (str, int, float)) else json.dumps(v)}" for k, v in shown.items())
+def _readme(method: Method, info: dict[str, Any], reports: list[ParityReport], test: tuple[np.ndarray, np.ndarray]) -> str:
+    """The package's documentation: method, training data, settings, measured validation, limits, citations."""
+    cites = "\n".join(f"- {c.text}" + (f" (doi:{c.doi})" if c.doi else f" ({c.url})" if c.url else "") for c in method.citations)
     parity = "\n".join(f"- {r.format()}" for r in reports)
+    inputs = ", ".join(f"`{name}`" for name in info.get("inputs", [])) or "(not recorded)"
+    settings = {k: info[k] for k in ("method_config", "data", "trainer", "seed") if k in info}
+    settings_lines = "\n".join(f"- {k}: `{json.dumps(v)}`" for k, v in settings.items()) or "- (not recorded)"
+    progress = _training_progress(info)
+    measured = "\n".join(f"- {line}" for line in info.get("validation", []))
+    limitations = "\n".join(f"- {line}" for line in (*method.limitations, *GENERAL_LIMITATIONS))
+    test_input, test_output = test
+    removed = float(np.std(test_input - test_output))
     return f"""# {_name(method, info)}
 
 {_description(method, info)}
 
-Trained with selfden {selfden.__version__} (method `{method.name}`) on noisy images alone. Raw intensities in, raw intensities out: the training statistics are baked
-into the `scale_linear` pre- and postprocessing. Tiles need a halo of {method.halo} px each side;
-valid tile sizes are {package_min_size(method)} + n·{method.size_step}.
+## Method
+{method.summary or method.name}
+
+Trained with selfden {selfden.__version__} (method `{method.name}`) on noisy images alone. Raw intensities in,
+raw intensities out: the training statistics are baked into the `scale_linear` pre- and postprocessing
+(offset {method.normalisation.offset:.6g}, scale {method.normalisation.scale:.6g}). Tiles need a halo of
+{method.halo} px each side; valid tile sizes are {package_min_size(method)} + n·{method.size_step}.
 
 ## Use
 - `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).
 - deepImageJ (Fiji) or any bioimage.io consumer that runs ONNX (opset 17, IR 8).
+- PyTorch: `denoiser.pt` is the state dict of `selfden.methods.build_graph(**kwargs)` (kwargs in rdf.yaml),
+  on normalised intensities, for fine-tuning or retraining with selfden.
 
-## Training
-{training or "- (not recorded)"}
+## Training data
+{inputs}
+
+## Settings
+{settings_lines}
 
 ## Validation
-There is no clean ground truth at export time; what was checked automatically:
+{progress}
+{measured}
 {parity}
-- `bioimageio.core.test_model` (ONNX, CPU) reproduced the {test_shape[0]}x{test_shape[1]} test tensor and
-  ran the valid sizes at batch 1 and 2 before this folder was written.
-- Self-supervised denoisers can remove real structure that resembles noise or invent structure
-  that is absent from the data: compare with the raw image before quantitative use.
+- `bioimageio.core.test_model` (CPU) reproduced the {test_input.shape[0]}x{test_input.shape[1]} test tensor with both
+  the ONNX graph and the PyTorch state dict, and ran the valid sizes at batch 1 and 2, before this
+  folder was written.
+- Test crop (raw units): input std {float(np.std(test_input)):.4g}, output std {float(np.std(test_output)):.4g},
+  std of what was removed {removed:.4g}.
+
+## Limitations
+{limitations}
 
 ## Cite
 {cites}
 """
+
+
+#: Limits shared by every self-supervised denoiser.
+GENERAL_LIMITATIONS = (
+    "Trained on one kind of data: other detectors, doses or samples need retraining.",
+    "Self-supervised denoisers can remove real structure that resembles noise or invent structure "
+    "that is absent from the data: compare with the raw image before quantitative use.",
+)
+
+
+def _training_progress(info: dict[str, Any]) -> str:
+    parts = []
+    if "steps" in info:
+        parts.append(f"{info['steps']} optimiser steps")
+    if "minutes" in info:
+        parts.append(f"{float(info['minutes']):.1f} min on {info.get('device', 'an unrecorded device')}")
+    if info.get("best_val_loss") is not None:
+        parts.append(f"best validation loss {float(info['best_val_loss']):.4g} (held-out 10% of the frames)")
+    return f"- Training: {', '.join(parts)}." if parts else "- Training progress: not recorded."
 
 
 def _name(method: Method, info: dict[str, Any]) -> str:

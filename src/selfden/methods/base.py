@@ -48,6 +48,10 @@ class Method(ABC):
     allows_augmentation: ClassVar[bool] = True
     #: Papers to cite in docs and packages.
     citations: ClassVar[tuple[Cite, ...]] = ()
+    #: One paragraph for package READMEs: what the method models and removes.
+    summary: ClassVar[str] = ""
+    #: What the method cannot do, for package READMEs (one sentence each).
+    limitations: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig, normalisation: Normalisation, device: torch.device) -> None:
         self.config = config

@@ -237,6 +237,15 @@ class Cae(Method):
     config_class: ClassVar[type[MethodConfig]] = CaeConfig
     normalisation_kind = "range"
     allows_augmentation = True
+    summary = (
+        "Compressive autoencoder: the image is squeezed through a narrow bottleneck of a few channels at "
+        "1/32 resolution; noise, being incompressible, does not fit through and is left out of the reconstruction."
+    )
+    limitations = (
+        "The bottleneck removes fine detail along with the noise: a wider bottleneck keeps more of both.",
+        "Its receptive field spans the whole tile, so tiled and whole-image outputs differ slightly.",
+        "Trained with an L1/L2 reconstruction loss on the noisy images, it estimates the mean for pixel-independent noise only.",
+    )
     citations = (
         Cite(
             text="Wang, Henninen, Keller, Erni: Self-supervised denoising for massive noisy images (2021)",

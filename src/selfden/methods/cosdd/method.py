@@ -59,6 +59,18 @@ class Cosdd(Method):
     config_class: ClassVar[type[CosddConfig]] = CosddConfig
     normalisation_kind: ClassVar[NormalisationKind] = "standardise"
     allows_augmentation: ClassVar[bool] = False
+    summary: ClassVar[str] = (
+        "Correlated and signal-dependent denoising (COSDD): a ladder VAE explains the image as a clean signal "
+        "plus noise from an autoregressive noise model that sees up to 40 pixels along one axis, so noise "
+        "correlated along rows or columns (scan lines, camera read-out) is modelled and removed. The main "
+        "weights are the direct denoiser, trained to predict the mean of the posterior samples; the sampler "
+        "graph (an attachment) draws posterior samples for MMSE averaging and uncertainty in `selfden infer`."
+    )
+    limitations: ClassVar[tuple[str, ...]] = (
+        "Noise correlated along both axes at once, or over more than 40 pixels, is not fully modelled.",
+        "Structure that is itself correlated along the noise axis (thin lines parallel to it) can be taken for noise.",
+        "The direct denoiser approximates the posterior mean; average sampler outputs for a better estimate.",
+    )
     citations: ClassVar[tuple[Cite, ...]] = (
         Cite(
             text="Salmon, B. & Krull, A. Unsupervised Denoising for Signal-Dependent and Row-Correlated "

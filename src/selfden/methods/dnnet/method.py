@@ -54,6 +54,15 @@ class Dnnet(Method):
     normalisation_kind: ClassVar[NormalisationKind] = "standardise"
     #: Pixel-independent noise is unchanged by flips and 90-degree rotations.
     allows_augmentation: ClassVar[bool] = True
+    summary: ClassVar[str] = (
+        "D-net + N-net: a U-Net denoiser trained on grid-masked pixels (Noise2Self-style blind spots) together "
+        "with a per-pixel noise model (Gaussian or Gaussian mixture, conditioned on the signal) whose likelihood "
+        "replaces the L2 loss. With no noise model it is the Noise2Self/Noise2Void baseline."
+    )
+    limitations: ClassVar[tuple[str, ...]] = (
+        "Assumes noise independent from pixel to pixel: streaks and row or column offsets are kept as signal (use COSDD).",
+        "Structures one pixel wide that cannot be predicted from their neighbours can be smoothed away.",
+    )
     citations: ClassVar[tuple[Cite, ...]] = (
         Cite(
             text="Ollion, J., Ollion, C., Gassiat, E., Lehéricy, L., Le Corff, S.: Joint self-supervised "
