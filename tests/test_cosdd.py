@@ -281,3 +281,16 @@ def test_seeded_sampler_is_reproducible_and_draws_per_batch_item(
     np.testing.assert_array_equal(first, second, err_msg="fresh sessions of a seeded graph must agree")
     assert np.abs(first[0] - first[1]).mean() > 1e-4, "each batch item needs its own latents"
     assert np.abs(run_onnx(other, replicas) - first).mean() > 1e-4, "different seeds must draw differently"
+
+
+def test_size_auto_means_tiny_on_cpu_small_on_gpu_and_the_run_saves_the_choice(tmp_path) -> None:
+    from selfden import runs
+    from selfden.methods.cosdd.config import CosddConfig
+
+    assert CosddConfig().size == "auto"
+    assert CosddConfig().for_device("cuda").size == "small"
+    assert CosddConfig(size="large").for_device("cpu").size == "large", "an explicit size is kept"
+    image = tmp_path / "noisy.npy"
+    np.save(image, np.random.default_rng(0).normal(size=(2, 64, 64)).astype(np.float32))
+    config = runs.new_run_config("cosdd", [image], {"direction": "x"}, {}, {"device": "cpu", "max_steps": 1}, 0)
+    assert config.method_config["size"] == "tiny", "the run's config must name the preset it trains"

@@ -98,11 +98,13 @@ def new_run_config(
 ) -> RunConfig:
     """Validate user options into a RunConfig (unknown keys and bad values are errors naming them)."""
     from selfden.methods import get_method
-    from selfden.training import TrainerConfig
+    from selfden.training import TrainerConfig, resolve_device
 
     method_cls = get_method(method)
     method_config = _validated(method_cls.config_class, method_options, f"{method} option")
     trainer_config = _validated(TrainerConfig, trainer_options, "trainer option")
+    # Device-dependent defaults (e.g. COSDD's size "auto") are fixed now, so the saved config is explicit.
+    method_config = method_cls.for_device(method_config, resolve_device(trainer_config.device).type)
     data = _validated(DataConfig, {"inputs": [str(Path(p).resolve()) for p in inputs], **data_options}, "data option")
     return RunConfig(
         method=method,

@@ -53,6 +53,11 @@ class Method(ABC):
     #: What the method cannot do, for package READMEs (one sentence each).
     limitations: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:
+        """The config with device-dependent defaults made explicit ("cpu" or "cuda"); saved with the run."""
+        return config
+
     def __init__(self, config: MethodConfig, normalisation: Normalisation, device: torch.device) -> None:
         self.config = config
         self.normalisation = normalisation

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfden.errors import SelfdenError
-from selfden.methods.base import Cite, Method, Normalisation, NormalisationKind
+from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, NormalisationKind
 from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, mixture_nll
 from selfden.methods.cosdd.config import CosddConfig
 from selfden.methods.cosdd.direct_denoiser import DirectDenoiser
@@ -83,7 +83,13 @@ class Cosdd(Method):
         ),
     )
 
+    @classmethod
+    def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:
+        assert isinstance(config, CosddConfig)
+        return config.for_device(device_type)
+
     def __init__(self, config: CosddConfig, normalisation: Normalisation, device: torch.device) -> None:
+        config = config.for_device(device.type)
         super().__init__(config, normalisation, device)
         self.config: CosddConfig = config
         arch = config.arch()
