@@ -69,7 +69,7 @@ def main(
 # ---------------------------------------------------------------------------------- train
 @app.command()
 def train(
-    method: str = typer.Argument(..., help="Method: cae, cosdd or dnnet (see `selfden methods`)."),
+    method: str = typer.Argument(..., help="Method: cae, cosdd, dnnet or noise2atom (see `selfden methods`)."),
     inputs: Optional[list[Path]] = typer.Argument(None, help="Noisy images: TIFF (2-D or stacks), PNG or NPY."),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder to create (or continue with --resume)."),
     minutes: Optional[float] = typer.Option(None, help="Training time budget in minutes."),
@@ -80,9 +80,11 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed (recorded in the run's config)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last checkpoint."),
     bottleneck: Optional[int] = typer.Option(None, help="cae: bottleneck channels (denoising strength: fewer = smoother)."),
-    size: Optional[str] = typer.Option(None, help="cosdd: model size preset."),
+    size: Optional[str] = typer.Option(None, help="cosdd: size preset tiny, small, large or auto (tiny on CPU, small on a GPU)."),
     direction: Optional[str] = typer.Option(None, help="cosdd: noise correlation direction x, y, none or auto."),
     noise_model: Optional[str] = typer.Option(None, help="dnnet: gaussian, gmm or none (none = Noise2Self L2)."),
+    atom_spacing: Optional[float] = typer.Option(None, help="noise2atom: lattice spacing of the simulated atoms, px."),
+    atom_sigma: Optional[float] = typer.Option(None, help="noise2atom: peak sigma of the simulated atoms, px."),
     set_: list[str] = typer.Option([], "--set", help="Method option KEY=VALUE (repeatable), e.g. --set lr=5e-4."),
 ) -> None:
     """Train a denoiser on noisy images; ends by exporting RUN/model/ for `selfden infer` and Fiji."""
@@ -98,7 +100,8 @@ def train(
             if not inputs:
                 raise SelfdenError("no input images given: selfden train METHOD IMAGE... -o RUN")
             method_options = _method_options(
-                method, bottleneck=bottleneck, size=size, direction=direction, noise_model=noise_model, extra=set_
+                method, bottleneck=bottleneck, size=size, direction=direction, noise_model=noise_model,
+                atom_spacing=atom_spacing, atom_sigma=atom_sigma, extra=set_,
             )
             method_options = _resolve_direction(method, method_options, inputs)
             data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size}.items() if v is not None}
@@ -107,6 +110,7 @@ def train(
                 trainer_options["max_minutes"] = 10.0
                 console.print("no --minutes or --steps given: training for 10 minutes")
             config = runs.new_run_config(method, inputs, method_options, data_options, trainer_options, seed)
+            _check_atom_options(config.method_config, inputs)
         result = _train_with_progress(config, output, resume)
         _report_training(result)
 
@@ -149,6 +153,18 @@ def _resolve_direction(method: str, options: dict[str, Any], inputs: list[Path])
     if reason is not None:
         console.print(f"noise direction: [bold]{options['direction']}[/] — {reason}")
     return options
+
+
+def _check_atom_options(method_config: dict[str, Any], inputs: list[Path]) -> None:
+    """For methods that simulate atoms, warn when the simulated peaks look unlike those in the data."""
+    if "atom_spacing" not in method_config or "atom_sigma" not in method_config:
+        return
+    from selfden.atom_check import check_atom_options
+    from selfden.images import open_image
+
+    spacing, sigma = method_config["atom_spacing"], tuple(method_config["atom_sigma"])
+    for warning in check_atom_options([open_image(p) for p in inputs], spacing, sigma):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 def _train_with_progress(config: Any, output: Path, resume: bool) -> Any:

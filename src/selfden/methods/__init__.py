@@ -19,6 +19,7 @@ _REGISTRY: dict[str, str] = {
     "cae": "selfden.methods.cae:Cae",
     "cosdd": "selfden.methods.cosdd:Cosdd",
     "dnnet": "selfden.methods.dnnet:Dnnet",
+    "noise2atom": "selfden.methods.noise2atom:Noise2Atom",
 }
 
 
