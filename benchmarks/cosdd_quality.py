@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--reuse", default=None, metavar="LABEL",
                         help="score the run of results/stripe-64f__LABEL.json instead of training")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="score this finished stripe-suite run folder (exported here if it has no model)")
+    parser.add_argument("--trained-by", default=None, help="with --run: the command that trained it (recorded)")
     parser.add_argument("--minutes", type=float, default=30.0, help="stripe training budget when not --reuse")
     parser.add_argument("--size", default="tiny", help="COSDD preset for the trained runs")
     parser.add_argument("--patch-size", type=int, default=64)
@@ -91,10 +94,42 @@ def stripe_record(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Path]:
     noisy_path, _ = synth.save_synth_set(suite, args.out / key / "data")
     if args.reuse:
         record = json.loads((args.results_dir / f"{key}__{args.reuse}.json").read_text())
+    elif args.run:
+        record = record_from_run(args.run.resolve(), suite, noisy_path, args)
     else:
         record = quality.method_record("cosdd", suite, noisy_path, _quality_args(args), 1)
         record["command"] = common.command_line("cosdd_quality.py")
     return record, suite, noisy_path
+
+
+def record_from_run(run: Path, suite: Any, noisy_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """quality.py's record for a run trained elsewhere: export if needed, denoise directly, score."""
+    from selfden import runs
+    from selfden.inference.predictor import denoise_files
+
+    config = runs.load_run_config(run)
+    if not (run / runs.MODEL_DIR / "rdf.yaml").is_file():
+        runs.export_run(run)
+    progress = runs.training_progress(run)
+    start = time.perf_counter()
+    denoised = denoise_files(run / runs.MODEL_DIR, [noisy_path], run.parent / "denoised.tif", device=args.device)[0]
+    seconds = time.perf_counter() - start
+    denoised_stack = quality.read_stack(denoised)
+    label = quality._label("cosdd", {"size": config.method_config["size"]}, None, 1)
+    figure = quality.save_figure(suite, denoised_stack, label, args.figures_dir)
+    settings = (f"size={config.method_config['size']}, direction={config.method_config['direction']}, "
+                f"patch {config.data.patch_size}, batch {config.data.batch_size}")
+    row = {"name": label, "settings": settings, "train_minutes": progress.get("minutes"),
+           "steps": progress.get("steps"), "params": runs.load_method(run, config).parameter_count(),
+           "scores": quality._scores(denoised_stack, suite.clean), "seconds": seconds}
+    record = {**quality._base_record("method", suite), "method": "cosdd", "label": label,
+              "method_config": config.method_config,
+              "data_config": config.data.model_dump(mode="json", exclude={"inputs"}),
+              "trainer": config.trainer, "seed": config.seed, "best_val_loss": progress.get("best_val_loss"),
+              "run_dir": str(run), "figure": quality._relative(figure), "rows": [row]}
+    if args.trained_by:
+        record["command"] = f"{args.trained_by}; scored by {common.command_line('cosdd_quality.py')}"
+    return record
 
 
 def add_mmse_rows(record: dict[str, Any], suite: Any, noisy_path: Path, args: argparse.Namespace) -> None:

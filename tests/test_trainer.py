@@ -241,6 +241,17 @@ def test_report_png_written(tmp_path: Path) -> None:
     assert report.stat().st_size > 20_000, report.stat().st_size
 
 
+def test_method_diagnostic_figures_are_written_beside_the_report(tmp_path: Path) -> None:
+    class WithFigure(ToyBlur):
+        def diagnostic_figures(self, val_batches, out_dir: Path) -> list[Path]:
+            path = Path(out_dir) / "diagnostic.txt"
+            path.write_text(f"{len(val_batches)} validation batches")
+            return [path]
+
+    _train(WithFigure(), tmp_path, _config(write_report=True))
+    assert (tmp_path / "diagnostic.txt").read_text() == f"{len(_val_batches())} validation batches"
+
+
 def test_nonfinite_loss_stops_with_clear_error(tmp_path: Path) -> None:
     config = _config(max_steps=50, checkpoint_every_minutes=0)
     with pytest.raises(TrainingDiverged, match=r"diverged: loss became nan at step 4 .*step 3\) is kept"):

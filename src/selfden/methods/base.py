@@ -7,7 +7,9 @@ registry in ``selfden.methods``; nothing outside a method's module knows its net
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -123,3 +125,10 @@ class Method(ABC):
     def package_config(self) -> dict[str, Any]:
         """Extra keys for ``config.selfden`` in the exported package (e.g. COSDD's sample count)."""
         return {}
+
+    def diagnostic_figures(self, val_batches: Sequence[torch.Tensor], out_dir: Path) -> list[Path]:
+        """Method-specific figures written beside the training report (e.g. a learned noise model).
+
+        Called by the trainer after training with its validation batches (normalised tensors).
+        """
+        return []

@@ -271,6 +271,9 @@ class _Run:
             name = getattr(type(self.method), "name", type(self.method).__name__)
             title = f"{name}: {self.counters.step} steps, {format_seconds(self.elapsed())} (normalised units)"
             training_report(self.paths.metrics, _first_image(crop), _first_image(denoised), self.paths.report, title)
+            with torch.no_grad():
+                for figure in self.method.diagnostic_figures(self.val_batches, self.paths.report.parent):
+                    logger.info("wrote %s", figure)
         except KeyboardInterrupt:
             logger.warning("report skipped (interrupted)")
             return False
