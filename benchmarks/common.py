@@ -169,7 +169,7 @@ def _quality_rows(records: list[dict[str, Any]]) -> list[str]:
                 rows.append(
                     _row(
                         [
-                            f"**{row['name']}**" if kind == "method" else row["name"],
+                            f"**{row['name']}**" if kind == "method" and not row.get("reference") else row["name"],
                             row.get("settings", ""),
                             _fmt(row.get("train_minutes"), 1),
                             _fmt(row.get("steps")),
