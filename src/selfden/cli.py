@@ -191,24 +191,59 @@ def _report_training(result: Any) -> None:
 @app.command()
 def infer(
     model: Path = typer.Argument(..., help="Model: a run folder, an exported model folder or a bioimage.io .zip."),
-    inputs: list[Path] = typer.Argument(..., help="Images to denoise: TIFF (2-D or stacks), PNG or NPY."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output file (one input) or folder."),
+    inputs: list[Path] = typer.Argument(
+        ..., help="Images to denoise: TIFF (2-D or stacks), PNG, NPY, Zarr/OME-Zarr, or folders of them."
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Output file (one input; .tif, .npy, .png or .zarr) or folder."
+    ),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     tile_size: Optional[int] = typer.Option(None, help="Tile side in pixels (default: the model's suggestion)."),
     samples: Optional[int] = typer.Option(None, help="COSDD: posterior samples to average (default: direct denoiser)."),
     std: bool = typer.Option(False, "--std", help="COSDD: also write the per-pixel standard deviation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run; finished frames are kept."),
+    dask: bool = typer.Option(
+        False, "--dask", help="Run frames as Dask tasks on a local cluster (one worker per core). Needs selfden[scale]."
+    ),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", metavar="ADDRESS",
+        help="Run frames on an existing Dask cluster, e.g. tcp://host:8786 (implies --dask).",
+    ),
 ) -> None:
-    """Denoise images with onnxruntime (no PyTorch needed)."""
+    """Denoise images with onnxruntime (no PyTorch needed); stacks of any length, resumable."""
+    from selfden.inference.resumable import InferenceInterrupted
+
     with user_errors():
         from selfden.inference.predictor import denoise_files
 
-        with _frame_progress() as on_progress:
-            options: dict[str, Any] = {"device": device, "tile_size": tile_size, "on_progress": on_progress}
-            if samples is not None or std:
-                options.update(samples=samples, std=std)
-            written = denoise_files(model, inputs, output, **options)
+        try:
+            cluster = scheduler or ("local" if dask else None)
+            with _frame_mapper(cluster, device) as mapper, _frame_progress() as on_progress:
+                options: dict[str, Any] = {"device": device, "tile_size": tile_size, "on_progress": on_progress,
+                                           "resume": resume, "mapper": mapper}
+                if samples is not None or std:
+                    options.update(samples=samples, std=std)
+                written = denoise_files(model, inputs, output, **options)
+        except InferenceInterrupted as stop:
+            console.print(f"[yellow]interrupted[/]: {stop}", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         for path in written:
             out.print(f"wrote {path}")
+        if not written:
+            out.print("nothing left to do: every output was already finished (--resume)")
+
+
+@contextlib.contextmanager
+def _frame_mapper(dask: str | None, device: str) -> Iterator[Any]:
+    """None (frames in this process) or a Dask FrameMapper for the cluster ``dask`` names."""
+    if dask is None:
+        yield None
+        return
+    from selfden.inference.distributed import dask_frames
+
+    console.print("starting a local Dask cluster" if dask == "local" else f"connecting to Dask at {dask}")
+    with dask_frames(dask, device) as mapper:  # type: ignore[arg-type]
+        yield mapper
 
 
 @contextlib.contextmanager
@@ -229,10 +264,11 @@ def _frame_progress() -> Iterator[Any]:
                 if not tasks:
                     console.print(f"running on {p.provider}")
                 name = f"[{p.file_index + 1}/{p.n_files}] {p.path.name}"
-                tasks[p.file_index] = bar.add_task(name, total=p.n_frames, rate="")
+                tasks[p.file_index] = bar.add_task(name, total=p.n_frames, completed=p.frame, rate="")
                 started[p.file_index] = time.perf_counter()
             elapsed = max(time.perf_counter() - started[p.file_index], 1e-9)
-            rate = f"{p.frame / elapsed:.2f} frames/s" if p.frame else ""
+            fresh = p.frame - getattr(p, "resumed_from", 0)  # frames resumed from disk took no time now
+            rate = f"{fresh / elapsed:.2f} frames/s" if fresh else ""
             bar.update(tasks[p.file_index], completed=p.frame, rate=rate)
 
         yield on_progress

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import mmap
 import os
 import queue
 import secrets
@@ -115,6 +116,8 @@ def _imagej_to_ome(meta: ImageMetadata) -> dict[str, Any]:
 class _FrameSource(Protocol):
     def frame(self, index: int) -> np.ndarray: ...
 
+    def release(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -126,6 +129,9 @@ class _ArraySource:
 
     def frame(self, index: int) -> np.ndarray:
         return self._frames[index]
+
+    def release(self) -> None:
+        """Nothing to release."""
 
     def close(self) -> None:
         """Nothing to release."""
@@ -148,6 +154,13 @@ class _MemmapSource:
             self._frames = self._opener().reshape((-1, *self._frame_shape))
         return self._frames[index]
 
+    def release(self) -> None:
+        """Unmap the pages read so far: clean file pages of a map count towards the
+        process's resident memory until dropped, which would grow with the stack."""
+        mapped = getattr(self._frames, "_mmap", None)
+        if isinstance(mapped, mmap.mmap) and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mapped.madvise(mmap.MADV_DONTNEED)  # read-only map: pages are read again on demand
+
     def close(self) -> None:
         self._frames = None  # the map closes when the last frame view is gone
 
@@ -163,6 +176,9 @@ class _TiffPageSource:
         if self._tif is None:
             self._tif = tifffile.TiffFile(self._path)
         return self._tif.series[0].pages[index].asarray()
+
+    def release(self) -> None:
+        """Pages are read into fresh arrays: nothing stays mapped."""
 
     def close(self) -> None:
         if self._tif is not None:
@@ -209,6 +225,14 @@ class ImageStack:
             )
         return data
 
+    def release_pages(self) -> None:
+        """Drop memory-mapped pages read so far from this process's resident memory.
+
+        Streaming code calls this after each frame so that memory stays bounded by a
+        frame, whatever the length of the stack; frames read later are unaffected.
+        """
+        self._source.release()
+
     def close(self) -> None:
         """Release the open file handle of page-by-page readers (reopened on demand)."""
         self._source.close()
@@ -221,12 +245,18 @@ class ImageStack:
 
 
 def open_image(path: str | os.PathLike[str]) -> ImageStack:
-    """Open a TIFF, PNG or NPY image without reading its pixels (except PNG, read whole).
+    """Open a TIFF, PNG, NPY or Zarr image without reading its pixels (except PNG, read whole).
 
+    A ``.zarr`` folder holds a 2- to 5-D array or an OME-Zarr image (its full-resolution
+    level is read); reading it needs the ``zarr`` package (``pip install selfden[scale]``).
     Raises InputError naming the file when it is missing, not an image, corrupt, empty,
     or of an unsupported layout or dtype.
     """
     path = Path(path)
+    if path.suffix.lower() == ".zarr" and path.is_dir():
+        from selfden.inference.zarr_store import open_zarr
+
+        return open_zarr(path)
     suffix = _check_file(path)
     readers = {".tif": _open_tiff, ".tiff": _open_tiff, ".png": _open_png, ".npy": _open_npy}
     return readers[suffix](path)

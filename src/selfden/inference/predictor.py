@@ -6,15 +6,17 @@ postprocess. Memory is bounded by one frame plus one batch of tiles.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import tempfile
 import weakref
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,6 +24,16 @@ from selfden.errors import InputError, ModelError, SelfdenError
 from selfden.images import IMAGE_SUFFIXES, ImageStack, StackWriter, check_output_path, open_image
 from selfden.inference.processing import apply_steps
 from selfden.inference.rdf import ModelSpec, find_rdf, read_spec
+from selfden.inference.resumable import (
+    OUTPUT_SUFFIXES,
+    InferenceInterrupted,
+    ResumableWriter,
+    check_output_target,
+    file_identity,
+    files_digest,
+    partial_dir,
+    refuse_partial,
+)
 from selfden.inference.runtime import Device, OnnxRunner, create_runner
 from selfden.inference.tiling import Stitcher, batched, read_tile, tile_image
 
@@ -121,12 +133,17 @@ class Predictor:
         device: Device = "auto",
         tile_size: int | None = None,
         tile_batch: int = DEFAULT_TILE_BATCH,
+        threads: int | None = None,
     ) -> Predictor:
-        """Load a model folder, run folder or .zip package (ModelError if unusable)."""
+        """Load a model folder, run folder or .zip package (ModelError if unusable).
+
+        ``threads``: CPU threads for onnxruntime (default: all cores).
+        """
         rdf, temp = locate_rdf(Path(model_path))
         try:
             spec = read_spec(rdf)
-            predictor = cls(spec, create_runner(spec.weights, device, spec.output_id), tile_size, tile_batch)
+            runner = create_runner(spec.weights, device, spec.output_id, threads)
+            predictor = cls(spec, runner, tile_size, tile_batch)
         except BaseException:
             if temp is not None:
                 temp.cleanup()
@@ -235,8 +252,9 @@ def _suggested_tile(spec: ModelSpec) -> int:
 class Progress:
     """Where ``denoise_files`` is: ``frame`` of ``n_frames`` done in file ``file_index`` (0-based).
 
-    Sent once with ``frame=0`` when a file starts, then after every frame. ``provider`` is
-    the onnxruntime provider really running the model (for the CLI to report).
+    Sent once when a file starts (``frame`` = frames already done: 0, or more with
+    ``resume``), then after every frame. ``provider`` is the onnxruntime provider really
+    running the model (for the CLI to report); ``resumed_from`` the frames found on disk.
     """
 
     path: Path
@@ -245,6 +263,27 @@ class Progress:
     frame: int
     n_frames: int
     provider: str
+    resumed_from: int = 0
+
+
+class FrameMapper(Protocol):
+    """Yields the outputs of frames ``start, start+1, ...`` of ``stack`` in order:
+    ``(denoised,)``, or ``(mean, std)`` when ``with_std``."""
+
+    def __call__(
+        self, predictor: Predictor, stack: ImageStack, start: int, with_std: bool
+    ) -> Iterator[tuple[np.ndarray, ...]]: ...
+
+
+def local_frames(predictor: Predictor, stack: ImageStack, start: int, with_std: bool) -> Iterator[tuple[np.ndarray, ...]]:
+    """The single-process FrameMapper: one frame in memory at a time."""
+    for index in range(start, len(stack)):
+        frame = stack.frame(index)
+        if with_std:
+            yield predictor.predict_mean_and_std(frame)  # type: ignore[attr-defined]
+        else:
+            yield (predictor.predict_image(frame),)
+        stack.release_pages()  # mapped input pages would otherwise add up over the stack
 
 
 def _stem(path: Path) -> str:
@@ -252,16 +291,35 @@ def _stem(path: Path) -> str:
     return name[:-4] if name.lower().endswith(".ome") else name
 
 
+def _natural_key(path: Path) -> list[Any]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
+    """Inputs with each folder (other than a .zarr store) replaced by its images, in natural order."""
+    expanded: list[Path] = []
+    for path in inputs:
+        if not path.is_dir() or path.suffix.lower() == ".zarr":
+            expanded.append(path)
+            continue
+        images = [p for p in path.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, ".zarr")
+                  and not p.name.startswith(".")]
+        if not images:
+            raise InputError(f"{path}: the folder holds no images; expected .tif, .png, .npy or .zarr files in it")
+        expanded += sorted(images, key=_natural_key)
+    return expanded
+
+
 def plan_outputs(inputs: Sequence[Path], output: Path) -> tuple[list[Path], Path | None]:
     """Output path of each input, and the folder to create (None when writing one file).
 
-    One input and an image suffix: ``output`` is the file. Otherwise ``output`` is a folder
-    and each result is ``<stem>_denoised.tif``. Raises InputError for collisions and for
-    outputs that would overwrite an input.
+    One input and an image suffix (or .zarr): ``output`` is the file. Otherwise ``output``
+    is a folder and each result is ``<stem>_denoised.tif``. Raises InputError for collisions
+    and for outputs that would overwrite an input.
     """
     if not inputs:
         raise InputError("no input images given")
-    is_file = output.suffix.lower() in IMAGE_SUFFIXES
+    is_file = output.suffix.lower() in OUTPUT_SUFFIXES
     if is_file and len(inputs) > 1:
         raise InputError(f"{output}: {len(inputs)} inputs need an output folder, not a file name")
     if not is_file and output.exists() and not output.is_dir():
@@ -272,7 +330,7 @@ def plan_outputs(inputs: Sequence[Path], output: Path) -> tuple[list[Path], Path
         if target.resolve() in seen:
             raise InputError(f"{target}: both {seen[target.resolve()]} and {source} would be written here; rename one")
         seen[target.resolve()] = source
-        if target.is_dir():
+        if target.is_dir() and target.suffix.lower() != ".zarr":
             raise InputError(f"{target}: is a folder; cannot write the result of {source} there")
         check_output_path(target, inputs)
     return targets, None if is_file else output
@@ -299,9 +357,10 @@ def load_predictor(
     tile_batch: int = DEFAULT_TILE_BATCH,
     samples: int | None = None,
     std: bool = False,
+    threads: int | None = None,
 ) -> Predictor:
     """The deterministic predictor, or COSDD's sampling one when samples or std are asked for."""
-    predictor = Predictor.from_path(model_path, device, tile_size, tile_batch)
+    predictor = Predictor.from_path(model_path, device, tile_size, tile_batch, threads)
     if samples is None and not std:
         return predictor
     from selfden.inference.sampling import SamplingPredictor
@@ -311,6 +370,52 @@ def load_predictor(
     except BaseException:
         predictor.close()
         raise
+
+
+def model_files(predictor: Predictor) -> list[Path]:
+    """The files whose contents decide the outputs: rdf.yaml and the graphs it runs."""
+    files = [predictor.spec.rdf_path, predictor.spec.weights]
+    sampler = getattr(predictor.runner, "model_file", None)
+    if sampler is not None and sampler not in files:
+        files.append(sampler)
+    return files
+
+
+def run_fingerprint(predictor: Predictor, model_digest: str, std: bool) -> dict[str, Any]:
+    """What, besides the input file, decides the output pixels (recorded for --resume)."""
+    options = {"tile_size": predictor.tile_size, "overlap": predictor.overlap,
+               "samples": getattr(predictor, "n_samples", None), "std": std, "provider": predictor.provider}
+    return {"model": model_digest, "options": options}
+
+
+@dataclass(frozen=True)
+class _Job:
+    stack: ImageStack
+    target: Path
+    dtype: np.dtype
+    std_target: Path | None
+
+
+def _plan_jobs(paths: list[Path], output: Path, std: bool, resume: bool) -> list[_Job]:
+    """Open every input and check every output before anything runs; with ``resume``,
+    inputs whose output is complete (present, no partial folder) are left out."""
+    stacks = [open_image(p) for p in paths]
+    targets, _ = plan_outputs(paths, output)
+    jobs = []
+    for stack, target in zip(stacks, targets):
+        dtype = _output_dtype(stack, target)
+        std_target = std_path(target) if std else None
+        outputs = [target] + ([std_target] if std_target else [])
+        if resume and all(t.exists() and not partial_dir(t).exists() for t in outputs):
+            log.info("%s: already denoised into %s; skipped (--resume)", stack.path, target)
+            continue
+        for path in outputs:
+            if not resume:
+                refuse_partial(path)
+            if not (resume and partial_dir(path).exists()):
+                check_output_target(path, paths, need_folder=False)
+        jobs.append(_Job(stack, target, dtype, std_target))
+    return jobs
 
 
 def denoise_files(
@@ -323,37 +428,68 @@ def denoise_files(
     tile_batch: int = DEFAULT_TILE_BATCH,
     samples: int | None = None,
     std: bool = False,
+    resume: bool = False,
+    mapper: FrameMapper | None = None,
 ) -> list[Path]:
-    """Denoise ``inputs`` with the model at ``model_path``; returns the written files.
+    """Denoise ``inputs`` with the model at ``model_path``; returns the files written.
 
     Every input is opened and every output path checked before the model is loaded or
-    anything is written; outputs appear atomically and never replace an input. For COSDD
-    packages, ``samples`` averages that many posterior samples and ``std`` also writes the
-    per-pixel standard deviation to ``<stem>_std.tif``.
+    anything is written; outputs appear atomically and never replace an input. Frames
+    are written as they are done into a partial folder beside each output (see
+    ``resumable``): after an interruption, ``resume=True`` continues where it stopped.
+    Folders among ``inputs`` stand for the images in them. For COSDD packages, ``samples``
+    averages that many posterior samples and ``std`` also writes the per-pixel standard
+    deviation to ``<stem>_std.tif``. ``mapper`` computes the frames (default: in this
+    process; see ``selfden.inference.distributed`` for Dask).
     """
-    paths = [Path(p) for p in inputs]
-    stacks = [open_image(p) for p in paths]
-    targets, folder = plan_outputs(paths, Path(output))
-    dtypes = [_output_dtype(s, t) for s, t in zip(stacks, targets)]
-    std_targets = [std_path(t) for t in targets] if std else []
-    for target in std_targets:
-        check_output_path(target, paths)
-    written: list[Path] = []
+    paths = expand_inputs([Path(p) for p in inputs])
+    output = Path(output)
+    jobs = _plan_jobs(paths, output, std, resume)
+    targets, folder = plan_outputs(paths, output)
     with load_predictor(model_path, device, tile_size, tile_batch, samples, std) as predictor:
         (folder or targets[0].parent).mkdir(parents=True, exist_ok=True)
-        for index, (stack, target, dtype) in enumerate(zip(stacks, targets, dtypes)):
-            def report(done: int, total: int, stack: ImageStack = stack, index: int = index) -> None:
+        fingerprint = run_fingerprint(predictor, files_digest(model_files(predictor)), std)
+        for index, job in enumerate(jobs):
+            def report(done: int, start: int, job: _Job = job, index: int = index) -> None:
                 if on_progress is not None:
-                    on_progress(Progress(stack.path, index, len(stacks), done, total, predictor.provider))
+                    event = Progress(job.stack.path, index, len(jobs), done, len(job.stack), predictor.provider, start)
+                    on_progress(event)
 
-            with stack, StackWriter(target, stack.shape, stack.axes, stack.metadata, dtype, paths) as writer:
-                report(0, len(stack))
-                if std:
-                    with StackWriter(std_targets[index], stack.shape, stack.axes, stack.metadata, np.float32, paths) as sw:
-                        predictor.predict_stack_with_std(stack, writer, sw, report)  # type: ignore[attr-defined]
-                    written.append(std_targets[index])
-                else:
-                    predictor.predict_stack(stack, writer, report)
-            written.insert(len(written) - (1 if std else 0), target)
-            log.info("denoised %s -> %s", stack.path, target)
-    return written
+            _denoise_job(predictor, job, fingerprint, paths, resume, mapper or local_frames, report)
+    return [path for job in jobs for path in ([job.target, job.std_target] if job.std_target else [job.target])]
+
+
+def _denoise_job(
+    predictor: Predictor,
+    job: _Job,
+    fingerprint: dict[str, Any],
+    inputs: list[Path],
+    resume: bool,
+    mapper: FrameMapper,
+    report: Callable[[int, int], None],
+) -> None:
+    """One input into its output(s), resumably; Ctrl-C becomes InferenceInterrupted."""
+    stack = job.stack
+    run = {**fingerprint, "input": file_identity(stack.path)}
+    outputs = [(job.target, job.dtype)] + ([(job.std_target, np.dtype(np.float32))] if job.std_target else [])
+    with contextlib.ExitStack() as scope:
+        scope.enter_context(stack)
+        writers = [
+            scope.enter_context(ResumableWriter(path, stack.shape, stack.axes, stack.metadata, dtype, run, resume, inputs))
+            for path, dtype in outputs
+        ]
+        start = min(w.done for w in writers)
+        try:
+            report(start, start)
+            for index, results in enumerate(mapper(predictor, stack, start, job.std_target is not None), start):
+                for writer, result in zip(writers, results):
+                    if index >= writer.done:  # a resumed std output may be one frame behind
+                        writer.write(result)
+                report(index + 1, start)
+        except KeyboardInterrupt as stop:
+            done = min(w.done for w in writers)
+            raise InferenceInterrupted(
+                f"{done} of {len(stack)} frames of {job.target} are saved in {writers[0].folder}; "
+                "run the same command with --resume to continue"
+            ) from stop
+    log.info("denoised %s -> %s", stack.path, job.target)

@@ -76,8 +76,10 @@ class OnnxRunner:
             ) from error
 
 
-def create_session(model_file: Path, device: Device = "auto") -> tuple[Any, str]:
+def create_session(model_file: Path, device: Device = "auto", threads: int | None = None) -> tuple[Any, str]:
     """An ``onnxruntime.InferenceSession`` for ``model_file`` and the provider it really uses.
+
+    ``threads``: CPU threads of the session (default: all cores this process may use).
 
     Raises ModelError for a missing or unloadable graph, SelfdenError when ``device="cuda"``
     cannot be honoured (onnxruntime silently falls back to CPU; we do not).
@@ -88,7 +90,7 @@ def create_session(model_file: Path, device: Device = "auto") -> tuple[Any, str]
         raise ModelError(f"{model_file}: ONNX weights file not found; the model folder is incomplete")
     providers = requested_providers(device)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = _cpu_count()
+    options.intra_op_num_threads = threads if threads else _cpu_count()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # onnxruntime's own warnings would bypass our logging
     try:
@@ -106,9 +108,11 @@ def create_session(model_file: Path, device: Device = "auto") -> tuple[Any, str]
     return session, used
 
 
-def create_runner(model_file: Path, device: Device = "auto", output_name: str | None = None) -> OnnxRunner:
+def create_runner(
+    model_file: Path, device: Device = "auto", output_name: str | None = None, threads: int | None = None
+) -> OnnxRunner:
     """A single-input session wrapped as an OnnxRunner (see ``create_session``)."""
-    session, used = create_session(model_file, device)
+    session, used = create_session(model_file, device, threads)
     return _runner(session, model_file, used, output_name)
 
 
