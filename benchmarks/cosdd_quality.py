@@ -49,11 +49,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--samples", default="1,10,100", help="posterior sample counts to score (comma-separated)")
+    parser.add_argument("--mmse-frames", type=int, default=8,
+                        help="score the MMSE rows (and a direct row to compare) on the first N frames: "
+                        "100 samples cost 100 network passes per tile")
     parser.add_argument("--speed-samples", type=int, default=100, help="N of the sampling-speed comparison")
     parser.add_argument("--train-speed-seconds", type=float, default=40.0, help="timing budget per precision")
     parser.add_argument("--stem-minutes", type=float, default=15.0)
     parser.add_argument("--stem-samples", type=int, default=32)
     parser.add_argument("--skip-stem", action="store_true")
+    parser.add_argument("--add-subset-baselines", metavar="LABEL", default=None,
+                        help="only add the baselines on the first --mmse-frames frames to results/stripe-64f__LABEL.json")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seed", type=int, default=0)
@@ -133,7 +138,9 @@ def record_from_run(run: Path, suite: Any, noisy_path: Path, args: argparse.Name
 
 
 def add_mmse_rows(record: dict[str, Any], suite: Any, noisy_path: Path, args: argparse.Namespace) -> None:
-    """Score the MMSE of each sample count on all frames; rows appended to the record."""
+    """Direct denoiser vs the MMSE of each sample count on the first ``--mmse-frames`` frames; rows
+    appended to the record after the all-frames direct row."""
+    from selfden import synth
     from selfden.inference.predictor import denoise_files
 
     model = Path(record["run_dir"]) / "model"
@@ -141,15 +148,52 @@ def add_mmse_rows(record: dict[str, Any], suite: Any, noisy_path: Path, args: ar
     direct = record["rows"][0]
     direct["name"] = f"{record['label']} direct"
     rows = [direct]
-    for count in _sample_counts(args.samples):
+    n = min(args.mmse_frames, len(suite.noisy))
+    subset = type(suite)(name=suite.name, noisy=suite.noisy[:n], clean=suite.clean[:n], description=suite.description)
+    subset_path, _ = synth.save_synth_set(subset, work / f"first{n}")
+    estimates = [("direct", None), *((f"MMSE-{count}", count) for count in _sample_counts(args.samples))]
+    for name, count in estimates:
         start = time.perf_counter()
-        out = denoise_files(model, [noisy_path], work / f"mmse{count}.tif", device=args.device, samples=count)[0]
+        out = denoise_files(model, [subset_path], work / f"first{n}_{name}.tif", device=args.device, samples=count)[0]
         seconds = time.perf_counter() - start
-        scores = quality._scores(quality.read_stack(out), suite.clean)
-        print(f"[stripe] MMSE of {count} samples: affine PSNR {scores['affine_psnr']:.2f} dB ({seconds:.0f} s)")
-        rows.append({**direct, "name": f"{record['label']} MMSE-{count}", "scores": scores, "seconds": seconds})
+        scores = quality._scores(quality.read_stack(out), subset.clean)
+        print(f"[stripe] first {n} frames, {name}: affine PSNR {scores['affine_psnr']:.2f} dB ({seconds:.0f} s)")
+        rows.append({**direct, "name": f"{record['label']} {name}, first {n} frames", "scores": scores,
+                     "seconds": seconds})
+    rows += subset_baseline_rows(subset)
     record["rows"] = rows
     record["mmse_command"] = common.command_line("cosdd_quality.py")
+
+
+def add_subset_baselines(args: argparse.Namespace) -> int:
+    """Baselines on the MMSE rows' frames, added to a record scored before they existed."""
+    suite = quality.make_suite("stripe", None)
+    path = args.results_dir / f"{quality.suite_key(suite)}__{args.add_subset_baselines}.json"
+    record = json.loads(path.read_text())
+    n = min(args.mmse_frames, len(suite.noisy))
+    subset = type(suite)(name=suite.name, noisy=suite.noisy[:n], clean=suite.clean[:n], description=suite.description)
+    record["rows"] = [r for r in record["rows"] if not r.get("reference")] + subset_baseline_rows(subset)
+    common.save_result(record, path.stem, args.results_dir)
+    common.render_results_md(args.results_dir, args.results_md)
+    return 0
+
+
+def subset_baseline_rows(subset: Any) -> list[dict[str, Any]]:
+    """The oracle baselines tuned and scored on the same frames as the MMSE rows."""
+    import baselines
+
+    n = len(subset.noisy)
+    rows = [{"name": f"noisy input, first {n} frames", "reference": True,
+             "scores": quality._scores(subset.noisy, subset.clean)}]
+    for result in baselines.run_baselines(subset.noisy, subset.clean, ["gaussian", "nlm", "bm3d"]):
+        if isinstance(result, baselines.Skipped):
+            continue
+        s = result.scores
+        print(f"[stripe] first {len(subset.noisy)} frames, {result.name}: affine PSNR {s.affine_psnr:.2f} dB")
+        rows.append({"name": f"{result.name} (oracle), first {n} frames", "reference": True, "settings": result.settings,
+                     "scores": {"psnr": s.psnr, "affine_psnr": s.affine_psnr, "ssim": s.ssim},
+                     "seconds": result.seconds})
+    return rows
 
 
 # --- 2. sampling speed -------------------------------------------------------------------------------
@@ -262,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.add_subset_baselines:
+        return add_subset_baselines(args)
     record, suite, noisy_path = stripe_record(args)
     add_mmse_rows(record, suite, noisy_path, args)
     common.save_result(record, f"{record['suite_key']}__{record['label']}", args.results_dir)
