@@ -77,6 +77,9 @@ def train(
     patch_size: Optional[int] = typer.Option(None, help="Side of the square training crops."),
     batch_size: Optional[int] = typer.Option(None, help="Crops per training step."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    devices: Optional[int] = typer.Option(
+        None, min=1, help="Data-parallel processes (one GPU each); the batch is split over them. Default 1."
+    ),
     seed: Optional[int] = typer.Option(None, help="Random seed (recorded in the run's config)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last checkpoint."),
     bottleneck: Optional[int] = typer.Option(None, help="cae: bottleneck channels (denoising strength: fewer = smoother)."),
@@ -96,6 +99,8 @@ def train(
             if config.method != method:
                 raise SelfdenError(f"{output}: the run trains {config.method}, not {method}")
             config = _apply_budget(config, minutes, steps)
+            if devices is not None:
+                config = config.model_copy(update={"trainer": {**config.trainer, "devices": devices}})
         else:
             if not inputs:
                 raise SelfdenError("no input images given: selfden train METHOD IMAGE... -o RUN")
@@ -105,14 +110,15 @@ def train(
             )
             method_options = _resolve_direction(method, method_options, inputs)
             data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size}.items() if v is not None}
-            trainer_options = {"device": device, "max_minutes": minutes, "max_steps": steps}
+            trainer_options = {"device": device, "max_minutes": minutes, "max_steps": steps, "devices": devices or 1}
             if minutes is None and steps is None:
                 trainer_options["max_minutes"] = 10.0
                 console.print("no --minutes or --steps given: training for 10 minutes")
             config = runs.new_run_config(method, inputs, method_options, data_options, trainer_options, seed)
             _check_atom_options(config.method_config, inputs)
         result = _train_with_progress(config, output, resume)
-        _report_training(result)
+        if result is not None:  # None: a rank > 0 started by torchrun; rank 0 reports
+            _report_training(result)
 
 
 def _apply_budget(config: Any, minutes: float | None, steps: int | None) -> Any:

@@ -104,7 +104,9 @@ def new_run_config(
     method_config = _validated(method_cls.config_class, method_options, f"{method} option")
     trainer_config = _validated(TrainerConfig, trainer_options, "trainer option")
     # Device-dependent defaults (e.g. COSDD's size "auto") are fixed now, so the saved config is explicit.
-    method_config = method_cls.for_device(method_config, resolve_device(trainer_config.device).type)
+    device_type = resolve_device(trainer_config.device).type
+    method_config = method_cls.for_device(method_config, device_type)
+    data_options = {**method_cls.data_defaults(device_type), **data_options}
     data = _validated(DataConfig, {"inputs": [str(Path(p).resolve()) for p in inputs], **data_options}, "data option")
     return RunConfig(
         method=method,
@@ -135,36 +137,58 @@ def resolve_direction(
     return {**options, "direction": result.direction}, result.reason
 
 
-def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: Any = None) -> RunResult:
-    """Train ``config`` in ``run_dir`` (new, or resumed from its last checkpoint), then export the model."""
-    from selfden.data import compute_stats, normalisation_for
+def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: Any = None) -> RunResult | None:
+    """Train ``config`` in ``run_dir`` (new, or resumed from its last checkpoint), then export the model.
+
+    With ``trainer.devices`` > 1 (or under torchrun) the training is data-parallel: this process
+    is rank 0 and returns the result; ranks > 0 started by torchrun return None.
+    """
+    from selfden.training import TrainerConfig, resolve_device
+    from selfden.training import distributed
+
+    trainer_config = TrainerConfig.model_validate({**config.trainer, "seed": config.seed})
+    world_size = distributed.world_size_for(trainer_config.devices)
+    distributed.per_rank_batch(config.data.batch_size, world_size)
+    launched = distributed.torchrun_world()
+    if launched is None or launched.is_main:
+        _check_run_dir(run_dir, resume)
+    backend = distributed.backend_for(resolve_device(trainer_config.device))
+    return distributed.run_ranks(world_size, backend, _train_rank, config, run_dir, resume, progress=progress)
+
+
+def _train_rank(config: RunConfig, run_dir: Path, resume: bool, progress: Any = None) -> RunResult | None:
+    """One process's part of :func:`train_run`; rank 0 (the only one without a group) writes and exports."""
     from selfden.images import open_image
     from selfden.methods import get_method
     from selfden.normalisation import Normalisation
     from selfden.training import TrainerConfig, resolve_device, seed_everything, train
+    from selfden.training import distributed
 
-    _check_run_dir(run_dir, resume)
+    rank = distributed.current()
     stacks = [open_image(Path(p)) for p in config.data.inputs]
     method_cls = get_method(config.method)
-    if config.normalisation is None:
-        stats = compute_stats(stacks)
-        norm = normalisation_for(stats, method_cls.normalisation_kind)
-        config = config.model_copy(
-            update={"normalisation": {"offset": norm.offset, "scale": norm.scale}, "intensity_stats": _plain(stats)}
-        )
+    if rank.is_main and config.normalisation is None:
+        config = _with_normalisation(config, stacks, method_cls.normalisation_kind)
+    config = distributed.broadcast(config)  # torchrun ranks may have drawn other seeds; rank 0's config rules
     norm = Normalisation(**config.normalisation)
     trainer_config = TrainerConfig.model_validate({**config.trainer, "seed": config.seed})
-    seed_everything(config.seed)
-    device = resolve_device(trainer_config.device)
+    seed_everything(config.seed)  # the same on every rank: identical initial weights
+    device = distributed.rank_device(resolve_device(trainer_config.device))
     method = method_cls(method_cls.config_class.model_validate(config.method_config), norm, device)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_run_config(run_dir, config)
+    if rank.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(run_dir, config)
     data_rng = np.random.default_rng(config.seed)
-    next_batch, val_batches, val_frame = _training_data(config, stacks, norm, method_cls.allows_augmentation, data_rng)
+    crops = distributed.per_rank_batch(config.data.batch_size, rank.world_size)
+    next_batch, val_batches, val_frame = _training_data(
+        config, stacks, norm, method_cls.allows_augmentation, data_rng, crops
+    )
     result = train(
         method, next_batch, val_batches, run_dir, trainer_config, resume=resume, progress=progress, data_rng=data_rng
     )
+    if not rank.is_main:
+        return None
     model_dir = None
     if not result.interrupted:
         model_dir = export_run(run_dir, method=method, sample_raw=val_frame, device=str(device))
@@ -176,7 +200,18 @@ def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: 
         best_val_loss=result.best_val_loss,
         interrupted=result.interrupted,
         parameter_count=method.parameter_count(),
-        device=str(device),
+        device=str(device) if rank.world_size == 1 else f"{rank.world_size} x {device.type}",
+    )
+
+
+def _with_normalisation(config: RunConfig, stacks: list, kind: Any) -> RunConfig:
+    """``config`` with the training set's intensity statistics and the method's normalisation."""
+    from selfden.data import compute_stats, normalisation_for
+
+    stats = compute_stats(stacks)
+    norm = normalisation_for(stats, kind)
+    return config.model_copy(
+        update={"normalisation": {"offset": norm.offset, "scale": norm.scale}, "intensity_stats": _plain(stats)}
     )
 
 
@@ -188,7 +223,8 @@ def export_run(
     validation: Sequence[str] = (),
     device: str | None = None,
 ) -> Path:
-    """Export a run's best checkpoint (else its last) as a bioimage.io package folder.
+    """Export a run's best checkpoint (else its last; the last first for methods whose
+    ``export_best_checkpoint`` is False) as a bioimage.io package folder.
 
     ``validation``: measured results (one sentence each) for the package README's Validation section.
     """
@@ -237,7 +273,7 @@ def training_progress(run_dir: Path) -> dict[str, Any]:
 
 
 def load_method(run_dir: Path, config: RunConfig | None = None) -> Any:
-    """Rebuild a run's method on the CPU with its best (else last) weights."""
+    """Rebuild a run's method on the CPU with its best (else last) weights; see ``_load_weights``."""
     import torch
 
     from selfden.methods import get_method
@@ -259,7 +295,8 @@ def load_method(run_dir: Path, config: RunConfig | None = None) -> Any:
 def _load_weights(method: Any, run_dir: Path) -> None:
     import torch
 
-    for name in ("best.pt", "last.pt"):
+    names = ("best.pt", "last.pt") if getattr(method, "export_best_checkpoint", True) else ("last.pt", "best.pt")
+    for name in names:
         path = run_dir / "checkpoints" / name
         if path.is_file():
             try:
@@ -272,9 +309,17 @@ def _load_weights(method: Any, run_dir: Path) -> None:
 
 
 def _training_data(
-    config: RunConfig, stacks: list, norm: Any, method_allows_augmentation: bool, rng: np.random.Generator
+    config: RunConfig,
+    stacks: list,
+    norm: Any,
+    method_allows_augmentation: bool,
+    rng: np.random.Generator,
+    crops_per_step: int | None = None,
 ):
-    """The trainer's batch source, the fixed validation batches and a raw frame for the package."""
+    """The trainer's batch source, the fixed validation batches and a raw frame for the package.
+
+    ``crops_per_step``: this rank's share of the batch in data-parallel training (default: all of it).
+    """
     from selfden.data import CropSampler, split_train_val, validation_batches
 
     data = config.data
@@ -288,7 +333,8 @@ def _training_data(
     )
     first = val_regions[0]
     val_frame = np.asarray(first.stack.frame(first.frame_index), dtype=np.float32)
-    return (lambda: sampler.sample(data.batch_size)), val, val_frame
+    crops = crops_per_step or data.batch_size
+    return (lambda: sampler.sample(crops)), val, val_frame
 
 
 def _sample_frame(config: RunConfig) -> np.ndarray:

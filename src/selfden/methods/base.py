@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from selfden.normalisation import Normalisation, NormalisationKind
 
-__all__ = ["Cite", "Method", "MethodConfig", "Normalisation", "NormalisationKind"]
+__all__ = ["Cite", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "average_gradients", "reseed_for_rank"]
 
 
 class MethodConfig(BaseModel):
@@ -54,11 +54,19 @@ class Method(ABC):
     summary: ClassVar[str] = ""
     #: What the method cannot do, for package READMEs (one sentence each).
     limitations: ClassVar[tuple[str, ...]] = ()
+    #: Export ``best.pt`` (lowest ``val_loss``) rather than ``last.pt``. False for methods whose
+    #: ``val_loss`` does not track quality (e.g. adversarial ones); the trainer still writes both.
+    export_best_checkpoint: ClassVar[bool] = True
 
     @classmethod
     def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:
         """The config with device-dependent defaults made explicit ("cpu" or "cuda"); saved with the run."""
         return config
+
+    @classmethod
+    def data_defaults(cls, device_type: str) -> dict[str, Any]:
+        """Crop size and batch defaults for this device when the user sets none (e.g. smaller on CPU)."""
+        return {}
 
     def __init__(self, config: MethodConfig, normalisation: Normalisation, device: torch.device) -> None:
         self.config = config
@@ -82,6 +90,26 @@ class Method(ABC):
 
     def on_validation_end(self, metrics: dict[str, float]) -> None:
         """Called with the averaged validation metrics (e.g. for plateau LR schedulers)."""
+
+    def optimise(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, *, skip_non_finite: bool = False) -> bool:
+        """One update of ``optimizer``'s parameters: zero the gradients, backpropagate ``loss``,
+        average the gradients over data-parallel ranks, step. Every method steps through here, so
+        ``--devices N`` trains any method with the gradient of the whole batch.
+
+        ``skip_non_finite``: a NaN/Inf loss on any rank skips the update on every rank (returns False).
+        """
+        optimizer.zero_grad(set_to_none=True)
+        if skip_non_finite and not _finite_on_all_ranks(loss):
+            return False
+        loss.backward()
+        average_gradients([p for group in optimizer.param_groups for p in group["params"]])
+        optimizer.step()
+        return True
+
+    def decorrelate_streams(self, rank: int) -> None:
+        """Data-parallel rank ``rank`` > 0: reseed the method's private random streams (masks,
+        posterior noise, simulations) so ranks do not draw the same numbers. Rank 0 keeps the
+        single-process streams. torch's global generator is seeded per rank by the trainer."""
 
     @abstractmethod
     def denoise(self, batch: torch.Tensor) -> torch.Tensor:
@@ -132,3 +160,57 @@ class Method(ABC):
         Called by the trainer after training with its validation batches (normalised tensors).
         """
         return []
+
+
+def reseed_for_rank(generator: torch.Generator, rank: int) -> None:
+    """Reseed ``generator`` from its own next draw and ``rank``: distinct, reproducible streams per rank."""
+    draw = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+    generator.manual_seed((draw + 0x9E3779B97F4A7C15 * rank) % 2**64)
+
+
+def _group_size() -> int:
+    distributed = torch.distributed
+    return distributed.get_world_size() if distributed.is_available() and distributed.is_initialized() else 1
+
+
+def average_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Replace each gradient by its mean over the data-parallel ranks (no-op on one process).
+
+    One all-reduce of a flat buffer per device and dtype. A parameter without a gradient on some
+    ranks counts as zero there; one without a gradient on every rank keeps ``grad = None``, so
+    optimisers skip it as they would on one process.
+    """
+    world = _group_size()
+    if world == 1 or not params:
+        return
+    buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for param in params:
+        buckets.setdefault((param.device, param.dtype), []).append(param)
+    for bucket in buckets.values():
+        _average_bucket(bucket, world)
+
+
+def _average_bucket(params: list[torch.Tensor], world: int) -> None:
+    present = torch.tensor([p.grad is not None for p in params], dtype=params[0].dtype, device=params[0].device)
+    grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros_like(p).reshape(-1) for p in params]
+    flat = torch.cat([*grads, present])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for param, seen in zip(params, flat[-len(params):].tolist()):
+        size = param.numel()
+        if seen > 0:  # copied into the gradient's own layout (channels_last stays channels_last)
+            mean = flat[offset : offset + size].view(param.shape)
+            if param.grad is None:
+                param.grad = torch.empty_like(param)
+            param.grad.copy_(mean)
+        offset += size
+
+
+def _finite_on_all_ranks(loss: torch.Tensor) -> bool:
+    finite = bool(torch.isfinite(loss.detach()).all())
+    if _group_size() == 1:
+        return finite
+    flag = torch.tensor([float(finite)], device=loss.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item() > 0)

@@ -269,9 +269,7 @@ class Cae(Method):
         self._check_size(batch, training=True)
         self.net.train()
         loss = multiresolution_loss(self.net.heads(batch), batch, self.config.loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.optimise(self.optimizer, loss)
         return {"loss": float(loss.detach())}
 
     @torch.no_grad()

@@ -28,6 +28,11 @@ class TrainerConfig(BaseModel):
         default=None, ge=1, description="stop after this many validations without a better val_loss"
     )
     device: DeviceName = "auto"
+    devices: int = Field(
+        default=1, ge=1,
+        description="data-parallel processes (one GPU each on CUDA); the batch is split evenly over them. "
+        "Started by selfden.runs.train_run, or by torchrun, whose world size then applies",
+    )
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA (when the GPU supports it)")
     bf16_on_cpu: bool = Field(default=False, description="bf16 autocast on CPU as well")
     seed: int = 0

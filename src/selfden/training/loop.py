@@ -22,6 +22,7 @@ from selfden.training.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
+from selfden.training import distributed
 from selfden.training.config import TrainerConfig
 from selfden.training.device import autocast_context, batch_to_device, seed_everything, uses_bf16
 from selfden.training.metrics_log import MetricsLog
@@ -51,6 +52,10 @@ def train(
     arrays of the same layout. ``data_rng`` (the Generator behind ``next_batch``), when given,
     is checkpointed too, so a resumed run draws the crops an uninterrupted run would have.
     Raises :class:`TrainingDiverged` when a loss becomes NaN or infinite.
+
+    Inside a data-parallel group (see :mod:`selfden.training.distributed`) every rank calls this
+    with its own ``next_batch``; the logged train metrics are averaged over ranks, rank 0 alone
+    validates, writes files and reports progress, and its decisions (stop, validate) are shared.
     """
     run = _Run(method, next_batch, val_batches, RunPaths(Path(run_dir)), config, progress, data_rng)
     run.prepare(resume)
@@ -74,7 +79,9 @@ class _Run:
             raise ValueError("train() needs at least one validation batch")
         _check_device(method.device, config)
         self.method, self.next_batch, self.paths, self.config = method, next_batch, paths, config
-        self.progress, self.data_rng = progress, data_rng
+        self.rank = distributed.current()
+        self.progress = progress if self.rank.is_main else None
+        self.data_rng = data_rng
         self.device = method.device
         self.bf16 = uses_bf16(self.device, config)
         self.val_batches = [batch_to_device(batch, self.device) for batch in val_batches]
@@ -91,28 +98,50 @@ class _Run:
     # --- set-up -------------------------------------------------------------------------
     def prepare(self, resume: bool) -> None:
         """Restore a checkpoint, or clear what an earlier run left in the folder."""
-        self.paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        if self.rank.is_main:
+            self.paths.checkpoints.mkdir(parents=True, exist_ok=True)
         if resume:
             self._restore()
         else:
             self._start_fresh()
+        if self.rank.distributed:
+            self._split_random_streams()
+            distributed.barrier()  # every rank has read last.pt before rank 0 may replace it
         self.carried = self.counters.elapsed_seconds
         self.last_val_elapsed = self.last_checkpoint_elapsed = self.carried
 
     def _restore(self) -> None:
         checkpoint = load_checkpoint(self.paths.last_checkpoint)
         self.counters = restore_checkpoint(checkpoint, self.method, self.data_rng)
-        self.log.drop_after(self.counters.step)
+        if self.rank.is_main:
+            self.log.drop_after(self.counters.step)
         self.fresh, self.saved_step = False, self.counters.step
         logger.info("resuming %s at step %d (%.0f s trained)", self.paths.run_dir,
                     self.counters.step, self.counters.elapsed_seconds)
 
     def _start_fresh(self) -> None:
+        seed_everything(self.config.seed)
+        if not self.rank.is_main:
+            return
         if self.paths.last_checkpoint.exists():
             logger.warning("starting a fresh run in %s: its checkpoints and metrics are replaced", self.paths.run_dir)
         self.paths.best_checkpoint.unlink(missing_ok=True)
         self.log.reset()
-        seed_everything(self.config.seed)
+
+    def _split_random_streams(self) -> None:
+        """Ranks > 0 get their own torch, crop and method streams; rank 0 keeps the single-process ones.
+
+        Fresh runs seed with ``seed + rank``; a resume (which restored rank 0's states everywhere)
+        mixes in the step so a rank does not replay the crops it drew at the start.
+        """
+        rank, step = self.rank.rank, self.counters.step
+        if rank == 0:
+            return
+        key = self.config.seed + rank if step == 0 else [self.config.seed + rank, step]
+        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+        if self.data_rng is not None:
+            self.data_rng.bit_generator.state = np.random.default_rng(key).bit_generator.state
+        self.method.decorrelate_streams(rank)
 
     # --- the loop -----------------------------------------------------------------------
     def execute(self) -> TrainResult:
@@ -142,9 +171,10 @@ class _Run:
             return "interrupted"
 
     def _loop(self) -> StopReason:
-        while (reason := self._budget_spent()) is None:
+        # rank 0's clock decides for everyone, so all ranks stop and validate at the same step
+        while (reason := distributed.broadcast(self._budget_spent())) is None:
             self._train_step()
-            if self._validation_due():
+            if distributed.broadcast(self._validation_due()):
                 self._validate()
                 if self._patience_exhausted():
                     return "early_stopping"
@@ -166,6 +196,7 @@ class _Run:
         batch = batch_to_device(self.next_batch(), self.device)
         with autocast_context(self.device, self.bf16):
             metrics = _as_floats(self.method.training_step(batch))
+        metrics = distributed.mean_metrics(metrics, self.device)
         self._require_finite(metrics, "loss", "training_step", self.counters.step + 1)
         self.counters.step += 1
         for key, value in metrics.items():
@@ -179,7 +210,8 @@ class _Run:
         if not self.window:
             return
         self.last_train = {key: float(np.mean(values)) for key, values in self.window.items()}
-        self.log.write(self.counters.step, self.elapsed(), "train", self.last_train)
+        if self.rank.is_main:
+            self.log.write(self.counters.step, self.elapsed(), "train", self.last_train)
         self.window.clear()
 
     # --- validation ---------------------------------------------------------------------
@@ -188,9 +220,11 @@ class _Run:
         return by_steps or self.elapsed() - self.last_val_elapsed >= self.config.val_every_seconds
 
     def _validate(self) -> None:
-        metrics = self._average_validation()
+        # Rank 0 validates; every rank gets its metrics so schedulers and early stopping agree.
+        metrics = distributed.broadcast(self._average_validation() if self.rank.is_main else None)
         self._require_finite(metrics, "val_loss", "validation_step", self.counters.step)
-        self.log.write(self.counters.step, self.elapsed(), "val", metrics)
+        if self.rank.is_main:
+            self.log.write(self.counters.step, self.elapsed(), "val", metrics)
         self.last_val, self.last_val_step = metrics, self.counters.step
         self.method.on_validation_end(metrics)
         logger.debug("step %d validation: %s", self.counters.step, metrics)
@@ -225,6 +259,8 @@ class _Run:
 
     def _save(self, path: Path) -> None:
         self.counters.elapsed_seconds = self.elapsed()
+        if not self.rank.is_main:
+            return
         save_checkpoint(make_checkpoint(self.method, self.counters, self.data_rng), path)
         if path == self.paths.last_checkpoint:
             self.last_checkpoint_elapsed, self.saved_step = self.counters.elapsed_seconds, self.counters.step
@@ -260,7 +296,7 @@ class _Run:
         )
 
     def _write_report(self) -> bool:
-        if not self.config.write_report:
+        if not self.config.write_report or not self.rank.is_main:
             return False
         from selfden.report import training_report  # matplotlib only when a report is drawn
 

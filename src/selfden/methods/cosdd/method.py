@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfden.errors import SelfdenError
-from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, NormalisationKind
+from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, NormalisationKind, reseed_for_rank
 from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, mixture_nll
 from selfden.methods.cosdd.config import CosddConfig
 from selfden.methods.cosdd.direct_denoiser import DirectDenoiser
@@ -88,6 +88,12 @@ class Cosdd(Method):
         assert isinstance(config, CosddConfig)
         return config.for_device(device_type)
 
+    @classmethod
+    def data_defaults(cls, device_type: str) -> dict[str, Any]:
+        # On a CPU the tiny preset trains at ~1 step/s on 64² crops in batches of 4 (1 core), ~6x
+        # the steps of 128² x 8 in the same time; the noise model's 40-px reach fits in 64 px.
+        return {"patch_size": 64, "batch_size": 4} if device_type == "cpu" else {}
+
     def __init__(self, config: CosddConfig, normalisation: Normalisation, device: torch.device) -> None:
         config = config.for_device(device.type)
         super().__init__(config, normalisation, device)
@@ -122,12 +128,12 @@ class Cosdd(Method):
         elbo = self._elbo(batch)
         beta = kl_weight(self.step, self.config.kl_warmup_steps)
         objective = beta * kl_with_free_bits(elbo["kl"], self.config.free_bits) + elbo["nll"]
-        finite = _step(self.optimizers["vae"], objective)
+        finite = self.optimise(self.optimizers["vae"], objective, skip_non_finite=True)
         signal = self.signal_decoder(elbo["s_code"].detach())
         signal_mse = F.mse_loss(signal.float(), batch.float())
-        _step(self.optimizers["signal"], signal_mse)
+        self.optimise(self.optimizers["signal"], signal_mse, skip_non_finite=True)
         direct_mse = F.mse_loss(self.direct(batch).float(), signal.detach().float())
-        _step(self.optimizers["direct"], direct_mse)
+        self.optimise(self.optimizers["direct"], direct_mse, skip_non_finite=True)
         self.step += 1
         if not finite:
             logger.warning("step %d: non-finite ELBO loss; the VAE update was skipped", self.step)
@@ -139,6 +145,10 @@ class Cosdd(Method):
             "signal_mse": _scalar(signal_mse),
             "direct_mse": _scalar(direct_mse),
         }
+
+    def decorrelate_streams(self, rank: int) -> None:
+        if rank:  # each data-parallel rank draws its own posterior noise
+            reseed_for_rank(self.generator, rank)
 
     @torch.no_grad()
     def validation_step(self, batch: torch.Tensor) -> dict[str, float]:
@@ -251,12 +261,3 @@ class Cosdd(Method):
 def _scalar(value: torch.Tensor) -> float:
     return float(value.detach())
 
-
-def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
-    """Backward and update; a non-finite loss skips the update (returns False) instead of poisoning the weights."""
-    optimizer.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
-        return False
-    loss.backward()
-    optimizer.step()
-    return True

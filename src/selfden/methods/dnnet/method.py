@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from selfden.errors import SelfdenError
-from selfden.methods.base import Cite, Method, Normalisation, NormalisationKind
+from selfden.methods.base import Cite, Method, Normalisation, NormalisationKind, reseed_for_rank
 from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
 from selfden.methods.dnnet.networks import DEPTH, DNet, NoiseNet
@@ -108,13 +108,15 @@ class Dnnet(Method):
         self._set_train(True)
         mask = self._draw_mask(batch, self.generator)
         loss, metrics, signal = self._masked_loss(batch, mask)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.optimise(self.optimizer, loss)
         if self.scheduler is not None:
             self.scheduler.step()
         self._track_signal_range(signal)
         return metrics
+
+    def decorrelate_streams(self, rank: int) -> None:
+        if rank:  # each data-parallel rank masks its own crops with its own draws
+            reseed_for_rank(self.generator, rank)
 
     @torch.no_grad()
     def validation_step(self, batch: torch.Tensor) -> dict[str, float]:

@@ -24,13 +24,15 @@ Choices that differ from the paper, each measured on the atoms suite (2 shared C
 - ``saturation_guard``: a penalty on Ms2c's pre-tanh output beyond +-2. The critic's push
   towards dark backgrounds otherwise saturated the tanh (1 run in 3 within 40 steps), where
   gradients vanish but RMSprop's normalised steps keep going.
-- CPU-sized networks and learning rate 3e-4 (paper: 5e-5 over ~65,000 steps; a CPU budget
-  buys a few hundred). Adversarial/cycle/low-pass weights 1/1/1 (the released code): 5/1/1
-  (the paper) scored 23.28 vs 23.46 dB after 15 minutes and collapsed in a short run.
+- CPU-sized networks and learning rates 2e-4 (generators) / 8e-4 (critic), see below
+  (paper: 5e-5 for both over ~65,000 steps; a CPU budget buys a few thousand).
+  Adversarial/cycle/low-pass weights 1/1/1 (the released code): 5/1/1 (the paper) scored
+  23.28 vs 23.46 dB after 15 minutes and collapsed in a short run.
 - ``val_loss`` = clean cycle + low-pass cycle on fixed crops and fixed simulations
   (unweighted): it needs no ground truth, rose sharply whenever Ms2c lost the input (the
-  checkpoint to avoid) and fell as affine PSNR rose; the critic's Wasserstein estimate is
-  logged but not comparable across steps (the critic changes).
+  checkpoint to avoid) and fell as affine PSNR rose on average, but too noisily to pick
+  checkpoints by (see below); the critic's Wasserstein estimate is logged but not
+  comparable across steps (the critic changes).
 - No instance normalisation (the paper's): it makes a tile's output depend on the tile, and
   it trained no better in a short run. Tiling with ``halo`` matches whole-image inference.
 - Multi-kernel blocks run as one convolution with zero-padded kernels (same function):
@@ -38,13 +40,28 @@ Choices that differ from the paper, each measured on the atoms suite (2 shared C
   CPU-second; critic 0.28 s, adversarial 0.06 s, cycle 0.18 s of it). The 15-minute record of
   119 steps (23.46 dB) had 0.11 cores; one free core now gives about 1,700 steps in 15 minutes.
 
-Open problem, measured in short single-thread runs (atoms suite, 64² crops, batch 4, affine
-PSNR on held-out frames every ~20 s): the WGAN is unstable. Quality peaks early and then swings:
-lr 3e-4: 22.31 (noisy) -> 24.02 dB at step 37, 19.96 at step 173, 22.12 at step 207;
-lr 1e-4: 23.56 -> 24.05 (step 154) -> 19.96 (step 197); critic_steps 2 (2.75 steps/s):
-19.87 at step 50, 23.81 at step 331. Of three seeds at lr 3e-4, two gained ~1.2 dB in 80
-steps and one lost the input (19.5 dB by step 20). The checkpoint kept by ``val_loss`` was not
-the best by PSNR in those runs. Defaults are unchanged until a longer comparison says otherwise.
+Stability, measured in 4-minute single-thread runs (atoms suite, 64² crops, batch 4, affine
+PSNR of Ms2c on 8 held-out frames, noisy 22.35 dB, machine shared so steps not seconds compare):
+
+- One learning rate for all (3e-4, the former default) never settles: 23.97 dB at step 50,
+  20.32 at 75, 24.61 at 150, 22.43 at 200, 22.46 at 300, 24.01 at 475. 1e-4 for all did no
+  better (24.05 at step 154, 19.96 at 197), nor did 2 critic steps.
+- Two time-scale update rule (TTUR: Heusel et al., "GANs trained by a two time-scale update
+  rule converge to a local Nash equilibrium", NeurIPS 2017): generators 1e-4, critic 4e-4
+  climb steadily instead: 23.80 (step 80), 24.83 (160), 25.49 (240), 26.02 (280),
+  26.00 (360). Seed 2, which lost the input by step 20 at 3e-4, kept it: 22.70 (80),
+  24.34 (200), 23.86 (280). Twice those rates (2e-4 / 8e-4, the defaults) climb faster:
+  seed 0 24.83 (80), 25.57 (120), 25.98 (240), 26.13 (360); seed 2 23.92 (80), 25.53
+  (160), 24.46 (240), 26.14 (280). Weight-averaged (below) at step 280: seed 0 25.85,
+  seed 2 25.40 (1e-4 / 4e-4: 25.22 and 24.27).
+- ``ema_decay`` 0.99: validation, ``denoise`` and the export use a bias-corrected moving
+  average of Ms2c's weights (``ema.py``). At 3e-4 it turned the 20.3-24.6 dB swings into
+  23.6-24.1 dB; with TTUR it smooths the remaining dips (seed 2, step 240: raw 24.46,
+  average 24.96) and lags the rising raw weights by 0-0.7 dB (0.995: up to 1 dB), a lag
+  that shrinks as training levels off.
+- ``export_best_checkpoint`` is False: the cycle ``val_loss`` jumped between 0.05 and 0.2 at
+  unchanged quality and its minimum was not the best checkpoint by PSNR, so runs export the
+  last (weight-averaged) checkpoint.
 """
 
 from selfden.methods.noise2atom.config import Noise2AtomConfig

@@ -64,7 +64,17 @@ class Noise2AtomConfig(MethodConfig):
     clean_amplitude: float = Field(
         0.9, gt=0.0, le=1.0, description="clean images span [-a, a]: tanh reaches the background without saturating"
     )
-    learning_rate: float = Field(3e-4, gt=0.0, description="RMSprop learning rate (paper: 5e-5, for ~65k steps)")
+    ema_decay: float = Field(
+        0.99, ge=0.0, lt=1.0,
+        description="validate and export a moving average of Ms2c's weights with this decay per step (0 = off)",
+    )
+    learning_rate: float = Field(
+        2e-4, gt=0.0, description="the generators' RMSprop learning rate (paper: 5e-5, for ~65k steps)"
+    )
+    critic_learning_rate: float | None = Field(
+        8e-4, gt=0.0,
+        description="the critic's RMSprop learning rate (None = learning_rate); faster than the generators' (TTUR)",
+    )
     lpf_size: int = Field(33, ge=3, le=129, description="side of the Gaussian low-pass kernel (odd)")
     lpf_variance: float = Field(15.0, gt=0.0, description="variance of the low-pass Gaussian, px^2")
     atom_spacing: float = Field(8.0, gt=1.0, le=256.0, description="lattice spacing of simulated atoms, px")

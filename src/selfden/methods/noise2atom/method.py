@@ -14,6 +14,7 @@ from selfden import atom_check
 from selfden.errors import SelfdenError
 from selfden.methods.base import Cite, Method, MethodConfig, Normalisation
 from selfden.methods.noise2atom.config import Noise2AtomConfig
+from selfden.methods.noise2atom.ema import WeightAverage
 from selfden.methods.noise2atom.losses import critic_loss, cycle_losses
 from selfden.methods.noise2atom.networks import Critic, GaussianLowPass, Generator, UnitRangeDenoiser
 from selfden.methods.noise2atom.simulation import AtomRecipe, CleanAtomStream
@@ -80,6 +81,9 @@ class Noise2Atom(Method):
     normalisation_kind = "range"
     # rot90 would turn the horizontal scan-line noise Mc2s learns into vertical noise
     allows_augmentation = False
+    # the cycle val_loss jumps with the adversarial game and does not rank checkpoints by
+    # quality; the weight-averaged last checkpoint does (see the module docstring)
+    export_best_checkpoint = False
     summary = (
         "Noise2Atom: two generators translate between noisy STEM frames and simulated clean atom images "
         "(Gaussian peaks on a lattice whose spacing and width match the data), trained adversarially with a "
@@ -108,6 +112,7 @@ class Noise2Atom(Method):
         )
         self.ms2c = Generator(*gen).to(device)
         self.mc2s = Generator(*gen).to(device)
+        self.ema = WeightAverage(self.ms2c, config.ema_decay)
         self.critic = Critic(config.critic_widths, config.critic_dropout, config.critic_grid).to(device)
         self.lowpass = GaussianLowPass(config.lpf_size, config.lpf_variance).to(device)
         self.stream = CleanAtomStream(recipe_from(config), config.simulation_seed)
@@ -115,10 +120,15 @@ class Noise2Atom(Method):
         # one optimiser for both generators: the adversarial and cycle steps share its
         # squared-gradient average, so their loss weights set their relative step sizes
         self.opt_g = torch.optim.RMSprop([*self.ms2c.parameters(), *self.mc2s.parameters()], **rms)
-        self.opt_d = torch.optim.RMSprop(self.critic.parameters(), **rms)
+        critic_lr = config.critic_learning_rate or config.learning_rate
+        self.opt_d = torch.optim.RMSprop(self.critic.parameters(), lr=critic_lr, alpha=RMSPROP_ALPHA)
         self._warned: set[str] = set()  # failure modes already reported (warn when they appear, not every time)
 
     # --- training -----------------------------------------------------------------------------
+    def decorrelate_streams(self, rank: int) -> None:
+        if rank:  # each data-parallel rank's critic sees its own simulated clean atoms
+            self.stream.reseed_for_rank(rank)
+
     def training_step(self, batch: torch.Tensor) -> dict[str, float]:
         """5 critic steps, 1 adversarial generator step, 1 cycle step (the paper's schedule)."""
         self._check_size(batch)
@@ -127,6 +137,7 @@ class Noise2Atom(Method):
         critic_metrics = self._critic_steps(noisy, clean)
         adversarial = self._adversarial_step(noisy)
         cycle, lowpass = self._cycle_step(noisy, clean)
+        self.ema.update(self.ms2c)
         cfg = self.config
         return {
             "loss": cfg.cycle_weight * cycle + cfg.lpf_cycle_weight * lowpass,
@@ -142,18 +153,14 @@ class Noise2Atom(Method):
         _requires_grad(self.critic, True)
         for _ in range(self.config.critic_steps):
             loss, distance, penalty = critic_loss(self.critic, clean, fake, self.config.gp_weight)
-            self.opt_d.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt_d.step()
+            self.optimise(self.opt_d, loss)
         return {"critic": float(loss.detach()), "wasserstein": float(distance), "gradient_penalty": float(penalty)}
 
     def _adversarial_step(self, noisy: torch.Tensor) -> float:
         _requires_grad(self.critic, False)  # only Ms2c learns here
         z = self.ms2c.preactivation(noisy)
         loss = -self.critic(torch.tanh(z)).mean()
-        self.opt_g.zero_grad(set_to_none=True)
-        (self.config.adversarial_weight * loss + self._saturation_penalty(z)).backward()
-        self.opt_g.step()
+        self.optimise(self.opt_g, self.config.adversarial_weight * loss + self._saturation_penalty(z))
         return float(loss.detach())
 
     def _saturation_penalty(self, preactivation: torch.Tensor) -> torch.Tensor:
@@ -168,9 +175,7 @@ class Noise2Atom(Method):
     def _cycle_step(self, noisy: torch.Tensor, clean: torch.Tensor) -> tuple[float, float]:
         cycle, lowpass, _ = cycle_losses(self.ms2c, self.mc2s, self.lowpass, noisy, clean)
         loss = self.config.cycle_weight * cycle + self.config.lpf_cycle_weight * lowpass
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt_g.step()
+        self.optimise(self.opt_g, loss)
         return float(cycle.detach()), float(lowpass.detach())
 
     # --- validation -----------------------------------------------------------------------------
@@ -185,7 +190,7 @@ class Noise2Atom(Method):
         self._check_size(batch)
         self._train_mode(False)
         noisy, clean = _to_signed(batch), self._clean_like(batch, fixed=True)
-        cycle, lowpass, denoised = cycle_losses(self.ms2c, self.mc2s, self.lowpass, noisy, clean)
+        cycle, lowpass, denoised = cycle_losses(self.ema.model(self.ms2c), self.mc2s, self.lowpass, noisy, clean)
         distance = self.critic(clean).mean() - self.critic(denoised).mean()
         return {
             "val_loss": float(cycle + lowpass),
@@ -221,8 +226,8 @@ class Noise2Atom(Method):
         return self.export_graphs()["denoiser"](_pad_to_multiple(batch, SIZE_STEP))[..., :height, :width]
 
     def export_graphs(self) -> dict[str, nn.Module]:
-        self.ms2c.eval()
-        return {"denoiser": UnitRangeDenoiser(self.ms2c, self.config.clean_amplitude).eval()}
+        """The weight average of Ms2c (``ema_decay``; Ms2c itself when 0) as the denoiser."""
+        return {"denoiser": UnitRangeDenoiser(self.ema.model(self.ms2c), self.config.clean_amplitude).eval()}
 
     @property
     def size_step(self) -> int:
@@ -242,6 +247,7 @@ class Noise2Atom(Method):
             "ms2c": self.ms2c.state_dict(),
             "mc2s": self.mc2s.state_dict(),
             "critic": self.critic.state_dict(),
+            "ema": self.ema.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "simulation_rng": self.stream.get_state(),
@@ -250,6 +256,8 @@ class Noise2Atom(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in ("ms2c", "mc2s", "critic"):
             getattr(self, name).load_state_dict(state[name])
+        # checkpoints from before the weight average: start it from the loaded Ms2c
+        self.ema.load_state_dict(state.get("ema", {"updates": 0, "weights": self.ms2c.state_dict()}))
         # deep copies: torch reuses same-device tensors, so two methods would share optimiser moments
         self.opt_g.load_state_dict(copy.deepcopy(state["opt_g"]))
         self.opt_d.load_state_dict(copy.deepcopy(state["opt_d"]))

@@ -73,6 +73,10 @@ class CleanAtomStream:
             self._fixed[key] = simulate_batch(self.recipe, n, height, width, rng)
         return self._fixed[key]
 
+    def reseed_for_rank(self, rank: int) -> None:
+        """A distinct training stream for data-parallel rank ``rank`` (validation sets unchanged)."""
+        self.rng = np.random.default_rng([self.seed, 2, rank])
+
     def get_state(self) -> dict[str, Any]:
         """The Generator's state (plain ints and strings: loadable with ``weights_only``)."""
         return self.rng.bit_generator.state
