@@ -62,6 +62,13 @@ PSNR of Ms2c on 8 held-out frames, noisy 22.35 dB, machine shared so steps not s
 - ``export_best_checkpoint`` is False: the cycle ``val_loss`` jumped between 0.05 and 0.2 at
   unchanged quality and its minimum was not the best checkpoint by PSNR, so runs export the
   last (weight-averaged) checkpoint.
+
+Open problem: over a full 30-minute budget (2301 steps, 1 thread) these defaults did not
+hold: the exported generator scored 20.95 dB on all 200 atoms frames, below the noisy input
+(21.93), inventing atoms with dark halos (``benchmarks/figures/atoms_noise2atom.png``). The
+early peak (26 dB by step ~300 in short runs) is not kept; candidates: a decaying learning
+rate after the peak, a stronger low-pass cycle weight, or stopping on a simulated-noise
+validation set whose clean truth is known.
 """
 
 from selfden.methods.noise2atom.config import Noise2AtomConfig
