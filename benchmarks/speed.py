@@ -174,8 +174,12 @@ def training_batch(patch: int, batch: int) -> np.ndarray:
     return ((frames - low) / (high - low))[:, None].astype(np.float32)
 
 
-def training_rows(name: str, patch: int, batch: int, seconds: float, precisions: tuple[str, ...]) -> list[list[Any]]:
-    """(c) for one method: seconds per training step at each precision (alternating)."""
+def training_rows(
+    name: str, patch: int, batch: int, seconds: float, precisions: tuple[str, ...], options: dict[str, Any] | None = None
+) -> list[list[Any]]:
+    """(c) for one method: seconds per training step at each precision (alternating).
+
+    ``options``: method config values other than the defaults (e.g. COSDD's size preset)."""
     import torch
 
     from selfden.methods import get_method
@@ -185,7 +189,7 @@ def training_rows(name: str, patch: int, batch: int, seconds: float, precisions:
     cls = get_method(name)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    method = cls(cls.config_class(), Normalisation(offset=0.0, scale=1.0), device)
+    method = cls(cls.config_class(**(options or {})), Normalisation(offset=0.0, scale=1.0), device)
     data = torch.from_numpy(training_batch(patch, batch)).to(device)
 
     def step(bf16: bool) -> Callable[[], object]:
