@@ -33,7 +33,7 @@ TEST_INPUT, TEST_OUTPUT, SAMPLE_INPUT, SAMPLE_OUTPUT, COVER, README = (
 )  # fmt: skip
 TORCH_WEIGHTS = "denoiser.pt"  # the denoiser's state dict; architecture: selfden.methods.build_graph
 TEST_SIZE = 256  # preferred test-tensor height/width (smaller when the sample is smaller)
-TILE_SIZE = 256  # suggested tile core (kept pixels; selfden infer adds the halo around it)
+TILE_SIZE = 256  # smallest suggested tile core (kept pixels; selfden infer adds the halo around it)
 
 
 def export_package(
@@ -291,7 +291,10 @@ def _plain(info: dict[str, Any]) -> dict[str, Any]:
 def _selfden_config(method: Method, graphs: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
     """``config.selfden``: what ``selfden infer`` needs; the method's package_config() may add or override keys."""
     min_size, step = package_min_size(method), method.size_step
-    tile = -(-TILE_SIZE // step) * step  # the core must sit on the size step's grid
+    # A core of at least 4 halos keeps the halo's extra work at most (1.5)² = 2.25x the image;
+    # cae's 128-px halo around a 256 core cost 4x (benchmarks/speed.py, "network px / image px").
+    core = max(TILE_SIZE, 4 * method.halo)
+    tile = -(-core // step) * step  # the core must sit on the size step's grid
     config = {
         "method": method.name,
         "halo": method.halo,
