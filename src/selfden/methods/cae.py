@@ -56,6 +56,7 @@ from torch import nn
 
 from selfden.errors import SelfdenError
 from selfden.methods.base import Cite, Method, MethodConfig, Normalisation
+from selfden.methods.padding import pad_to_multiple
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ class Cae(Method):
         """Full-resolution head; pads any size up to a multiple of the size step and crops back."""
         self.net.eval()
         height, width = batch.shape[-2:]
-        padded = _pad_to_multiple(batch, self.size_step)
+        padded = pad_to_multiple(batch, self.size_step)
         return self.net(padded)[..., :height, :width]
 
     def state_dict(self) -> dict[str, Any]:
@@ -326,13 +327,3 @@ class Cae(Method):
                 f"{self.size_step} (the network halves them {len(self.config.widths) - 1} times); use e.g. a patch "
                 f"size of {4 * self.size_step}"
             )
-
-
-def _pad_to_multiple(batch: torch.Tensor, step: int) -> torch.Tensor:
-    """Pad the bottom/right edge up to a multiple of ``step`` (reflect where possible)."""
-    height, width = batch.shape[-2:]
-    pad_y, pad_x = -height % step, -width % step
-    if not (pad_y or pad_x):
-        return batch
-    mode = "reflect" if pad_y < height and pad_x < width else "replicate"
-    return F.pad(batch, (0, pad_x, 0, pad_y), mode=mode)

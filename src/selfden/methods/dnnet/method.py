@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from selfden.errors import SelfdenError
 from selfden.methods.base import Cite, Method, Normalisation, NormalisationKind, reseed_for_rank
 from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
 from selfden.methods.dnnet.networks import DEPTH, DNet, NoiseNet
+from selfden.methods.padding import pad_to_multiple
 
 if TYPE_CHECKING:
     from selfden.methods.dnnet.noise_model import NoiseCurve
@@ -171,7 +171,7 @@ class Dnnet(Method):
         """D-net on the unmasked batch; any size is padded up to a multiple of the size step and cropped back."""
         self._set_train(False)
         height, width = batch.shape[-2:]
-        return self.dnet(_pad_to_multiple(batch, self.size_step))[..., :height, :width]
+        return self.dnet(pad_to_multiple(batch, self.size_step))[..., :height, :width]
 
     def export_graphs(self) -> dict[str, torch.nn.Module]:
         return {"denoiser": self.dnet.eval()}
@@ -275,13 +275,3 @@ def _noise_net(config: DnnetConfig) -> NoiseNet | None:
 
 def _round(value: float) -> float:
     return float(f"{float(value):.4g}")
-
-
-def _pad_to_multiple(batch: torch.Tensor, step: int) -> torch.Tensor:
-    """Pad the bottom/right edge up to a multiple of ``step`` (reflect where possible)."""
-    height, width = batch.shape[-2:]
-    pad_y, pad_x = -height % step, -width % step
-    if not (pad_y or pad_x):
-        return batch
-    mode = "reflect" if pad_y < height and pad_x < width else "replicate"
-    return F.pad(batch, (0, pad_x, 0, pad_y), mode=mode)

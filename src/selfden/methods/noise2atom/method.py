@@ -7,7 +7,6 @@ import logging
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from selfden import atom_check
@@ -18,6 +17,7 @@ from selfden.methods.noise2atom.ema import WeightAverage
 from selfden.methods.noise2atom.losses import critic_loss, cycle_losses
 from selfden.methods.noise2atom.networks import Critic, GaussianLowPass, Generator, UnitRangeDenoiser
 from selfden.methods.noise2atom.simulation import AtomRecipe, CleanAtomStream
+from selfden.methods.padding import pad_to_multiple
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class Noise2Atom(Method):
         """Ms2c on any size (padded to a multiple of 8 and cropped back), in [0, 1] normalised units."""
         self._train_mode(False)
         height, width = batch.shape[-2:]
-        return self.export_graphs()["denoiser"](_pad_to_multiple(batch, SIZE_STEP))[..., :height, :width]
+        return self.export_graphs()["denoiser"](pad_to_multiple(batch, SIZE_STEP))[..., :height, :width]
 
     def export_graphs(self) -> dict[str, nn.Module]:
         """The weight average of Ms2c (``ema_decay``; Ms2c itself when 0) as the denoiser."""
@@ -281,13 +281,3 @@ class Noise2Atom(Method):
                 f"noise2atom batch of size {(height, width)}: height and width must be multiples of {SIZE_STEP} "
                 f"(the generators halve them 3 times); use e.g. a patch size of 64 or 128"
             )
-
-
-def _pad_to_multiple(batch: torch.Tensor, step: int) -> torch.Tensor:
-    """Pad the bottom/right edge up to a multiple of ``step`` (reflect where possible)."""
-    height, width = batch.shape[-2:]
-    pad_y, pad_x = -height % step, -width % step
-    if not (pad_y or pad_x):
-        return batch
-    mode = "reflect" if pad_y < height and pad_x < width else "replicate"
-    return F.pad(batch, (0, pad_x, 0, pad_y), mode=mode)
