@@ -52,8 +52,9 @@ class MultiKernelBlock(nn.Module):
         self.size = max(kernels[: len(splits)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the ONNX exporter cannot convolve with a computed kernel: export the branches
-        if not self.fused or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        # Fused only while training: the ONNX exporter cannot convolve with a computed kernel, and
+        # eval mode (denoise, the packages' PyTorch weights) must run the graph the ONNX file holds.
+        if not (self.fused and self.training) or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return torch.cat([branch(x) for branch in self.branches], dim=1)
         weights, biases = [], []
         for branch in self.branches:
