@@ -13,13 +13,7 @@ from selfden.methods import get_method
 from selfden.methods.base import Normalisation
 from selfden.methods.cae import Cae, CaeConfig
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The CI machine's cores are shared: two spinning torch threads there run ~20x slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(widths=(4, 4, 8, 8, 8, 8), residual_blocks=1, residual_width=8, bottleneck=2)

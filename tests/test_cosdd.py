@@ -24,13 +24,7 @@ ort = pytest.importorskip("onnxruntime", reason="the ONNX tests need onnxruntime
 TINY = dict(size="tiny", levels=4, features=8, latent_channels=4, components=3, downsamplings=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The CI machine's cores are shared: two spinning torch threads there run ~20x slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_cosdd(seed: int = 0, **overrides: object) -> Cosdd:

@@ -23,13 +23,7 @@ GAIN, READ = 0.02, 0.05
 TINY = dict(filters=8, noise_net_width=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The CI machine's cores are shared: two spinning torch threads there run far slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_dnnet(seed: int = 0, norm: Normalisation | None = None, **overrides: object) -> Dnnet:

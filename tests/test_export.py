@@ -21,13 +21,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is needed to check 
 TINY = dict(widths=(4, 4, 8, 8, 8, 8), residual_blocks=1, residual_width=8, bottleneck=2, halo=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The CI machine's cores are shared: two spinning torch threads there run ~20x slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_cae(offset: float = 0.0, scale: float = 1.0) -> Cae:

@@ -20,13 +20,7 @@ from selfden.methods.noise2atom.simulation import AtomRecipe, CleanAtomStream
 from selfden.metrics import affine_psnr
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The CI machine's cores are shared: two spinning torch threads there run far slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = dict(widths=(4, 8, 8, 16), residual_blocks=1, residual_width=16, critic_widths=(4, 8, 8, 16))
