@@ -207,7 +207,7 @@ def test_state_dict_round_trip_resumes_identically(tmp_path) -> None:
 
 
 def test_weight_average_is_the_bias_corrected_mean_after_two_updates() -> None:
-    from selfden.methods.noise2atom.ema import WeightAverage
+    from selfden.methods.weight_average import WeightAverage
 
     net = torch.nn.Linear(3, 1)
     average = WeightAverage(net, decay=0.9)

@@ -55,7 +55,7 @@ PSNR of Ms2c on 8 held-out frames, noisy 22.35 dB, machine shared so steps not s
   (160), 24.46 (240), 26.14 (280). Weight-averaged (below) at step 280: seed 0 25.85,
   seed 2 25.40 (1e-4 / 4e-4: 25.22 and 24.27).
 - ``ema_decay`` 0.99: validation, ``denoise`` and the export use a bias-corrected moving
-  average of Ms2c's weights (``ema.py``). At 3e-4 it turned the 20.3-24.6 dB swings into
+  average of Ms2c's weights (``selfden.methods.weight_average``). At 3e-4 it turned the 20.3-24.6 dB swings into
   23.6-24.1 dB; with TTUR it smooths the remaining dips (seed 2, step 240: raw 24.46,
   average 24.96) and lags the rising raw weights by 0-0.7 dB (0.995: up to 1 dB), a lag
   that shrinks as training levels off.

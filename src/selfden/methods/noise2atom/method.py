@@ -13,7 +13,7 @@ from selfden import atom_check
 from selfden.errors import SelfdenError
 from selfden.methods.base import Cite, Method, MethodConfig, Normalisation
 from selfden.methods.noise2atom.config import Noise2AtomConfig
-from selfden.methods.noise2atom.ema import WeightAverage
+from selfden.methods.weight_average import WeightAverage
 from selfden.methods.noise2atom.losses import critic_loss, cycle_losses
 from selfden.methods.noise2atom.networks import Critic, GaussianLowPass, Generator, UnitRangeDenoiser
 from selfden.methods.noise2atom.simulation import AtomRecipe, CleanAtomStream
