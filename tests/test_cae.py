@@ -16,7 +16,8 @@ from selfden.methods.cae import Cae, CaeConfig
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-TINY = dict(widths=(4, 4, 8, 8, 8, 8), residual_blocks=1, residual_width=8, bottleneck=2)
+# ema_decay 0: these tests look at ``cae.net`` itself (the weight average has its own test)
+TINY = dict(widths=(4, 4, 8, 8, 8, 8), residual_blocks=1, residual_width=8, bottleneck=2, ema_decay=0.0)
 
 
 def make_cae(seed: int = 0, **overrides: object) -> Cae:
@@ -67,6 +68,35 @@ def test_code_has_bottleneck_channels_at_one_32nd_resolution() -> None:
     cae = make_cae(bottleneck=3)
     assert cae.size_step == 32
     assert tuple(cae.net.code(torch.rand(2, 1, 96, 160)).shape) == (2, 3, 3, 5)
+
+
+def test_unset_widths_and_bottleneck_follow_the_device() -> None:
+    cpu, gpu = (CaeConfig().for_device(kind) for kind in ("cpu", "cuda"))
+    assert (cpu.widths, cpu.bottleneck) == ((8, 16, 32, 64), 2)  # code at 1/8 resolution
+    assert (gpu.widths, gpu.bottleneck) == ((8, 16, 32, 64, 64, 64), 64)  # the paper's 1/32
+    explicit = CaeConfig(bottleneck=5).for_device("cpu")
+    assert (explicit.widths, explicit.bottleneck) == ((8, 16, 32, 64), 5)
+    assert Cae.for_device(CaeConfig(), "cpu") == cpu
+
+
+def test_denoise_validation_and_export_use_the_weight_average() -> None:
+    rng = np.random.default_rng(0)
+    train = noisy_blobs(8, 64, rng)
+    cae = make_cae(ema_decay=0.9, learning_rate=3e-3, norm="layer")
+    for _ in range(3):
+        cae.training_step(train[:4])
+    x = train[4:6]
+    averaged = cae.average.model(cae.net)
+    assert averaged is not cae.net
+    with torch.no_grad():
+        expected, raw = averaged(x), cae.net.eval()(x)
+    assert not torch.allclose(expected, raw), "three steps must separate the average from the weights"
+    assert torch.equal(cae.denoise(x), expected)
+    assert torch.equal(cae.export_graphs()["denoiser"](x), expected)
+    state = cae.state_dict()
+    restored = make_cae(ema_decay=0.9, learning_rate=3e-3, norm="layer")
+    restored.load_state_dict(state)
+    assert torch.equal(restored.denoise(x), expected)
 
 
 class _ZeroCode(torch.nn.Module):
