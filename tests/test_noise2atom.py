@@ -15,6 +15,7 @@ from selfden.methods import get_method
 from selfden.methods.base import Normalisation
 from selfden.methods.noise2atom import Noise2Atom, Noise2AtomConfig
 from selfden.methods.noise2atom.losses import critic_loss, gradient_penalty
+from selfden.methods.noise2atom.method import lowpass_infidelity
 from selfden.methods.noise2atom.networks import GaussianLowPass, gaussian_kernel_2d
 from selfden.methods.noise2atom.simulation import AtomRecipe, CleanAtomStream
 from selfden.metrics import affine_psnr
@@ -173,6 +174,36 @@ def test_saturation_guard_penalises_only_pre_tanh_values_beyond_it() -> None:
     assert float(method._saturation_penalty(torch.tensor([-1.9, 0.0, 2.0]))) == 0.0
     assert float(method._saturation_penalty(torch.tensor([-3.0, 4.0]))) == pytest.approx((1.0 + 4.0) / 2)
     assert float(make_n2a(saturation_guard=0.0)._saturation_penalty(torch.tensor([9.0]))) == 0.0
+
+
+def test_lowpass_infidelity_is_zero_for_an_affine_copy_and_one_for_inverted_contrast() -> None:
+    lowpass = GaussianLowPass(33, 15.0)
+    noisy = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert float(lowpass_infidelity(lowpass, 0.5 * noisy - 0.2, noisy)) == pytest.approx(0.0, abs=1e-4)
+    assert float(lowpass_infidelity(lowpass, -noisy, noisy)) == pytest.approx(1.0, abs=1e-4)
+    unrelated = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert float(lowpass_infidelity(lowpass, unrelated, noisy)) > 0.5
+
+
+def test_fidelity_term_alone_moves_ms2c_towards_the_inputs_low_frequencies() -> None:
+    # no adversarial pull: the adversarial step then optimises the fidelity term only
+    # without the input skip Ms2c starts far from the identity, i.e. far from the input's low frequencies
+    options = dict(adversarial_weight=0.0, saturation_guard=0.0, input_skip=False, learning_rate=1e-3)
+    method = make_n2a(lpf_fidelity_weight=1.0, **options)
+    rows = torch.linspace(-0.8, 0.8, 64).view(1, 1, 64, 1)
+    noisy = (rows + 0.3 * torch.randn(4, 1, 64, 64, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+
+    def infidelity() -> float:
+        with torch.no_grad():
+            return float(lowpass_infidelity(method.lowpass, method.ms2c(noisy), noisy))
+    before = infidelity()
+    for _ in range(20):
+        method._adversarial_step(noisy)
+    assert infidelity() < before
+    off = make_n2a(lpf_fidelity_weight=0.0, **options)
+    weights = [p.detach().clone() for p in off.ms2c.parameters()]
+    off._adversarial_step(noisy)
+    assert all(torch.equal(a, b) for a, b in zip(weights, off.ms2c.parameters())), "weight 0 must not move Ms2c"
 
 
 def test_a_training_step_reports_every_loss_and_validation_is_repeatable() -> None:

@@ -61,6 +61,10 @@ class Noise2AtomConfig(MethodConfig):
     adversarial_weight: float = Field(1.0, ge=0.0, description="weight of the generator's adversarial step")
     cycle_weight: float = Field(1.0, ge=0.0, description="weight of |c - Ms2c(Mc2s(c))|")
     lpf_cycle_weight: float = Field(1.0, ge=0.0, description="weight of |LPF(s) - LPF(Mc2s(Ms2c(s)))|")
+    lpf_fidelity_weight: float = Field(
+        1.0, ge=0.0,
+        description="weight of the low-pass infidelity of Ms2c's output to its input (best affine fit; 0 = off)",
+    )
     clean_amplitude: float = Field(
         0.9, gt=0.0, le=1.0, description="clean images span [-a, a]: tanh reaches the background without saturating"
     )
