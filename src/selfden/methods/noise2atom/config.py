@@ -86,7 +86,9 @@ class Noise2AtomConfig(MethodConfig):
     atom_occupancy: Pair = Field(PAPER_OCCUPANCY, description="fraction of lattice sites holding an atom (min, max)")
     atom_intensity: Pair = Field((1.0, 4.0), description="relative atom intensities (min, max)")
     simulation_seed: int = Field(0, ge=0, description="seed of the simulated clean atoms")
-    halo: int = Field(32, ge=0, description="tile context in pixels; 2*halo must be a multiple of 8")
+    # Measured on the default networks after 30 min of training (atoms, 64-px tile cores): tile vs
+    # whole image differed by 8 % of the output's std at halo 32, 0.8 % at 48, 0.01 % at 64.
+    halo: int = Field(64, ge=0, description="tile context in pixels; 2*halo must be a multiple of 8")
 
     @field_validator("atom_sigma", "atom_occupancy", "atom_intensity", mode="before")
     @classmethod
