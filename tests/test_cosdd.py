@@ -130,6 +130,21 @@ def test_a_few_training_steps_lower_the_loss() -> None:
     assert {"kl_per_pixel", "nll", "signal_mse", "direct_mse", "sample_spread", "collapsed"} <= set(after)
 
 
+def test_direct_denoiser_rate_follows_the_vae_and_not_its_own_moving_target() -> None:
+    method = make_cosdd(plateau_patience=1)
+    rate = lambda name: method.optimizers[name].param_groups[0]["lr"]  # noqa: E731
+    start = rate("direct")
+    metrics = {"val_loss": 1.0, "signal_mse": 1.0, "kl_per_pixel": 0.1, "sample_spread": 0.3}
+    # the VAE keeps improving while the direct MSE gets worse (its target moves): no cut
+    for i in range(5):
+        method.on_validation_end({**metrics, "val_loss": 1.0 - 0.1 * i, "direct_mse": 0.001 * 10**i})
+    assert rate("direct") == start
+    # the VAE plateaus: its rate drops and the direct denoiser's with it
+    for _ in range(4):
+        method.on_validation_end({**metrics, "val_loss": 1.0, "direct_mse": 0.1})
+    assert rate("vae") < start and rate("direct") == rate("vae")
+
+
 def test_state_dict_round_trip_resumes_identically() -> None:
     rng = np.random.default_rng(0)
     batches = [row_noise_batch(4, 32, rng) for _ in range(3)]
