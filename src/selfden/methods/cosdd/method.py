@@ -22,6 +22,12 @@ held-out frames):
 - On the stripe suite free bits do no harm: 600 steps gave direct 22.2 dB with free bits 0.1
   vs 21.8 dB without (noisy 19.6 dB). There a healthy model sits at KL 0.027 nats/pixel with
   samples differing by 0.35 std, so collapse is judged on KL *and* sample spread.
+- The direct denoiser's learning rate follows the VAE's. With a plateau scheduler on its own
+  MSE (the reference's), the 30-minute stripe run (1341 steps) had cut it to 2e-8: its target
+  moves, and the collapsed VAE of the first validation gave an MSE of 0.001 that no later
+  target reached. That run's direct output scored 22.84 dB against 25.04 for MMSE-32 (first
+  8 frames); continuing it with the rate restored to 2e-3 gave 23.94 (50 steps), 24.45 (100),
+  24.83 (200), 24.75-24.89 (250-300) against an MMSE-32 of 24.99.
 - Halo: tile-vs-whole difference of the direct denoiser (max, relative to the output std) is
   0.3-0.7 % at 16 px, 0.05-0.5 % at 32 px, <= 0.01 % at 48 px (atoms, stripe): 4 size steps.
 """
