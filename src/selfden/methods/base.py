@@ -25,6 +25,10 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    def for_device(self, device_type: str) -> "MethodConfig":
+        """This config with device-dependent defaults made explicit ("cpu" or "cuda"); none by default."""
+        return self
+
 
 @dataclass(frozen=True)
 class Cite:
@@ -61,7 +65,7 @@ class Method(ABC):
     @classmethod
     def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:
         """The config with device-dependent defaults made explicit ("cpu" or "cuda"); saved with the run."""
-        return config
+        return config.for_device(device_type)
 
     @classmethod
     def data_defaults(cls, device_type: str) -> dict[str, Any]:

@@ -299,11 +299,6 @@ class Cae(Method):
     )
 
     @classmethod
-    def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:
-        assert isinstance(config, CaeConfig)
-        return config.for_device(device_type)
-
-    @classmethod
     def data_defaults(cls, device_type: str) -> dict[str, Any]:
         # 64² crops in batches of 8: the CPU measurements above (4x the steps of 128² crops per second)
         return {"patch_size": 64, "batch_size": 8} if device_type == "cpu" else {}

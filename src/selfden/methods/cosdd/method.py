@@ -90,11 +90,6 @@ class Cosdd(Method):
     )
 
     @classmethod
-    def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:
-        assert isinstance(config, CosddConfig)
-        return config.for_device(device_type)
-
-    @classmethod
     def data_defaults(cls, device_type: str) -> dict[str, Any]:
         # On a CPU the tiny preset trains at ~1 step/s on 64² crops in batches of 4 (1 core), ~6x
         # the steps of 128² x 8 in the same time; the noise model's 40-px reach fits in 64 px.
