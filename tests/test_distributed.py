@@ -16,65 +16,14 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from selfden.cli import app
-from selfden.methods.base import Method, MethodConfig, Normalisation
 from selfden.training import TrainerConfig, train
 from selfden.training import distributed
+from toy_method import ToyBlur
 
 PATCH = 16
 GLOBAL_BATCH = 8
 SEED = 3
 STEPS = 30
-
-
-class ToyConfig(MethodConfig):
-    lr: float = 0.05
-
-
-class ToyBlur(Method):
-    """A 3×3 convolution learning ``x → 3×3 mean of x``; steps through ``Method.optimise``."""
-
-    name = "toy-blur"
-    config_class = ToyConfig
-
-    def __init__(self) -> None:
-        super().__init__(ToyConfig(), Normalisation(0.0, 1.0), torch.device("cpu"))
-        torch.manual_seed(0)
-        self.net = torch.nn.Conv2d(1, 1, 3, padding=1)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
-
-    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self.net(batch), F.avg_pool2d(batch, 3, stride=1, padding=1, count_include_pad=False))
-
-    def training_step(self, batch: torch.Tensor) -> dict[str, float]:
-        loss = self._loss(batch)
-        self.optimise(self.opt, loss)
-        return {"loss": loss.item()}
-
-    def validation_step(self, batch: torch.Tensor) -> dict[str, float]:
-        with torch.no_grad():
-            return {"val_loss": self._loss(batch).item()}
-
-    def denoise(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.net(batch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-
-    def export_graphs(self) -> dict[str, torch.nn.Module]:
-        return {"denoiser": self.net.eval()}
-
-    @property
-    def size_step(self) -> int:
-        return 1
-
-    @property
-    def halo(self) -> int:
-        return 1
 
 
 def _config() -> TrainerConfig:

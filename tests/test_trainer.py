@@ -12,11 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 
 from selfden.errors import SelfdenError
-from selfden.methods.base import Method, MethodConfig, Normalisation
 from selfden.training.checkpoint import save_checkpoint
 from selfden.training import (
     ProgressState,
@@ -27,19 +25,13 @@ from selfden.training import (
     resolve_device,
     train,
 )
+from toy_method import ToyBlur, ToyConfig
 
 BATCH_SHAPE = (4, 1, 16, 16)
 
 
-class ToyConfig(MethodConfig):
-    lr: float = 0.05
-
-
-class ToyBlur(Method):
-    """Learns ``x → 3×3 mean of x`` with Adam; hooks to interrupt, diverge or slow down."""
-
-    name = "toy-blur"
-    config_class = ToyConfig
+class InstrumentedToyBlur(ToyBlur):
+    """The toy method with hooks to interrupt, diverge or slow down, and records of what it saw."""
 
     def __init__(
         self,
@@ -51,19 +43,11 @@ class ToyBlur(Method):
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
-        config = config or ToyConfig()
-        super().__init__(config, Normalisation(0.0, 1.0), torch.device(device))
-        torch.manual_seed(seed)
-        self.net = torch.nn.Conv2d(1, 1, 3, padding=1).to(self.device)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        super().__init__(config, seed=seed, device=device)
         self.interrupt_at, self.nan_at, self.step_seconds = interrupt_at, nan_at, step_seconds
         self.calls = 0
         self.autocast_in_training: set[bool] = set()
         self.optimizer_state_at_first_step: dict[str, Any] | None = None
-
-    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
-        target = F.avg_pool2d(batch, 3, stride=1, padding=1, count_include_pad=False)
-        return F.mse_loss(self.net(batch), target)
 
     def training_step(self, batch: torch.Tensor) -> dict[str, float]:
         self.calls += 1
@@ -74,39 +58,10 @@ class ToyBlur(Method):
         self.autocast_in_training.add(torch.is_autocast_enabled(self.device.type))
         if self.step_seconds:
             time.sleep(self.step_seconds)
-        loss = self._loss(batch)
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
+        metrics = super().training_step(batch)
         if self.calls == self.nan_at:
             return {"loss": float("nan")}
-        return {"loss": loss.item(), "weight_mean": self.net.weight.mean().item()}
-
-    def validation_step(self, batch: torch.Tensor) -> dict[str, float]:
-        with torch.no_grad():
-            return {"val_loss": self._loss(batch).item()}
-
-    def denoise(self, batch: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.net(batch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
-
-    def export_graphs(self) -> dict[str, torch.nn.Module]:
-        return {"denoiser": self.net.eval()}
-
-    @property
-    def size_step(self) -> int:
-        return 1
-
-    @property
-    def halo(self) -> int:
-        return 1
+        return {**metrics, "weight_mean": self.net.weight.mean().item()}
 
 
 def _config(**overrides: Any) -> TrainerConfig:
@@ -138,7 +93,7 @@ def _records(run_dir: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def test_training_lowers_validation_loss(tmp_path: Path) -> None:
-    result = _train(ToyBlur(), tmp_path, _config(max_steps=30, val_every_steps=10))
+    result = _train(InstrumentedToyBlur(), tmp_path, _config(max_steps=30, val_every_steps=10))
     val_losses = [r["val_loss"] for r in _records(tmp_path, "val")]
     assert val_losses[-1] < 0.3 * val_losses[0], val_losses
     assert result.best_val_loss == min(val_losses), (result.best_val_loss, val_losses)
@@ -147,11 +102,11 @@ def test_training_lowers_validation_loss(tmp_path: Path) -> None:
 
 
 def test_resume_continues_step_count_and_optimizer_state(tmp_path: Path) -> None:
-    first = ToyBlur()
+    first = InstrumentedToyBlur()
     before = _train(first, tmp_path, _config(max_steps=5))
     saved_optimizer = copy.deepcopy(first.opt.state_dict())
 
-    second = ToyBlur(seed=123)  # different initial weights: everything must come from last.pt
+    second = InstrumentedToyBlur(seed=123)  # different initial weights: everything must come from last.pt
     after = _train(second, tmp_path, _config(max_steps=10), resume=True)
 
     assert second.calls == 5 and after.steps == 10, (second.calls, after.steps)
@@ -168,13 +123,13 @@ def test_resume_continues_step_count_and_optimizer_state(tmp_path: Path) -> None
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path: Path) -> None:
-    straight = ToyBlur()
+    straight = InstrumentedToyBlur()
     _train(straight, tmp_path / "straight", _config(max_steps=10), sampler=_sampler())
 
-    split = ToyBlur()
+    split = InstrumentedToyBlur()
     sampler = _sampler()
     _train(split, tmp_path / "split", _config(max_steps=4), sampler=sampler)
-    split = ToyBlur(seed=7)
+    split = InstrumentedToyBlur(seed=7)
     _train(split, tmp_path / "split", _config(max_steps=10), resume=True, sampler=_sampler(seed=555))
 
     # the data Generator's state came from the checkpoint, so both runs saw the same crops
@@ -182,7 +137,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path: Path) -> None:
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
-    _train(ToyBlur(), tmp_path, _config(max_steps=3))
+    _train(InstrumentedToyBlur(), tmp_path, _config(max_steps=3))
     for name in ("last.pt", "best.pt"):
         checkpoint = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
         assert {"step", "elapsed_seconds", "best_val_loss", "method", "rng"} <= set(checkpoint), sorted(checkpoint)
@@ -203,12 +158,12 @@ def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path: Path) -> None
 
 def test_resume_without_checkpoint_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(SelfdenError, match="does not exist; train without resuming"):
-        _train(ToyBlur(), tmp_path, _config(), resume=True)
+        _train(InstrumentedToyBlur(), tmp_path, _config(), resume=True)
 
 
 def test_time_budget_stops_training(tmp_path: Path) -> None:
     config = _config(max_steps=None, max_minutes=0.01, val_every_steps=10**6, val_every_seconds=0.1)
-    result = _train(ToyBlur(step_seconds=0.05), tmp_path, config)
+    result = _train(InstrumentedToyBlur(step_seconds=0.05), tmp_path, config)
     assert result.stop_reason == "max_minutes", result
     # the budget is checked between steps, so it ends within a step (and a validation) of 0.6 s
     assert 0.6 <= result.elapsed_seconds < 3.0, result.elapsed_seconds
@@ -218,14 +173,14 @@ def test_time_budget_stops_training(tmp_path: Path) -> None:
 
 
 def test_keyboard_interrupt_saves_checkpoint(tmp_path: Path) -> None:
-    result = _train(ToyBlur(interrupt_at=7), tmp_path, _config(max_steps=50))
+    result = _train(InstrumentedToyBlur(interrupt_at=7), tmp_path, _config(max_steps=50))
     assert result.interrupted and result.stop_reason == "interrupted", result
     assert result.steps == 6, result.steps
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 6
 
 
 def test_metrics_jsonl_has_train_and_val_lines(tmp_path: Path) -> None:
-    _train(ToyBlur(), tmp_path, _config(max_steps=20, log_every_steps=5, val_every_steps=10))
+    _train(InstrumentedToyBlur(), tmp_path, _config(max_steps=20, log_every_steps=5, val_every_steps=10))
     train_lines, val_lines = _records(tmp_path, "train"), _records(tmp_path, "val")
     assert [r["step"] for r in train_lines] == [5, 10, 15, 20], train_lines
     assert [r["step"] for r in val_lines] == [0, 10, 20], val_lines
@@ -234,7 +189,7 @@ def test_metrics_jsonl_has_train_and_val_lines(tmp_path: Path) -> None:
 
 
 def test_report_png_written(tmp_path: Path) -> None:
-    result = _train(ToyBlur(), tmp_path, _config(write_report=True))
+    result = _train(InstrumentedToyBlur(), tmp_path, _config(write_report=True))
     report = tmp_path / "report.png"
     assert result.report_written and report.is_file()
     assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -255,18 +210,18 @@ def test_method_diagnostic_figures_are_written_beside_the_report(tmp_path: Path)
 def test_nonfinite_loss_stops_with_clear_error(tmp_path: Path) -> None:
     config = _config(max_steps=50, checkpoint_every_minutes=0)
     with pytest.raises(TrainingDiverged, match=r"diverged: loss became nan at step 4 .*step 3\) is kept"):
-        _train(ToyBlur(nan_at=4), tmp_path, config)
+        _train(InstrumentedToyBlur(nan_at=4), tmp_path, config)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 3
 
 
 def test_early_stopping_after_patience_validations(tmp_path: Path) -> None:
     config = _config(max_steps=50, val_every_steps=1, early_stopping_patience=2)
-    result = _train(ToyBlur(ToyConfig(lr=0.0)), tmp_path, config)  # frozen weights never improve
+    result = _train(InstrumentedToyBlur(ToyConfig(lr=0.0)), tmp_path, config)  # frozen weights never improve
     assert result.stop_reason == "early_stopping" and result.steps == 2, result
 
 
 def test_bf16_autocast_only_on_cpu_when_asked(tmp_path: Path) -> None:
-    default, asked = ToyBlur(), ToyBlur()
+    default, asked = InstrumentedToyBlur(), InstrumentedToyBlur()
     _train(default, tmp_path / "default", _config(max_steps=2))
     _train(asked, tmp_path / "asked", _config(max_steps=2, bf16_on_cpu=True))
     assert default.autocast_in_training == {False} and asked.autocast_in_training == {True}
@@ -275,7 +230,7 @@ def test_bf16_autocast_only_on_cpu_when_asked(tmp_path: Path) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_training_uses_bf16_autocast(tmp_path: Path) -> None:
-    method = ToyBlur(device="cuda")
+    method = InstrumentedToyBlur(device="cuda")
     result = _train(method, tmp_path, _config(max_steps=20, device="auto"))
     assert method.autocast_in_training == {torch.cuda.is_bf16_supported()}
     assert result.best_val_loss is not None and result.best_val_loss < 0.1, result
@@ -297,7 +252,7 @@ class RecordingProgress:
 
 def test_progress_reporter_sees_every_step(tmp_path: Path) -> None:
     progress = RecordingProgress()
-    _train(ToyBlur(), tmp_path, _config(max_steps=8), progress=progress)
+    _train(InstrumentedToyBlur(), tmp_path, _config(max_steps=8), progress=progress)
     kinds = [kind for kind, _ in progress.events]
     assert kinds == ["start"] + ["update"] * 8 + ["finish"], kinds
     final = progress.events[-1][1]
