@@ -29,7 +29,9 @@ held-out frames):
   8 frames); continuing it with the rate restored to 2e-3 gave 23.94 (50 steps), 24.45 (100),
   24.83 (200), 24.75-24.89 (250-300) against an MMSE-32 of 24.99.
 - Halo: tile-vs-whole difference of the direct denoiser (max, relative to the output std) is
-  0.3-0.7 % at 16 px, 0.05-0.5 % at 32 px, <= 0.01 % at 48 px (atoms, stripe): 4 size steps.
+  0.3-0.7 % at 16 px, 0.05-0.5 % at 32 px, <= 0.01 % at 48 px (atoms, stripe). A direct denoiser
+  that keeps learning (previous item) reaches further: 0.72 % beyond a 32-px halo after 30 minutes
+  on the stripe suite (`selfden infer` vs the package's test output). Hence 6 size steps (48 px).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from selfden.methods.cosdd.signal_decoder import SignalDecoder
 logger = logging.getLogger(__name__)
 
 #: Tile context per size step when ``halo`` is unset (measured: see the module docstring).
-HALO_STEPS = 4
+HALO_STEPS = 6
 
 
 class Cosdd(Method):
