@@ -99,6 +99,18 @@ def test_denoise_validation_and_export_use_the_weight_average() -> None:
     assert torch.equal(restored.denoise(x), expected)
 
 
+def test_cosine_schedule_anneals_the_rate_to_zero_at_the_end_of_the_budget() -> None:
+    cae = make_cae(learning_rate=1e-3, lr_schedule="cosine")
+    rates = []
+    for fraction in (0.0, 0.5, 1.0):
+        cae.on_budget_progress(fraction)
+        rates.append(cae.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([1e-3, 5e-4, 0.0])
+    constant = make_cae(learning_rate=1e-3, lr_schedule="constant")
+    constant.on_budget_progress(0.9)
+    assert constant.optimizer.param_groups[0]["lr"] == 1e-3
+
+
 class _ZeroCode(torch.nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()

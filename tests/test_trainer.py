@@ -250,6 +250,20 @@ class RecordingProgress:
         self.events.append(("finish", state))
 
 
+def test_method_hears_the_budget_fraction_before_every_step(tmp_path: Path) -> None:
+    class Listening(ToyBlur):
+        def __init__(self) -> None:
+            super().__init__()
+            self.heard: list[float] = []
+
+        def on_budget_progress(self, fraction: float) -> None:
+            self.heard.append(fraction)
+
+    method = Listening()
+    _train(method, tmp_path, _config(max_steps=10))
+    assert method.heard == pytest.approx([step / 10 for step in range(10)])
+
+
 def test_progress_reporter_sees_every_step(tmp_path: Path) -> None:
     progress = RecordingProgress()
     _train(InstrumentedToyBlur(), tmp_path, _config(max_steps=8), progress=progress)

@@ -95,6 +95,10 @@ class Method(ABC):
     def on_validation_end(self, metrics: dict[str, float]) -> None:
         """Called with the averaged validation metrics (e.g. for plateau LR schedulers)."""
 
+    def on_budget_progress(self, fraction: float) -> None:
+        """Called before every training step with the share of the budget used, 0 to 1 (whichever of
+        steps or minutes ends first), the same on every rank: for schedules that anneal to the end."""
+
     def optimise(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, *, skip_non_finite: bool = False) -> bool:
         """One update of ``optimizer``'s parameters: zero the gradients, backpropagate ``loss``,
         average the gradients over data-parallel ranks, step. Every method steps through here, so

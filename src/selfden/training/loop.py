@@ -193,6 +193,8 @@ class _Run:
         return None
 
     def _train_step(self) -> None:
+        # rank 0's clock, as for stopping: every replica must apply the same learning rate
+        self.method.on_budget_progress(distributed.broadcast(self._progress_state().fraction))
         batch = batch_to_device(self.next_batch(), self.device)
         with autocast_context(self.device, self.bf16):
             metrics = _as_floats(self.method.training_step(batch))
