@@ -171,8 +171,12 @@ class _Run:
             return "interrupted"
 
     def _loop(self) -> StopReason:
-        # rank 0's clock decides for everyone, so all ranks stop and validate at the same step
-        while (reason := distributed.broadcast(self._budget_spent())) is None:
+        while True:
+            # rank 0's clock decides for everyone, so all ranks stop, validate and anneal alike
+            reason, fraction = distributed.broadcast((self._budget_spent(), self._budget_fraction()))
+            if reason is not None:
+                return reason
+            self.method.on_budget_progress(fraction)
             self._train_step()
             if distributed.broadcast(self._validation_due()):
                 self._validate()
@@ -182,7 +186,10 @@ class _Run:
                 self._save(self.paths.last_checkpoint)
             if self.progress is not None:
                 self.progress.update(self._progress_state())
-        return reason
+
+    def _budget_fraction(self) -> float:
+        """Share of the budget used (``ProgressState.fraction`` without the metric copies)."""
+        return ProgressState(self.counters.step, self.elapsed(), self.config.max_steps, self.config.max_seconds).fraction
 
     def _budget_spent(self) -> StopReason | None:
         if self.config.max_steps is not None and self.counters.step >= self.config.max_steps:
@@ -193,8 +200,6 @@ class _Run:
         return None
 
     def _train_step(self) -> None:
-        # rank 0's clock, as for stopping: every replica must apply the same learning rate
-        self.method.on_budget_progress(distributed.broadcast(self._progress_state().fraction))
         batch = batch_to_device(self.next_batch(), self.device)
         with autocast_context(self.device, self.bf16):
             metrics = _as_floats(self.method.training_step(batch))
