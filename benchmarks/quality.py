@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for training (default: torch's own, as selfden train)")
     parser.add_argument("--label", default=None, help="row name (default: method plus --set values)")
+    parser.add_argument("--tta", action="store_true",
+                        help="also score `selfden infer --tta` (average over the orientations trained with)")
     parser.add_argument("--baselines", default="gaussian,nlm,bm3d", help="comma-separated, or none")
     parser.add_argument("--rerun-baselines", action="store_true", help="ignore cached baseline results")
     parser.add_argument("--out", type=Path, default=common.BENCH_DIR / "_work", help="work folder (data, runs)")
@@ -242,7 +244,6 @@ def method_record(
     side = min(synth_set.noisy.shape[1:])
     config, result, denoised_path, infer_seconds, cores = train_and_denoise(method, noisy_path, side, work, args)
     denoised = read_stack(denoised_path)
-    figure = save_figure(synth_set, denoised, label, args.figures_dir)
     row = {
         "name": label,
         "settings": _settings(method, config, options, getattr(args, "threads", None)) + f", {result.device}",
@@ -252,9 +253,19 @@ def method_record(
         "scores": _scores(denoised, synth_set.clean),
         "seconds": infer_seconds,
     }
-    s = row["scores"]
-    scores = f"affine PSNR {s['affine_psnr']:.2f} dB, SSIM {s['ssim']:.3f}"
-    print(f"[{synth_set.name}] {label}: {result.steps} steps, {scores}")
+    rows = [row]
+    if getattr(args, "tta", False):
+        from selfden.inference.predictor import denoise_files
+
+        start = time.perf_counter()
+        tta_path = denoise_files(result.model_dir, [noisy_path], work / "denoised_tta.tif", device=args.device, tta=True)[0]
+        denoised = read_stack(tta_path)
+        rows.append({**row, "name": f"{label} --tta", "settings": row["settings"] + ", 8 orientations averaged",
+                     "scores": _scores(denoised, synth_set.clean), "seconds": time.perf_counter() - start})
+    figure = save_figure(synth_set, denoised, rows[-1]["name"], args.figures_dir)
+    for r in rows:
+        scores = f"affine PSNR {r['scores']['affine_psnr']:.2f} dB, SSIM {r['scores']['ssim']:.3f}"
+        print(f"[{synth_set.name}] {r['name']}: {result.steps} steps, {scores}")
     return {
         **_base_record("method", synth_set),
         "method": method,
@@ -267,7 +278,7 @@ def method_record(
         "train_cores_used": round(cores, 2),
         "run_dir": str(result.run_dir),
         "figure": _relative(figure),
-        "rows": [row],
+        "rows": rows,
     }
 
 

@@ -214,6 +214,59 @@ def test_train_refuses_an_existing_run_folder(trained_run: tuple[Path, Path]) ->
     assert (run / "model" / "rdf.yaml").is_file()
 
 
+def test_infer_tta_averages_the_eight_orientations_cae_trained_with(
+    trained_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import yaml
+
+    from selfden.inference.predictor import Predictor
+    from selfden.inference.symmetry import DIHEDRAL, transform, untransform
+
+    run, data = trained_run
+    rdf = yaml.safe_load((run / "model" / "rdf.yaml").read_text())
+    assert rdf["config"]["selfden"]["symmetries"] == list(DIHEDRAL)  # cae trains on flipped, turned crops
+    output = tmp_path / "tta.tif"
+    result = run_selfden("infer", run, data, "-o", output, "--tta")
+    assert result.returncode == 0, result.stdout + result.stderr
+    frame = tifffile.imread(data)[0].astype(np.float32)
+    plain = Predictor.from_path(run / "model")
+    by_hand = np.mean([untransform(plain.predict_image(transform(frame, name)), name) for name in DIHEDRAL], axis=0)
+    assert np.allclose(tifffile.imread(output)[0], by_hand, atol=1e-3 * float(np.abs(by_hand).max()))
+
+
+def test_tta_on_a_model_trained_without_flips_is_one_line_error(
+    trained_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from test_predictor import write_model
+
+    output = tmp_path / "out.tif"
+    result = run_selfden("infer", write_model(tmp_path / "plain"), trained_run[1], "-o", output, "--tta")
+    _assert_clean_failure(result, mention="--tta")
+    assert not output.exists()
+
+
+def test_no_augment_trains_on_crops_as_recorded_and_the_package_says_so(
+    trained_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import yaml
+
+    run = tmp_path / "run"
+    result = run_selfden("train", "cae", trained_run[1], "-o", run, "--steps", "1", "--patch-size", "64",
+                         "--batch-size", "2", "--no-augment", *TINY_CAE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["augment"] is False
+    assert yaml.safe_load((run / "model" / "rdf.yaml").read_text())["config"]["selfden"]["symmetries"] == ["identity"]
+    assert "--tta" not in result.stdout
+
+
+def test_augment_for_a_method_bound_to_the_scan_direction_is_one_line_error(
+    trained_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    result = run_selfden("train", "cosdd", trained_run[1], "-o", tmp_path / "run", "--steps", "1", "--augment")
+    _assert_clean_failure(result, mention="--augment")
+    assert not (tmp_path / "run").exists()
+
+
 def _assert_clean_failure(result: subprocess.CompletedProcess[str], mention: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0, result.stdout + result.stderr

@@ -49,10 +49,15 @@ def _layout_nodes(layout: str) -> tuple[list[Any], list[Any], list[Any]]:
 
 
 def save_graph(path: Path, kind: str = "mean3", layout: str = "bcyx", batch: int | str = "b") -> None:
-    """A 3x3 mean ('mean3', zero padded) or an identity graph, opset 17, IR 8."""
+    """A 3x3 mean ('mean3', zero padded), the left neighbour ('left', zero padded) or an
+    identity graph, opset 17, IR 8."""
     before, after, initialisers = _layout_nodes(layout)
-    if kind == "mean3":
-        weight = numpy_helper.from_array(np.full((1, 1, 3, 3), 1 / 9, np.float32), "w")
+    if kind in ("mean3", "left"):
+        kernel = np.full((1, 1, 3, 3), 1 / 9, np.float32)
+        if kind == "left":
+            kernel = np.zeros((1, 1, 3, 3), np.float32)
+            kernel[0, 0, 1, 0] = 1.0  # output[y, x] = input[y, x - 1]
+        weight = numpy_helper.from_array(kernel, "w")
         core = [helper.make_node("Conv", ["nchw", "w"], ["conv"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])]
         initialisers = [*initialisers, weight]
     else:
@@ -101,8 +106,10 @@ def write_model(
     step: int = 8,
     halo: int = 4,
     tile_size: int = 64,
+    symmetries: list[str] | None = None,
 ) -> Path:
-    """A model folder in the MODEL FOLDER format of the selfden brief (rdf.yaml written by hand)."""
+    """A model folder in the MODEL FOLDER format of the selfden brief (rdf.yaml written by hand);
+    ``symmetries``: the orientations it claims to have been trained with (default: none recorded)."""
     folder.mkdir(parents=True, exist_ok=True)
     save_graph(folder / "denoiser.onnx", kind, layout)
     default_pre, default_post = selfden_processing()
@@ -120,6 +127,8 @@ def write_model(
                                "tile_size": tile_size, "normalisation": {"offset": OFFSET, "scale": SCALE},
                                "graphs": {"denoiser": "denoiser.onnx"}}},
     }
+    if symmetries is not None:
+        rdf["config"]["selfden"]["symmetries"] = symmetries
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
     return folder
 

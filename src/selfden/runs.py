@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfden import __version__
 from selfden.errors import InputError, SelfdenError
+from selfden.inference.symmetry import DIHEDRAL, IDENTITY_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class DataConfig(BaseModel):
     val_fraction: float = Field(0.1, description="Share of frames (or rows, for few frames) kept for validation.")
     val_batches: int = Field(4, description="Fixed validation batches evaluated at each validation.")
     augment: bool | None = Field(None, description="Flips/rot90; None = whatever the method allows.")
+
+    def uses_augmentation(self, method_allows: bool) -> bool:
+        """Whether crops are flipped and turned: never when the method forbids it."""
+        return method_allows if self.augment is None else (self.augment and method_allows)
 
 
 class RunConfig(BaseModel):
@@ -108,6 +113,10 @@ def new_run_config(
     method_config = method_cls.for_device(method_config, device_type)
     data_options = {**method_cls.data_defaults(device_type), **data_options}
     data = _validated(DataConfig, {"inputs": [str(Path(p).resolve()) for p in inputs], **data_options}, "data option")
+    if data.augment and not method_cls.allows_augmentation:
+        raise SelfdenError(
+            f"--augment: {method} trains on crops as recorded (its noise model depends on the scan direction); leave it out"
+        )
     return RunConfig(
         method=method,
         method_config=method_config.model_dump(mode="json"),
@@ -247,13 +256,15 @@ def export_run(
         **({"device": device} if device else {}),
         "validation": list(validation),
     }
+    # Training crops were flipped and turned at random (all 8 orientations) or not at all.
+    symmetries = DIHEDRAL if config.data.uses_augmentation(type(method).allows_augmentation) else IDENTITY_ONLY
     target = Path(out_dir) if out_dir is not None else run_dir / MODEL_DIR
     if target.suffix.lower() != ".zip":
-        return export_package(method, target, sample_raw, info)
+        return export_package(method, target, sample_raw, info, symmetries)
     from selfden.export.archive import write_package_zip
 
     with tempfile.TemporaryDirectory(prefix="selfden-export-") as temp:
-        return write_package_zip(export_package(method, Path(temp) / "model", sample_raw, info), target)
+        return write_package_zip(export_package(method, Path(temp) / "model", sample_raw, info, symmetries), target)
 
 
 def training_progress(run_dir: Path) -> dict[str, Any]:
@@ -326,8 +337,9 @@ def _training_data(
     train_regions, val_regions = split_train_val(
         stacks, val_fraction=data.val_fraction, rng=rng, patch_size=data.patch_size
     )
-    augment = method_allows_augmentation if data.augment is None else (data.augment and method_allows_augmentation)
-    sampler = CropSampler(train_regions, data.patch_size, norm, augment=augment, rng=rng)
+    sampler = CropSampler(
+        train_regions, data.patch_size, norm, augment=data.uses_augmentation(method_allows_augmentation), rng=rng
+    )
     val = validation_batches(
         val_regions, data.patch_size, data.batch_size, norm, data.val_batches, np.random.default_rng(config.seed + 1)
     )

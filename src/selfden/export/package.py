@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import yaml
 
 import selfden
 from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport, export_onnx
+from selfden.inference.symmetry import IDENTITY_ONLY, check_names
 from selfden.methods.base import Method
 
 logger = logging.getLogger(__name__)
@@ -37,13 +38,18 @@ TILE_SIZE = 256  # smallest suggested tile core (kept pixels; selfden infer adds
 
 
 def export_package(
-    method: Method, out_dir: str | os.PathLike[str], sample_raw: np.ndarray, training_info: dict[str, Any]
+    method: Method,
+    out_dir: str | os.PathLike[str],
+    sample_raw: np.ndarray,
+    training_info: dict[str, Any],
+    symmetries: Sequence[str] = IDENTITY_ONLY,
 ) -> Path:
     """Export ``method`` as a tested bioimage.io package folder at ``out_dir``; returns its path.
 
     ``sample_raw``: a 2-D image in raw intensities; a centred crop becomes the test tensor and cover.
     ``training_info``: plain values, recorded under ``config.selfden.training``; ``name``,
     ``description`` and ``authors`` (list of names) are used for the package when present.
+    ``symmetries``: the orientations training showed the model (``selfden infer --tta`` averages them).
     An existing ``out_dir`` is replaced only if it is an earlier selfden export (or empty).
     """
     out_dir = Path(out_dir).absolute()
@@ -55,7 +61,8 @@ def export_package(
     try:
         staging = build / "staging"
         staging.mkdir()
-        package = _save(_describe(method, staging, sample_raw, _plain(training_info)), build / "package")
+        description = _describe(method, staging, sample_raw, _plain(training_info), check_names(symmetries))
+        package = _save(description, build / "package")
         _test_package(package)
         _swap_in(package, out_dir)
     finally:
@@ -102,7 +109,9 @@ def _check_replaceable(out_dir: Path) -> None:
         )
 
 
-def _describe(method: Method, staging: Path, sample_raw: np.ndarray, info: dict[str, Any]) -> Any:
+def _describe(
+    method: Method, staging: Path, sample_raw: np.ndarray, info: dict[str, Any], symmetries: tuple[str, ...]
+) -> Any:
     """Write every file of the package into ``staging`` and return its ModelDescr."""
     test_input = crop_for_test_tensor(method, sample_raw)  # first: a bad sample should fail before the slow steps
     graphs, reports = _export_graphs(method, staging)
@@ -114,7 +123,7 @@ def _describe(method: Method, staging: Path, sample_raw: np.ndarray, info: dict[
     _write_tif(staging / SAMPLE_OUTPUT, test_output[None, None])
     _write_cover(staging / COVER, test_input, test_output)
     (staging / README).write_text(_readme(method, info, reports, (test_input, test_output)), encoding="utf-8")
-    return _model_descr(method, staging, graphs, info)
+    return _model_descr(method, staging, graphs, info, symmetries)
 
 
 def _export_graphs(method: Method, staging: Path) -> tuple[dict[str, str], list[ParityReport]]:
@@ -288,7 +297,9 @@ def _plain(info: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(info, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-def _selfden_config(method: Method, graphs: dict[str, str], info: dict[str, Any]) -> dict[str, Any]:
+def _selfden_config(
+    method: Method, graphs: dict[str, str], info: dict[str, Any], symmetries: tuple[str, ...]
+) -> dict[str, Any]:
     """``config.selfden``: what ``selfden infer`` needs; the method's package_config() may add or override keys."""
     min_size, step = package_min_size(method), method.size_step
     # A core of at least 4 halos keeps the halo's extra work at most (1.5)² = 2.25x the image;
@@ -303,6 +314,7 @@ def _selfden_config(method: Method, graphs: dict[str, str], info: dict[str, Any]
         "tile_size": tile,
         "normalisation": {"offset": float(method.normalisation.offset), "scale": float(method.normalisation.scale)},
         "graphs": graphs,
+        "symmetries": list(symmetries),
         "selfden_version": selfden.__version__,
         "training": info,
     }
@@ -310,7 +322,9 @@ def _selfden_config(method: Method, graphs: dict[str, str], info: dict[str, Any]
     return config
 
 
-def _model_descr(method: Method, staging: Path, graphs: dict[str, str], info: dict[str, Any]) -> Any:
+def _model_descr(
+    method: Method, staging: Path, graphs: dict[str, str], info: dict[str, Any], symmetries: tuple[str, ...]
+) -> Any:
     from bioimageio.spec.model import v0_5 as bio
 
     norm, min_size, step = method.normalisation, package_min_size(method), method.size_step
@@ -354,7 +368,7 @@ def _model_descr(method: Method, staging: Path, graphs: dict[str, str], info: di
         weights=_weights(bio, method, staging, graphs),
         attachments=[bio.FileDescr(source=staging / f) for n, f in graphs.items() if n != DENOISER],
         config=bio.Config(
-            selfden=_selfden_config(method, graphs, info),
+            selfden=_selfden_config(method, graphs, info, symmetries),
             bioimageio=bio.BioimageioConfig(reproducibility_tolerance=[_torch_tolerance(bio, norm.scale)]),
         ),
     )  # fmt: skip

@@ -47,6 +47,7 @@ class ModelPayload:
     tile_batch: int
     samples: int | None
     threads: int | None
+    tta: bool = False
 
     @classmethod
     def from_predictor(cls, predictor: Predictor, device: Device, threads: int | None) -> ModelPayload:
@@ -55,11 +56,11 @@ class ModelPayload:
         files = {str(p.relative_to(root)): p.read_bytes() for p in paths}
         samples = getattr(predictor, "n_samples", None)
         return cls(files_digest(paths), files, predictor.spec.rdf_path.name, device,
-                   predictor.tile_size, predictor.tile_batch, samples, threads)
+                   predictor.tile_size, predictor.tile_batch, samples, threads, predictor.tta)
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return self.digest, self.device, self.tile_size, self.tile_batch, self.samples, self.threads
+        return self.digest, self.device, self.tile_size, self.tile_batch, self.samples, self.threads, self.tta
 
 
 # --- on the workers --------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def worker_predictor(payload: ModelPayload) -> Predictor:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             predictor = load_predictor(Path(folder.name) / payload.rdf_name, payload.device, payload.tile_size,
-                                       payload.tile_batch, payload.samples, threads=payload.threads)
+                                       payload.tile_batch, payload.samples, threads=payload.threads, tta=payload.tta)
             _PREDICTORS[payload.key] = (predictor, folder)
             log.info("worker %d loaded model %s on %s", os.getpid(), payload.digest[:12], predictor.provider)
         return _PREDICTORS[payload.key][0]

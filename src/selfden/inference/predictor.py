@@ -13,7 +13,7 @@ import re
 import tempfile
 import weakref
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +35,7 @@ from selfden.inference.resumable import (
     refuse_partial,
 )
 from selfden.inference.runtime import Device, OnnxRunner, create_runner
+from selfden.inference.symmetry import IDENTITY_ONLY, check_names, running_mean, self_ensemble
 from selfden.inference.tiling import Stitcher, batched, read_tile, tile_image
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Predictor:
         tile_size: int | None = None,
         tile_batch: int = DEFAULT_TILE_BATCH,
         overlap: int | None = None,
+        tta: bool = False,
     ) -> None:
         self.spec = spec
         self.runner = runner
@@ -119,6 +121,12 @@ class Predictor:
             )
         self.tile_batch = tile_batch if spec.batch_size is None else spec.batch_size
         self.overlap = overlap
+        self.orientations = model_symmetries(spec) if tta else IDENTITY_ONLY
+        if tta and len(self.orientations) < 2:
+            raise ModelError(
+                    f"{spec.rdf_path}: the model was trained without flips or rotations, so --tta has no "
+                    "orientations to average; leave --tta out (methods that train with them: cae, dnnet)"
+                )
         if runner.input_rank != len(spec.input_axes):
             raise ModelError(
                 f"{spec.weights}: graph input has {runner.input_rank} dimensions but rdf.yaml "
@@ -134,16 +142,18 @@ class Predictor:
         tile_size: int | None = None,
         tile_batch: int = DEFAULT_TILE_BATCH,
         threads: int | None = None,
+        tta: bool = False,
     ) -> Predictor:
         """Load a model folder, run folder or .zip package (ModelError if unusable).
 
-        ``threads``: CPU threads for onnxruntime (default: all cores).
+        ``threads``: CPU threads for onnxruntime (default: all cores). ``tta``: average over
+        the orientations the model was trained with (see ``selfden.inference.symmetry``).
         """
         rdf, temp = locate_rdf(Path(model_path))
         try:
             spec = read_spec(rdf)
             runner = create_runner(spec.weights, device, spec.output_id, threads)
-            predictor = cls(spec, runner, tile_size, tile_batch)
+            predictor = cls(spec, runner, tile_size, tile_batch, tta=tta)
         except BaseException:
             if temp is not None:
                 temp.cleanup()
@@ -211,13 +221,28 @@ class Predictor:
         assert stitcher is not None
         return stitcher.result()
 
+    @property
+    def tta(self) -> bool:
+        """Whether outputs average several orientations of each frame."""
+        return len(self.orientations) > 1
+
+    def predict_oriented(self, image: np.ndarray) -> np.ndarray:
+        """``predict_tiled``, averaged over ``orientations`` with ``combine_orientations``."""
+        if not self.tta:
+            return self.predict_tiled(image)
+        return self_ensemble(image, self.predict_tiled, self.orientations, self.combine_orientations)
+
+    def combine_orientations(self, outputs: Iterable[np.ndarray]) -> np.ndarray:
+        """One output from those of several orientations (turned back): their mean."""
+        return running_mean(outputs)
+
     def predict_image(self, frame: np.ndarray) -> np.ndarray:
         """Denoise one 2-D frame (raw intensities in, float32 of the same shape out)."""
         if frame.ndim != 2:
             raise ValueError(f"expected a 2-D frame, got shape {frame.shape}")
         raw = np.asarray(frame, dtype=np.float32)
         normalised = apply_steps(raw, self.spec.preprocessing, {self.spec.input_id: raw})
-        output = self.predict_tiled(np.asarray(normalised, dtype=np.float32))[0]
+        output = self.predict_oriented(np.asarray(normalised, dtype=np.float32))[0]
         references = {self.spec.input_id: raw}
         return np.asarray(apply_steps(output, self.spec.postprocessing, references), dtype=np.float32)
 
@@ -236,6 +261,15 @@ class Predictor:
             writer.write(self.predict_image(stack.frame(index)))
             if on_frame is not None:
                 on_frame(index + 1, total)
+
+
+def model_symmetries(spec: ModelSpec) -> tuple[str, ...]:
+    """The orientations a package says its model was trained with (``config.selfden.symmetries``)."""
+    names = spec.config_selfden.get("symmetries", IDENTITY_ONLY)
+    try:
+        return check_names([str(n) for n in names])
+    except (TypeError, ValueError) as error:
+        raise ModelError(f"{spec.rdf_path}: config.selfden.symmetries: {error}") from None
 
 
 def _suggested_tile(spec: ModelSpec) -> int:
@@ -358,9 +392,11 @@ def load_predictor(
     samples: int | None = None,
     std: bool = False,
     threads: int | None = None,
+    tta: bool = False,
 ) -> Predictor:
-    """The deterministic predictor, or COSDD's sampling one when samples or std are asked for."""
-    predictor = Predictor.from_path(model_path, device, tile_size, tile_batch, threads)
+    """The deterministic predictor, or COSDD's sampling one when samples or std are asked for;
+    ``tta`` averages each over the orientations the model was trained with."""
+    predictor = Predictor.from_path(model_path, device, tile_size, tile_batch, threads, tta)
     if samples is None and not std:
         return predictor
     from selfden.inference.sampling import SamplingPredictor
@@ -384,7 +420,8 @@ def model_files(predictor: Predictor) -> list[Path]:
 def run_fingerprint(predictor: Predictor, model_digest: str, std: bool) -> dict[str, Any]:
     """What, besides the input file, decides the output pixels (recorded for --resume)."""
     options = {"tile_size": predictor.tile_size, "overlap": predictor.overlap,
-               "samples": getattr(predictor, "n_samples", None), "std": std, "provider": predictor.provider}
+               "samples": getattr(predictor, "n_samples", None), "std": std, "provider": predictor.provider,
+               "orientations": list(predictor.orientations)}
     return {"model": model_digest, "options": options}
 
 
@@ -430,6 +467,7 @@ def denoise_files(
     std: bool = False,
     resume: bool = False,
     mapper: FrameMapper | None = None,
+    tta: bool = False,
 ) -> list[Path]:
     """Denoise ``inputs`` with the model at ``model_path``; returns the files written.
 
@@ -439,14 +477,15 @@ def denoise_files(
     ``resumable``): after an interruption, ``resume=True`` continues where it stopped.
     Folders among ``inputs`` stand for the images in them. For COSDD packages, ``samples``
     averages that many posterior samples and ``std`` also writes the per-pixel standard
-    deviation to ``<stem>_std.tif``. ``mapper`` computes the frames (default: in this
+    deviation to ``<stem>_std.tif``. ``tta`` averages every frame over the flips and
+    rotations the model was trained with (8x the work). ``mapper`` computes the frames (default: in this
     process; see ``selfden.inference.distributed`` for Dask).
     """
     paths = expand_inputs([Path(p) for p in inputs])
     output = Path(output)
     jobs = _plan_jobs(paths, output, std, resume)
     targets, folder = plan_outputs(paths, output)
-    with load_predictor(model_path, device, tile_size, tile_batch, samples, std) as predictor:
+    with load_predictor(model_path, device, tile_size, tile_batch, samples, std, tta=tta) as predictor:
         (folder or targets[0].parent).mkdir(parents=True, exist_ok=True)
         fingerprint = run_fingerprint(predictor, files_digest(model_files(predictor)), std)
         for index, job in enumerate(jobs):

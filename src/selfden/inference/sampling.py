@@ -8,7 +8,7 @@ runs is what makes this affordable; batches are chunked so memory stays bounded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,32 @@ def sampler_file(predictor: Predictor) -> Path | None:
     return predictor.spec.weights.parent / name if name else None
 
 
+def mixture_mean_and_std(outputs: Iterable[np.ndarray]) -> np.ndarray:
+    """(mean, std) of an equal mixture of distributions given as (mean, std) arrays, one at a time.
+
+    Law of total variance: the mixture's variance is the mean of the variances plus the
+    variance of the means, i.e. E[std² + mean²] - E[mean]².
+    """
+    first: np.ndarray | None = None
+    second: np.ndarray | None = None
+    count = 0
+    for mean, std in outputs:
+        mean64 = mean.astype(np.float64)
+        moment = np.square(std.astype(np.float64)) + np.square(mean64)
+        first = mean64 if first is None else first + mean64
+        second = moment if second is None else second + moment
+        count += 1
+    if first is None or second is None:
+        raise ValueError("no outputs to combine")
+    mean = first / count
+    return np.stack([mean, np.sqrt(np.maximum(second / count - np.square(mean), 0.0))]).astype(np.float32)
+
+
 class SamplingPredictor(Predictor):
     """A Predictor whose tiles go through the sampler ``n_samples`` times: outputs (mean, std)."""
 
     def __init__(self, base: Predictor, sampler: OnnxRunner, n_samples: int, max_batch: int = DEFAULT_MAX_BATCH):
-        super().__init__(base.spec, sampler, base.tile_size, base.tile_batch, base.overlap)
+        super().__init__(base.spec, sampler, base.tile_size, base.tile_batch, base.overlap, tta=base.tta)
         self._cleanup = base._cleanup  # a .zip's extraction lives as long as either object
         base._cleanup = None
         if n_samples < 1:
@@ -72,12 +93,15 @@ class SamplingPredictor(Predictor):
         variance = np.maximum(total_sq / done - np.square(mean), 0.0)
         return np.stack([mean, np.sqrt(variance)]).astype(np.float32)
 
+    def combine_orientations(self, outputs: Iterable[np.ndarray]) -> np.ndarray:
+        return mixture_mean_and_std(outputs)
+
     def predict_mean_and_std(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """MMSE estimate and per-pixel standard deviation of one raw 2-D frame, in raw units."""
         raw = np.asarray(frame, dtype=np.float32)
         references = {self.spec.input_id: raw}
         normalised = apply_steps(raw, self.spec.preprocessing, references)
-        mean, std = self.predict_tiled(np.asarray(normalised, dtype=np.float32))
+        mean, std = self.predict_oriented(np.asarray(normalised, dtype=np.float32))
         post = self.spec.postprocessing
         mean_raw = apply_steps(mean, post, references)
         # The postprocessing is affine for selfden's packages: the spread scales by its gain.
