@@ -122,7 +122,7 @@ def _describe(
     _write_tif(staging / SAMPLE_INPUT, test_input[None, None])
     _write_tif(staging / SAMPLE_OUTPUT, test_output[None, None])
     _write_cover(staging / COVER, test_input, test_output)
-    (staging / README).write_text(_readme(method, info, reports, (test_input, test_output)), encoding="utf-8")
+    (staging / README).write_text(_readme(method, info, reports, (test_input, test_output), symmetries), encoding="utf-8")
     return _model_descr(method, staging, graphs, info, symmetries)
 
 
@@ -210,7 +210,13 @@ def _write_cover(path: Path, noisy: np.ndarray, denoised: np.ndarray) -> None:
     image.resize((2 * height, height), Image.Resampling.BILINEAR).save(path, optimize=True)
 
 
-def _readme(method: Method, info: dict[str, Any], reports: list[ParityReport], test: tuple[np.ndarray, np.ndarray]) -> str:
+def _readme(
+    method: Method,
+    info: dict[str, Any],
+    reports: list[ParityReport],
+    test: tuple[np.ndarray, np.ndarray],
+    symmetries: tuple[str, ...],
+) -> str:
     """The package's documentation: method, training data, settings, measured validation, limits, citations."""
     cites = "\n".join(f"- {c.text}" + (f" (doi:{c.doi})" if c.doi else f" ({c.url})" if c.url else "") for c in method.citations)
     parity = "\n".join(f"- {r.format()}" for r in reports)
@@ -222,6 +228,10 @@ def _readme(method: Method, info: dict[str, Any], reports: list[ParityReport], t
     limitations = "\n".join(f"- {line}" for line in (*method.limitations, *GENERAL_LIMITATIONS))
     test_input, test_output = test
     removed = float(np.std(test_input - test_output))
+    tta = (
+        f" Trained on flipped and turned crops: `--tta` averages its {len(symmetries)} orientations (8x the time)."
+        if len(symmetries) > 1 else ""
+    )
     return f"""# {_name(method, info)}
 
 {_description(method, info)}
@@ -235,7 +245,7 @@ raw intensities out: the training statistics are baked into the `scale_linear` p
 {method.halo} px each side; valid tile sizes are {package_min_size(method)} + n·{method.size_step}.
 
 ## Use
-- `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).
+- `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).{tta}
 - deepImageJ (Fiji) or any bioimage.io consumer that runs ONNX (opset 17, IR 8).
 - PyTorch: `denoiser.pt` is the state dict of `selfden.methods.build_graph(**kwargs)` (kwargs in rdf.yaml),
   on normalised intensities, for fine-tuning or retraining with selfden.
