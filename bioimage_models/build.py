@@ -157,8 +157,16 @@ def build(recipe: Recipe, output: Path, work: Path, args: argparse.Namespace) ->
         measured = (
             f"Affine PSNR against the known ground truth of the synthetic training stack ({len(data.clean)} frames, "
             f"`selfden infer` on every frame): noisy {record['noisy_affine_psnr']:.2f} dB -> denoised "
-            f"{record['denoised_affine_psnr']:.2f} dB."
+            f"{record['denoised_affine_psnr']:.2f} dB"
         )
+        if _trained_with_flips(work / "run"):
+            tta = [*infer[:4], "denoised_tta.tif", *infer[5:], "--tta"]
+            record["commands"].append(_shown(tta))
+            _selfden(tta, work)
+            record["tta_affine_psnr"] = _scores(data, work / "denoised_tta.tif")["denoised_affine_psnr"]
+            measured += f" ({record['tta_affine_psnr']:.2f} dB with `--tta`)"
+        measured += "."
+
         export = ["export", "run", "-o", package, "--validation", measured]
         record["commands"].append(_shown(export))
         _selfden(export, work)
@@ -169,6 +177,14 @@ def build(recipe: Recipe, output: Path, work: Path, args: argparse.Namespace) ->
         return record
     record["ok"] = record["validation"] == "passed" and record["size_mb"] <= MAX_MB
     return record
+
+
+def _trained_with_flips(run: Path) -> bool:
+    """Whether the run's exported model lists several orientations (so ``--tta`` applies)."""
+    import yaml
+
+    rdf = yaml.safe_load((run / "model" / "rdf.yaml").read_text(encoding="utf-8"))
+    return len(rdf.get("config", {}).get("selfden", {}).get("symmetries", [])) > 1
 
 
 def _selfden(arguments: list[Any], cwd: Path) -> str:
@@ -247,6 +263,8 @@ def _row(record: dict[str, Any]) -> str:
     psnr = "–"
     if "denoised_affine_psnr" in record:
         psnr = f"{record['noisy_affine_psnr']:.2f} → {record['denoised_affine_psnr']:.2f}"
+        if "tta_affine_psnr" in record:
+            psnr += f" (--tta {record['tta_affine_psnr']:.2f})"
     steps = "–"
     if "steps" in record:
         steps = f"{record['steps']} steps, {record['train_minutes']:.1f} min on {record['device']}"

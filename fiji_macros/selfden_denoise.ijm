@@ -11,6 +11,7 @@
 // Keys: model (folder, rdf.yaml or .zip; required), input (image file to open; default: the
 // active image), output (.tif to save the result to; the std map goes to ..._std.tif),
 // samples (COSDD posterior samples, 0 = direct denoiser), std (true/false: uncertainty map),
+// tta (true/false: average the 8 flips/rotations, for models trained with them; 8x the time),
 // device (auto, cpu, cuda), tile_size (pixels, 0 = the model's suggestion),
 // selfden (path of the selfden executable; default: "selfden" found on PATH),
 // tmpdir (folder for the temporary working folder; default: ImageJ's temp folder).
@@ -22,7 +23,7 @@
 
 var VERSION = "0.1.0";
 var PREFS = "selfden.";
-var KNOWN_KEYS = newArray("model", "input", "output", "samples", "std", "device", "tile_size", "selfden", "tmpdir");
+var KNOWN_KEYS = newArray("model", "input", "output", "samples", "std", "device", "tile_size", "selfden", "tmpdir", "tta");
 var DEVICES = newArray("auto", "cpu", "cuda");
 var WORK_DIR = "";          // the private temporary folder, removed by cleanUp()
 var PLAIN_HEADLESS = false; // plain ImageJ without a display: run("...") commands are unavailable
@@ -46,7 +47,7 @@ function main() {
 }
 
 // ----------------------------------------------------------------------------- settings
-// settings is an array: model, input, output, samples, std, device, tile_size, selfden, tmpdir.
+// settings is an array: model, input, output, samples, std, device, tile_size, selfden, tmpdir, tta.
 
 function settingsFromArguments() {
 	model = argumentValue("model", "");
@@ -58,7 +59,8 @@ function settingsFromArguments() {
 	tile = parseCount(argumentValue("tile_size", "0"), "tile_size");
 	selfden = argumentValue("selfden", "selfden");
 	tmpdir = argumentValue("tmpdir", getDirectory("temp"));
-	return newArray(model, input, output, samples, std, device, tile, selfden, tmpdir);
+	tta = parseFlag(argumentValue("tta", "false"), "tta");
+	return newArray(model, input, output, samples, std, device, tile, selfden, tmpdir, tta);
 }
 
 function settingsFromDialog() {
@@ -68,6 +70,7 @@ function settingsFromDialog() {
 	Dialog.addFile("Model (folder, its rdf.yaml, or .zip)", call("ij.Prefs.get", PREFS + "model", ""));
 	Dialog.addNumber("COSDD samples (0 = direct denoiser)", parseInt(call("ij.Prefs.get", PREFS + "samples", "0")));
 	Dialog.addCheckbox("Uncertainty map (std over the samples)", parseFlag(call("ij.Prefs.get", PREFS + "std", "false"), "std"));
+	Dialog.addCheckbox("Average the 8 flips/rotations (tta; 8x the time)", parseFlag(call("ij.Prefs.get", PREFS + "tta", "false"), "tta"));
 	Dialog.addChoice("Device", DEVICES, call("ij.Prefs.get", PREFS + "device", "auto"));
 	Dialog.addNumber("Tile size (0 = model's suggestion)", 0);
 	Dialog.addFile("selfden executable", call("ij.Prefs.get", PREFS + "executable", "selfden"));
@@ -76,6 +79,7 @@ function settingsFromDialog() {
 	model = modelFolder(Dialog.getString());
 	samples = parseCount("" + Dialog.getNumber(), "samples");
 	std = Dialog.getCheckbox();
+	tta = Dialog.getCheckbox();
 	device = Dialog.getChoice();
 	tile = parseCount("" + Dialog.getNumber(), "tile size");
 	selfden = Dialog.getString();
@@ -83,9 +87,11 @@ function settingsFromDialog() {
 	call("ij.Prefs.set", PREFS + "samples", "" + samples);
 	if (std) call("ij.Prefs.set", PREFS + "std", "true");
 	else call("ij.Prefs.set", PREFS + "std", "false");
+	if (tta) call("ij.Prefs.set", PREFS + "tta", "true");
+	else call("ij.Prefs.set", PREFS + "tta", "false");
 	call("ij.Prefs.set", PREFS + "device", device);
 	call("ij.Prefs.set", PREFS + "executable", selfden);
-	return newArray(model, "", "", samples, std, device, tile, selfden, getDirectory("temp"));
+	return newArray(model, "", "", samples, std, device, tile, selfden, getDirectory("temp"), tta);
 }
 
 // ----------------------------------------------------------------------------- the work
@@ -253,12 +259,13 @@ function checkExecutable(selfden) {
 		fail("selfden executable not found at " + selfden + "; in a terminal where selfden works, `which selfden` (Windows: `where selfden`) prints its full path.");
 }
 
-// settings[3..6] are samples, std, device and tile size in both selfden macros.
+// settings[3..6] are samples, std, device and tile size, settings[9] tta, in both selfden macros.
 function inferArguments(model, image, result, settings) {
 	args = newArray("infer", model, image, "-o", result, "--device", settings[5]);
 	if (settings[6] > 0) args = Array.concat(args, newArray("--tile-size", "" + settings[6]));
 	if (settings[3] > 0) args = Array.concat(args, newArray("--samples", "" + settings[3]));
 	if (settings[4]) args = Array.concat(args, "--std");
+	if (settings[9]) args = Array.concat(args, "--tta");
 	return args;
 }
 

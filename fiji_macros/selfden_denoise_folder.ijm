@@ -8,7 +8,7 @@
 //     runMacro("selfden_denoise_folder.ijm", "input=[/data/raw] output=[/data/denoised] model=[/models/m]");
 // Keys: input (folder of images; required), output (folder for the results, created if missing,
 // must differ from input), model (folder, rdf.yaml or .zip; required), samples, std, device,
-// tile_size, selfden (as in selfden_denoise.ijm), overwrite (true: redo images whose result exists).
+// tile_size, selfden, tta (as in selfden_denoise.ijm), overwrite (true: redo images whose result exists).
 //
 // Each image is one `selfden infer` call (each argument passed separately), so one failing image
 // is logged and the batch goes on. Results are IMAGE_denoised.tif in the output folder, with the
@@ -17,7 +17,7 @@
 
 var VERSION = "0.1.0";
 var PREFS = "selfden.folder.";
-var KNOWN_KEYS = newArray("input", "output", "model", "samples", "std", "device", "tile_size", "selfden", "overwrite");
+var KNOWN_KEYS = newArray("input", "output", "model", "samples", "std", "device", "tile_size", "selfden", "overwrite", "tta");
 var DEVICES = newArray("auto", "cpu", "cuda");
 var IMAGE_SUFFIXES = newArray(".tif", ".tiff", ".png");
 var LOG_NAME = "selfden_batch_log.txt";
@@ -41,7 +41,7 @@ function main() {
 }
 
 // ----------------------------------------------------------------------------- settings
-// settings is an array: input, output, model, samples, std, device, tile_size, selfden, overwrite.
+// settings is an array: input, output, model, samples, std, device, tile_size, selfden, overwrite, tta.
 
 function settingsFromArguments() {
 	input = argumentValue("input", "");
@@ -53,7 +53,8 @@ function settingsFromArguments() {
 	tile = parseCount(argumentValue("tile_size", "0"), "tile_size");
 	selfden = argumentValue("selfden", "selfden");
 	overwrite = parseFlag(argumentValue("overwrite", "false"), "overwrite");
-	return newArray(input, output, model, samples, std, device, tile, selfden, overwrite);
+	tta = parseFlag(argumentValue("tta", "false"), "tta");
+	return newArray(input, output, model, samples, std, device, tile, selfden, overwrite, tta);
 }
 
 function settingsFromDialog() {
@@ -63,6 +64,7 @@ function settingsFromDialog() {
 	Dialog.addFile("Model (folder, its rdf.yaml, or .zip)", call("ij.Prefs.get", "selfden.model", ""));
 	Dialog.addNumber("COSDD samples (0 = direct denoiser)", 0);
 	Dialog.addCheckbox("Uncertainty map (std over the samples)", false);
+	Dialog.addCheckbox("Average the 8 flips/rotations (tta; 8x the time)", false);
 	Dialog.addChoice("Device", DEVICES, call("ij.Prefs.get", "selfden.device", "auto"));
 	Dialog.addNumber("Tile size (0 = model's suggestion)", 0);
 	Dialog.addFile("selfden executable", call("ij.Prefs.get", "selfden.executable", "selfden"));
@@ -74,6 +76,7 @@ function settingsFromDialog() {
 	model = modelFolder(Dialog.getString());
 	samples = parseCount("" + Dialog.getNumber(), "samples");
 	std = Dialog.getCheckbox();
+	tta = Dialog.getCheckbox();
 	device = Dialog.getChoice();
 	tile = parseCount("" + Dialog.getNumber(), "tile size");
 	selfden = Dialog.getString();
@@ -83,7 +86,7 @@ function settingsFromDialog() {
 	call("ij.Prefs.set", "selfden.model", model);
 	call("ij.Prefs.set", "selfden.device", device);
 	call("ij.Prefs.set", "selfden.executable", selfden);
-	return newArray(input, output, model, samples, std, device, tile, selfden, overwrite);
+	return newArray(input, output, model, samples, std, device, tile, selfden, overwrite, tta);
 }
 
 // ----------------------------------------------------------------------------- the batch
@@ -191,12 +194,13 @@ function checkExecutable(selfden) {
 		fail("selfden executable not found at " + selfden + "; in a terminal where selfden works, `which selfden` (Windows: `where selfden`) prints its full path.");
 }
 
-// settings[3..6] are samples, std, device and tile size in both selfden macros.
+// settings[3..6] are samples, std, device and tile size, settings[9] tta, in both selfden macros.
 function inferArguments(model, image, result, settings) {
 	args = newArray("infer", model, image, "-o", result, "--device", settings[5]);
 	if (settings[6] > 0) args = Array.concat(args, newArray("--tile-size", "" + settings[6]));
 	if (settings[3] > 0) args = Array.concat(args, newArray("--samples", "" + settings[3]));
 	if (settings[4]) args = Array.concat(args, "--std");
+	if (settings[9]) args = Array.concat(args, "--tta");
 	return args;
 }
 

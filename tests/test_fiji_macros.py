@@ -169,7 +169,7 @@ def test_denoise_macro_says_how_to_fix_a_selfden_not_on_path(workspace: Path, mo
 
 
 @imagej
-def test_denoise_macro_passes_cosdd_options_and_opens_the_std_map(workspace: Path, model: Path) -> None:
+def test_denoise_macro_passes_sampling_and_tta_options_and_opens_the_std_map(workspace: Path, model: Path) -> None:
     # selfden infer cannot sample yet, so a stand-in executable writes the std map.
     folder = workspace / "std map"
     temp = folder / "temp"
@@ -178,13 +178,13 @@ def test_denoise_macro_passes_cosdd_options_and_opens_the_std_map(workspace: Pat
     _write_imagej_stack(image, _stack(8))
     selfden = fake_selfden(folder)
     argument = (
-        f"model=[{model}] input=[{image}] output=[{folder / 'result.tif'}] samples=5 std "
+        f"model=[{model}] input=[{image}] output=[{folder / 'result.tif'}] samples=5 std tta "
         f"selfden=[{selfden}] tmpdir=[{temp}]"
     )
     run = run_macro("selfden_denoise.ijm", argument, cwd=folder)
     passed = Path(f"{selfden}.args").read_text().splitlines()
     assert passed[:2] == ["infer", str(model)] and passed[3] == "-o", passed
-    assert passed[5:] == ["--device", "auto", "--samples", "5", "--std"], passed
+    assert passed[5:] == ["--device", "auto", "--samples", "5", "--std", "--tta"], passed
     assert tifffile.imread(folder / "result_std.tif").shape == SHAPE, run.output
     assert "[selfden] saved " + str(folder / "result_std.tif") in run.output, run.output
     assert _contents(temp) == [], run.output
