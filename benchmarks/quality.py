@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads for training (default: torch's own, as selfden train)")
     parser.add_argument("--label", default=None, help="row name (default: method plus --set values)")
+    parser.add_argument("--from-run", type=Path, default=None,
+                        help="score this finished run of --method on --suite instead of training (exported if needed)")
+    parser.add_argument("--trained-by", default=None, help="with --from-run: the command that trained the run (recorded)")
     parser.add_argument("--tta", action="store_true",
                         help="also score `selfden infer --tta` (average over the orientations trained with)")
     parser.add_argument("--baselines", default="gaussian,nlm,bm3d", help="comma-separated, or none")
@@ -60,7 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.suite != "all" and args.suite not in SUITES:
         parser.error(f"--suite {args.suite!r}: choose one of {', '.join(SUITES)} or all")
-    if args.method and args.minutes is None and args.steps is None:
+    if args.from_run is not None and (args.suite == "all" or "," in args.method or not args.method):
+        parser.error("--from-run scores one run: give one --suite and one --method")
+    if args.method and args.minutes is None and args.steps is None and args.from_run is None:
         parser.error("training needs a budget: --minutes M (or --steps N for a smoke test)")
     return args
 
@@ -192,7 +197,7 @@ def data_options(args: argparse.Namespace, frame_side: int) -> dict[str, int]:
 
 def train_and_denoise(
     method: str, noisy_path: Path, frame_side: int, work: Path, args: argparse.Namespace
-) -> tuple[Any, Any, Path, float, float]:
+) -> tuple[Any, Any, Path, float, float | None]:
     """Train with selfden.runs (as `selfden train`), denoise with onnxruntime (as `selfden infer`).
 
     Returns config, run result, denoised file, denoising seconds and the CPU cores training got.
@@ -203,6 +208,11 @@ def train_and_denoise(
     options = method_options(method, args.sets)
     data = data_options(args, frame_side)
     trainer = {"device": args.device, "max_minutes": args.minutes, "max_steps": args.steps}
+    if getattr(args, "from_run", None) is not None:
+        config, result = finished_run(args.from_run)
+        start = time.perf_counter()
+        denoised = denoise_files(result.model_dir, [noisy_path], work / "denoised.tif", device=args.device)[0]
+        return config, result, denoised, time.perf_counter() - start, None
     config = runs.new_run_config(method, [noisy_path], options, data, trainer, args.seed)
     threads = getattr(args, "threads", None)
     if threads is not None:
@@ -217,6 +227,26 @@ def train_and_denoise(
     start = time.perf_counter()
     denoised = denoise_files(result.model_dir, [noisy_path], work / "denoised.tif", device=args.device)[0]
     return config, result, denoised, time.perf_counter() - start, cores
+
+
+def finished_run(run_dir: Path) -> tuple[Any, Any]:
+    """The config and a RunResult of a run trained earlier, its model exported if it is missing."""
+    from selfden import runs
+
+    run_dir = run_dir.resolve()
+    config = runs.load_run_config(run_dir)
+    model_dir = run_dir / runs.MODEL_DIR
+    method = runs.load_method(run_dir, config)
+    if not (model_dir / "rdf.yaml").is_file():
+        print(f"exporting {run_dir} (its model folder is missing)")
+        runs.export_run(run_dir, method=method)
+    progress = runs.training_progress(run_dir)
+    result = runs.RunResult(
+        run_dir=run_dir, model_dir=model_dir, steps=progress.get("steps", 0),
+        elapsed_seconds=60 * progress.get("minutes", 0.0), best_val_loss=progress.get("best_val_loss"),
+        interrupted=False, parameter_count=method.parameter_count(), device=str(config.trainer.get("device", "?")),
+    )
+    return config, result
 
 
 def _cpu_seconds() -> float:
@@ -240,7 +270,8 @@ def method_record(
     options = method_options(method, args.sets)
     label = _label(method, options, args.label, n_methods)
     work = args.out / suite_key(synth_set) / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"[{synth_set.name}] {label}: training in {work / 'run'}")
+    doing = f"scoring {args.from_run}" if getattr(args, "from_run", None) else f"training in {work / 'run'}"
+    print(f"[{synth_set.name}] {label}: {doing}")
     side = min(synth_set.noisy.shape[1:])
     config, result, denoised_path, infer_seconds, cores = train_and_denoise(method, noisy_path, side, work, args)
     denoised = read_stack(denoised_path)
@@ -266,7 +297,7 @@ def method_record(
     for r in rows:
         scores = f"affine PSNR {r['scores']['affine_psnr']:.2f} dB, SSIM {r['scores']['ssim']:.3f}"
         print(f"[{synth_set.name}] {r['name']}: {result.steps} steps, {scores}")
-    return {
+    record = {
         **_base_record("method", synth_set),
         "method": method,
         "label": label,
@@ -275,11 +306,14 @@ def method_record(
         "trainer": config.trainer,
         "seed": config.seed,
         "best_val_loss": result.best_val_loss,
-        "train_cores_used": round(cores, 2),
+        "train_cores_used": None if cores is None else round(cores, 2),
         "run_dir": str(result.run_dir),
         "figure": _relative(figure),
         "rows": rows,
     }
+    if getattr(args, "from_run", None) is not None:
+        record["command"] = f"{args.trained_by or '(trained earlier)'}; scored by {record['command']}"
+    return record
 
 
 def _relative(path: Path) -> str:

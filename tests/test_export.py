@@ -116,17 +116,21 @@ def package(tmp_path_factory):
 
 
 def test_pytorch_state_dict_weights_rebuild_the_network_that_made_the_onnx_graph(package) -> None:
+    import importlib.util
+
     import torch
     import yaml
-
-    from selfden.methods import build_graph
 
     path, method, _ = package
     weights = yaml.safe_load((path / "rdf.yaml").read_text())["weights"]
     assert weights["onnx"]["parent"] == "pytorch_state_dict"
     arch = weights["pytorch_state_dict"]["architecture"]
-    assert (arch["import_from"], arch["callable"]) == ("selfden.methods", "build_graph")
-    network = build_graph(**arch["kwargs"])
+    assert (arch["source"], arch["callable"]) == ("architecture.py", "CaeNet")  # torch only: no selfden needed
+    spec = importlib.util.spec_from_file_location("package_architecture", path / arch["source"])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    network = getattr(module, arch["callable"])(**arch["kwargs"]).eval()
     network.load_state_dict(torch.load(path / weights["pytorch_state_dict"]["source"], weights_only=True))
     x = torch.from_numpy(np.load(path / "test_input.npy")).float()
     x = (x - method.normalisation.offset) / method.normalisation.scale
@@ -138,7 +142,7 @@ def test_pytorch_state_dict_weights_rebuild_the_network_that_made_the_onnx_graph
 def test_package_folder_holds_the_model_folder_files(package) -> None:
     path, _, _ = package
     expected = {"rdf.yaml", "denoiser.onnx", "denoiser.pt", "test_input.npy", "test_output.npy", "sample_input.tif",
-                "sample_output.tif", "cover.png", "README.md"}
+                "sample_output.tif", "cover.png", "README.md", "architecture.py"}
     assert set(os.listdir(path)) == expected, "stale files of the earlier export must be gone"
     assert not [p for p in os.listdir(path.parent) if p.startswith(".")], "temp folders left behind"
 

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 import selfden
+from selfden.export.architecture import ARCHITECTURE_FILE, bundle_source
 from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport, export_onnx
 from selfden.inference.symmetry import IDENTITY_ONLY, check_names
 from selfden.methods.base import Method
@@ -32,7 +33,7 @@ DENOISER = "denoiser"
 TEST_INPUT, TEST_OUTPUT, SAMPLE_INPUT, SAMPLE_OUTPUT, COVER, README = (
     "test_input.npy", "test_output.npy", "sample_input.tif", "sample_output.tif", "cover.png", "README.md",
 )  # fmt: skip
-TORCH_WEIGHTS = "denoiser.pt"  # the denoiser's state dict; architecture: selfden.methods.build_graph
+TORCH_WEIGHTS = "denoiser.pt"  # the denoiser's state dict; architecture: architecture.py
 TEST_SIZE = 256  # preferred test-tensor height/width (smaller when the sample is smaller)
 TILE_SIZE = 256  # smallest suggested tile core (kept pixels; selfden infer adds the halo around it)
 
@@ -228,6 +229,8 @@ def _readme(
     limitations = "\n".join(f"- {line}" for line in (*method.limitations, *GENERAL_LIMITATIONS))
     test_input, test_output = test
     removed = float(np.std(test_input - test_output))
+    described = method.torch_architecture()
+    torch_callable = f"`{described.callable if described else '?'}(**kwargs)` from `{ARCHITECTURE_FILE}` (needs only PyTorch)"
     tta = (
         f" Trained on flipped and turned crops: `--tta` averages its {len(symmetries)} orientations (8x the time)."
         if len(symmetries) > 1 else ""
@@ -247,8 +250,8 @@ raw intensities out: the training statistics are baked into the `scale_linear` p
 ## Use
 - `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).{tta}
 - deepImageJ (Fiji) or any bioimage.io consumer that runs ONNX (opset 17, IR 8).
-- PyTorch: `denoiser.pt` is the state dict of `selfden.methods.build_graph(**kwargs)` (kwargs in rdf.yaml),
-  on normalised intensities, for fine-tuning or retraining with selfden.
+- PyTorch: `denoiser.pt` is the state dict of {torch_callable} (kwargs in rdf.yaml), on normalised
+  intensities, for fine-tuning or retraining.
 
 ## Training data
 {inputs}
@@ -388,16 +391,24 @@ def _weights(bio: Any, method: Method, staging: Path, graphs: dict[str, str]) ->
     """ONNX (what deepImageJ and selfden infer run), converted from the PyTorch state dict."""
     import torch
 
-    architecture = bio.ArchitectureFromLibraryDescr(
-        callable=bio.Identifier("build_graph"), import_from="selfden.methods",
-        kwargs={"method": method.name, "method_config": _plain(method.config.model_dump(mode="json"))},
-    )  # fmt: skip
+    architecture = _architecture(bio, method, staging)
     torch_version = torch.__version__.split("+")[0]
     return bio.WeightsDescr(
         pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
             source=staging / TORCH_WEIGHTS, architecture=architecture, pytorch_version=bio.Version(torch_version)
         ),
         onnx=bio.OnnxWeightsDescr(source=staging / graphs[DENOISER], opset_version=17, parent="pytorch_state_dict"),
+    )
+
+
+def _architecture(bio: Any, method: Method, staging: Path) -> Any:
+    """architecture.py: the denoiser's torch-only source, so PyTorch consumers need no selfden."""
+    described = method.torch_architecture()
+    if described is None:
+        raise ExportError(f"method {method.name} does not describe its network (torch_architecture); this is a bug")
+    (staging / ARCHITECTURE_FILE).write_text(bundle_source(described.modules), encoding="utf-8")
+    return bio.ArchitectureFromFileDescr(
+        source=staging / ARCHITECTURE_FILE, callable=bio.Identifier(described.callable), kwargs=_plain(described.kwargs)
     )
 
 

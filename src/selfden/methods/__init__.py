@@ -39,9 +39,8 @@ def get_method(name: str) -> type["Method"]:
 def build_graph(method: str, method_config: dict[str, Any], graph: str = "denoiser") -> "nn.Module":
     """An untrained copy of one exported network of ``method``, built from its saved config.
 
-    The architecture of the packages' ``pytorch_state_dict`` weights: bioimage.io consumers call
-    this, then load the state dict (the graph works on normalised intensities, so the
-    normalisation is irrelevant here).
+    The architecture named by the ``pytorch_state_dict`` weights of packages exported before
+    they carried their own ``architecture.py``; kept so those packages still load.
     """
     import torch
 

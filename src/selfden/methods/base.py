@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +29,19 @@ class MethodConfig(BaseModel):
     def for_device(self, device_type: str) -> "MethodConfig":
         """This config with device-dependent defaults made explicit ("cpu" or "cuda"); none by default."""
         return self
+
+
+@dataclass(frozen=True)
+class TorchArchitecture:
+    """The exported denoiser as ``callable(**kwargs)``, defined by the source of ``modules``.
+
+    ``modules`` import nothing from selfden except each other, earlier ones first (see
+    ``selfden.export.architecture``, which bundles them into the package's architecture.py).
+    """
+
+    modules: tuple[ModuleType, ...]
+    callable: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,11 @@ class Method(ABC):
     def package_config(self) -> dict[str, Any]:
         """Extra keys for ``config.selfden`` in the exported package (e.g. COSDD's sample count)."""
         return {}
+
+    def torch_architecture(self) -> TorchArchitecture | None:
+        """How a package rebuilds the ``"denoiser"`` graph from torch-only source; exporting
+        needs it (None: this method cannot be exported)."""
+        return None
 
     def diagnostic_figures(self, val_batches: Sequence[torch.Tensor], out_dir: Path) -> list[Path]:
         """Method-specific figures written beside the training report (e.g. a learned noise model).

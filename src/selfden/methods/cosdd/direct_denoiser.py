@@ -9,23 +9,24 @@ Architecture: the ladder VAE's bottom-up path with a deterministic U-Net-like to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from selfden.methods.cosdd.blocks import BottomUp, GatedResBlock, Upsample
-from selfden.methods.cosdd.config import CosddArch
 
 
 class DirectDenoiser(nn.Module):
     """Noisy normalised (B, 1, H, W) -> estimate of the signal (B, 1, H, W)."""
 
-    def __init__(self, arch: CosddArch) -> None:
+    def __init__(self, features: int, downsample: Sequence[bool]) -> None:
+        """``downsample[i]``: whether level ``i`` (bottom first) halves the resolution."""
         super().__init__()
-        f = arch.features
-        flags = [arch.downsample_at(i) for i in range(arch.levels)]
+        f, flags, levels = features, list(downsample), len(downsample)
         self.bottom_up = BottomUp(f, flags)
-        self.merges = nn.ModuleList(nn.Conv2d(f if i == arch.levels - 1 else 2 * f, f, 1) for i in range(arch.levels))
-        self.blocks = nn.ModuleList(GatedResBlock(f) for _ in range(arch.levels))
+        self.merges = nn.ModuleList(nn.Conv2d(f if i == levels - 1 else 2 * f, f, 1) for i in range(levels))
+        self.blocks = nn.ModuleList(GatedResBlock(f) for _ in range(levels))
         self.ups = nn.ModuleList(Upsample(f) if down else nn.Identity() for down in flags)
         self.head = nn.Conv2d(f, 1, 3, padding=1)
 

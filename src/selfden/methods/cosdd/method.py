@@ -45,9 +45,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfden.errors import SelfdenError
-from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, NormalisationKind, reseed_for_rank
+from selfden.methods.base import (
+    Cite, Method, MethodConfig, Normalisation, NormalisationKind, TorchArchitecture, reseed_for_rank,
+)
 from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, mixture_nll
-from selfden.methods.cosdd.config import CosddConfig
+from selfden.methods.cosdd import blocks, direct_denoiser
+from selfden.methods.cosdd.config import CosddArch, CosddConfig
 from selfden.methods.cosdd.direct_denoiser import DirectDenoiser
 from selfden.methods.cosdd.ladder_vae import LadderVAE
 from selfden.methods.cosdd.objective import collapse_message, is_collapsed, kl_weight, kl_with_free_bits
@@ -58,6 +61,11 @@ logger = logging.getLogger(__name__)
 
 #: Tile context per size step when ``halo`` is unset (measured: see the module docstring).
 HALO_STEPS = 6
+
+
+def direct_kwargs(arch: CosddArch) -> dict[str, Any]:
+    """The direct denoiser's arguments: its width and which levels downsample."""
+    return {"features": arch.features, "downsample": [arch.downsample_at(i) for i in range(arch.levels)]}
 
 
 class Cosdd(Method):
@@ -107,7 +115,7 @@ class Cosdd(Method):
         self.vae = LadderVAE(arch).to(**fast)
         self.ar_decoder = ArNoiseDecoder(arch).to(**fast)
         self.signal_decoder = SignalDecoder(arch.features).to(**fast)
-        self.direct = DirectDenoiser(arch).to(**fast)
+        self.direct = DirectDenoiser(**direct_kwargs(arch)).to(**fast)
         self._size_step = arch.size_step
         groups = {
             "vae": [*self.vae.parameters(), *self.ar_decoder.parameters()],
@@ -227,6 +235,9 @@ class Cosdd(Method):
         mode = "reflect" if pad_h < height and pad_w < width else "replicate"
         padded = F.pad(batch, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else batch
         return self.direct(padded)[..., :height, :width]
+
+    def torch_architecture(self) -> TorchArchitecture:
+        return TorchArchitecture((blocks, direct_denoiser), "DirectDenoiser", direct_kwargs(self.config.arch()))
 
     def export_graphs(self) -> dict[str, nn.Module]:
         """Copies on CPU in eval mode: exporting never disturbs training."""

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from selfden.errors import SelfdenError
-from selfden.methods.base import Cite, Method, Normalisation, NormalisationKind, reseed_for_rank
+from selfden.methods.base import Cite, Method, Normalisation, NormalisationKind, TorchArchitecture, reseed_for_rank
 from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
+from selfden.methods.dnnet import networks
 from selfden.methods.dnnet.networks import DEPTH, DNet, NoiseNet
 from selfden.methods.padding import pad_to_multiple
 
@@ -175,6 +176,9 @@ class Dnnet(Method):
 
     def export_graphs(self) -> dict[str, torch.nn.Module]:
         return {"denoiser": self.dnet.eval()}
+
+    def torch_architecture(self) -> TorchArchitecture:
+        return TorchArchitecture((networks,), "DNet", {"filters": self.config.filters})
 
     @property
     def size_step(self) -> int:

@@ -11,10 +11,11 @@ from torch import nn
 
 from selfden import atom_check
 from selfden.errors import SelfdenError
-from selfden.methods.base import Cite, Method, MethodConfig, Normalisation
+from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, TorchArchitecture
 from selfden.methods.noise2atom.config import Noise2AtomConfig
 from selfden.methods.weight_average import WeightAverage
 from selfden.methods.noise2atom.losses import critic_loss, cycle_losses
+from selfden.methods.noise2atom import networks
 from selfden.methods.noise2atom.networks import Critic, GaussianLowPass, Generator, UnitRangeDenoiser
 from selfden.methods.noise2atom.simulation import AtomRecipe, CleanAtomStream
 from selfden.methods.padding import pad_to_multiple
@@ -73,6 +74,14 @@ def failure_warnings(metrics: dict[str, float]) -> list[str]:
     return warnings
 
 
+def generator_kwargs(config: Noise2AtomConfig) -> dict[str, Any]:
+    """The Generator's arguments (both generators share them)."""
+    return {
+        "widths": list(config.widths), "residual_blocks": config.residual_blocks,
+        "residual_width": config.residual_width, "norm": config.generator_norm, "input_skip": config.input_skip,
+    }
+
+
 class Noise2Atom(Method):
     """Noise2Atom (Wang et al. 2020): Ms2c, Mc2s, critic D and the fixed low-pass filter Ms2b."""
 
@@ -112,12 +121,8 @@ class Noise2Atom(Method):
     def __init__(self, config: Noise2AtomConfig, normalisation: Normalisation, device: torch.device) -> None:
         super().__init__(config, normalisation, device)
         self.config: Noise2AtomConfig = config
-        gen = (
-            config.widths, config.residual_blocks, config.residual_width,
-            config.generator_norm, config.input_skip,
-        )
-        self.ms2c = Generator(*gen).to(device)
-        self.mc2s = Generator(*gen).to(device)
+        self.ms2c = Generator(**generator_kwargs(config)).to(device)
+        self.mc2s = Generator(**generator_kwargs(config)).to(device)
         self.ema = WeightAverage(self.ms2c, config.ema_decay)
         self.critic = Critic(config.critic_widths, config.critic_dropout, config.critic_grid).to(device)
         self.lowpass = GaussianLowPass(config.lpf_size, config.lpf_variance).to(device)
@@ -238,6 +243,10 @@ class Noise2Atom(Method):
     def export_graphs(self) -> dict[str, nn.Module]:
         """The weight average of Ms2c (``ema_decay``; Ms2c itself when 0) as the denoiser."""
         return {"denoiser": UnitRangeDenoiser(self.ema.model(self.ms2c), self.config.clean_amplitude).eval()}
+
+    def torch_architecture(self) -> TorchArchitecture:
+        kwargs = {"generator": generator_kwargs(self.config), "clean_amplitude": self.config.clean_amplitude}
+        return TorchArchitecture((networks,), "build_denoiser", kwargs)
 
     @property
     def size_step(self) -> int:

@@ -7,7 +7,7 @@ resolution and a tanh output; a critic of 4 stride-2 blocks with dropout and a l
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -202,3 +202,8 @@ class UnitRangeDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gain * self.generator(2.0 * x - 1.0) + 0.5
+
+
+def build_denoiser(generator: dict[str, Any], clean_amplitude: float) -> UnitRangeDenoiser:
+    """The exported graph from plain arguments (``generator``: the Generator's keyword arguments)."""
+    return UnitRangeDenoiser(Generator(**generator), clean_amplitude)
