@@ -79,3 +79,22 @@ def test_plot_is_written(tmp_path: Path) -> None:
     out = plot_noise_correlation(result, tmp_path / "sub" / "acf.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["acf.png"]
+
+
+@pytest.mark.parametrize(("method", "axis", "warned"), [("cae", -1, True), ("dnnet", -2, True), ("cae", None, False),
+                                                        ("cosdd", -1, False)])
+def test_training_warns_when_a_method_assuming_independent_noise_meets_correlated_noise(
+    method: str, axis: int | None, warned: bool, tmp_path: Path
+) -> None:
+    import tifffile
+
+    from selfden.runs import correlated_noise_warning
+
+    rng = np.random.default_rng(2)
+    clean = structured_images(4, 96, rng)
+    path = tmp_path / "noisy.tif"
+    tifffile.imwrite(path, (clean + blurred_noise(clean.shape, rng, axis)).astype(np.float32), photometric="minisblack")
+    warning = correlated_noise_warning(method, [path])
+    assert (warning is not None) == warned, warning
+    if warned:
+        assert f"{method} assumes pixel-independent noise" in warning and "cosdd" in warning

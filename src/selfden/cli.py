@@ -114,6 +114,9 @@ def train(
                 atom_spacing=atom_spacing, atom_sigma=atom_sigma, extra=set_,
             )
             method_options = _resolve_direction(method, method_options, inputs)
+            warning = runs.correlated_noise_warning(method, inputs)
+            if warning:
+                console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
             data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size,
                                               "augment": augment}.items() if v is not None}
             trainer_options = {"device": device, "max_minutes": minutes, "max_steps": steps, "devices": devices or 1}

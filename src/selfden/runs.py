@@ -146,6 +146,28 @@ def resolve_direction(
     return {**options, "direction": result.direction}, result.reason
 
 
+def correlated_noise_warning(method: str, inputs: Sequence[Path]) -> str | None:
+    """A warning when ``method`` assumes pixel-independent noise and the data's noise is
+    correlated along rows or columns (measured as for cosdd's ``--direction auto``)."""
+    from selfden.methods import get_method
+
+    if not get_method(method).assumes_independent_noise:
+        return None
+    from selfden.images import open_image
+    from selfden.noise_analysis import measure_noise_correlation
+
+    try:
+        result = measure_noise_correlation([open_image(p) for p in inputs])
+    except SelfdenError:  # frames too small to measure (bad files fail training with their own error)
+        return None
+    if result.direction == "none":
+        return None
+    return (
+        f"{result.reason}. {method} assumes pixel-independent noise and may keep the correlated part "
+        "as signal; cosdd models noise correlated along rows or columns (selfden train cosdd)"
+    )
+
+
 def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: Any = None) -> RunResult | None:
     """Train ``config`` in ``run_dir`` (new, or resumed from its last checkpoint), then export the model.
 

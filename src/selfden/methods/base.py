@@ -75,6 +75,9 @@ class Method(ABC):
     #: Export ``best.pt`` (lowest ``val_loss``) rather than ``last.pt``. False for methods whose
     #: ``val_loss`` does not track quality (e.g. adversarial ones); the trainer still writes both.
     export_best_checkpoint: ClassVar[bool] = True
+    #: The method treats noise as independent from pixel to pixel; ``selfden train`` warns when
+    #: the data's noise is correlated along rows or columns.
+    assumes_independent_noise: ClassVar[bool] = False
 
     @classmethod
     def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:

@@ -167,6 +167,7 @@ class Cae(Method):
     config_class: ClassVar[type[MethodConfig]] = CaeConfig
     normalisation_kind = "range"
     allows_augmentation = True
+    assumes_independent_noise = True
     summary = (
         "Compressive autoencoder: the image is squeezed through a narrow bottleneck of a few channels at "
         "1/8 to 1/32 resolution; noise, being incompressible, does not fit through and is left out of the reconstruction."

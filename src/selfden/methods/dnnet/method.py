@@ -55,6 +55,7 @@ class Dnnet(Method):
     normalisation_kind: ClassVar[NormalisationKind] = "standardise"
     #: Pixel-independent noise is unchanged by flips and 90-degree rotations.
     allows_augmentation: ClassVar[bool] = True
+    assumes_independent_noise: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "D-net + N-net: a U-Net denoiser trained on grid-masked pixels (Noise2Self-style blind spots) together "
         "with a per-pixel noise model (Gaussian or Gaussian mixture, conditioned on the signal) whose likelihood "
