@@ -62,3 +62,46 @@ def test_shipped_sampler_gives_a_posterior_mean_and_a_spread(package: Path, tmp_
     mean, std = tifffile.imread(mean_path), tifffile.imread(std_path)
     assert np.isfinite(mean).all() and np.isfinite(std).all()
     assert (std >= 0).all() and std.mean() > 0, "independent posterior samples must differ somewhere"
+
+
+# Rebuilds the PyTorch weights as a consumer without selfden would: architecture.py + state dict.
+TORCH_ONLY = """
+import importlib.util, sys
+import numpy as np, torch, yaml
+sys.modules["selfden"] = None  # importing selfden now fails
+folder = sys.argv[1]
+rdf = yaml.safe_load(open(folder + "/rdf.yaml"))
+weights = rdf["weights"]["pytorch_state_dict"]
+spec = importlib.util.spec_from_file_location("architecture", folder + "/" + weights["architecture"]["source"])
+module = importlib.util.module_from_spec(spec)
+sys.modules["architecture"] = module
+spec.loader.exec_module(module)
+network = getattr(module, weights["architecture"]["callable"])(**weights["architecture"].get("kwargs", {})).eval()
+network.load_state_dict(torch.load(folder + "/" + weights["source"], weights_only=True))
+def affine(x, steps):
+    for step in steps:  # selfden packages use scale_linear (and ensure_dtype, a no-op on float32)
+        if step["id"] == "scale_linear":
+            x = x * step["kwargs"]["gain"] + step["kwargs"]["offset"]
+    return x
+x = affine(np.load(folder + "/test_input.npy").astype(np.float32), rdf["inputs"][0].get("preprocessing", []))
+with torch.no_grad():
+    y = network(torch.from_numpy(x)).numpy()
+np.save(sys.argv[2], affine(y, rdf["outputs"][0].get("postprocessing", [])))
+"""
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=[p.name for p in PACKAGES])
+def test_shipped_pytorch_weights_load_without_selfden(package: Path, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "torch_output.npy"
+    done = subprocess.run([sys.executable, "-c", TORCH_ONLY, str(package), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = np.load(package / "test_output.npy")
+    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    tolerance = rdf["config"]["bioimageio"]["reproducibility_tolerance"][0]  # the one for these weights
+    limit = tolerance["absolute_tolerance"] + tolerance["relative_tolerance"] * np.abs(expected)
+    mismatched_ppm = 1e6 * float(np.mean(np.abs(np.load(out) - expected) > limit))
+    assert mismatched_ppm <= tolerance["mismatched_elements_per_million"], f"{package.name}: {mismatched_ppm:.0f} ppm"
