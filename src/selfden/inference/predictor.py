@@ -124,9 +124,9 @@ class Predictor:
         self.orientations = model_symmetries(spec) if tta else IDENTITY_ONLY
         if tta and len(self.orientations) < 2:
             raise ModelError(
-                    f"{spec.rdf_path}: the model was trained without flips or rotations, so --tta has no "
-                    "orientations to average; leave --tta out (methods that train with them: cae, dnnet)"
-                )
+                f"{spec.rdf_path}: the model was trained without flips or rotations, so --tta has no "
+                "orientations to average; leave --tta out (methods that train with them: cae, dnnet)"
+            )
         if runner.input_rank != len(spec.input_axes):
             raise ModelError(
                 f"{spec.weights}: graph input has {runner.input_rank} dimensions but rdf.yaml "
