@@ -132,6 +132,7 @@ def _unavailable(method: str) -> str | None:
 def build(recipe: Recipe, output: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Data, train, export, validate and score one recipe; returns its record."""
     from selfden import synth
+    from selfden.inference.predictor import trained_orientations
 
     work.mkdir(parents=True, exist_ok=True)
     data = getattr(synth, recipe.suite)(rng=np.random.default_rng(0))
@@ -159,7 +160,7 @@ def build(recipe: Recipe, output: Path, work: Path, args: argparse.Namespace) ->
             f"`selfden infer` on every frame): noisy {record['noisy_affine_psnr']:.2f} dB -> denoised "
             f"{record['denoised_affine_psnr']:.2f} dB"
         )
-        if _trained_with_flips(work / "run"):
+        if len(trained_orientations(work / "run")) > 1:  # the model lists what --tta may average
             tta = [*infer[:4], "denoised_tta.tif", *infer[5:], "--tta"]
             record["commands"].append(_shown(tta))
             _selfden(tta, work)
@@ -177,14 +178,6 @@ def build(recipe: Recipe, output: Path, work: Path, args: argparse.Namespace) ->
         return record
     record["ok"] = record["validation"] == "passed" and record["size_mb"] <= MAX_MB
     return record
-
-
-def _trained_with_flips(run: Path) -> bool:
-    """Whether the run's exported model lists several orientations (so ``--tta`` applies)."""
-    import yaml
-
-    rdf = yaml.safe_load((run / "model" / "rdf.yaml").read_text(encoding="utf-8"))
-    return len(rdf.get("config", {}).get("selfden", {}).get("symmetries", [])) > 1
 
 
 def _selfden(arguments: list[Any], cwd: Path) -> str:

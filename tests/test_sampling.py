@@ -38,15 +38,20 @@ def save_noisy_sampler(path: Path, seed: float = 7.0) -> None:
     onnx.save(model, str(path))
 
 
-@pytest.fixture(scope="module")
-def cosdd_like_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = write_model(tmp_path_factory.mktemp("models") / "cosdd", tile_size=16)
+def write_sampler_model(folder: Path, symmetries: list[str] | None = None) -> Path:
+    """A COSDD-like model folder: the mean3 denoiser plus the toy sampler, 20 samples by default."""
+    write_model(folder, tile_size=16, symmetries=symmetries)
     save_noisy_sampler(folder / "sampler.onnx")
     rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
     rdf["config"]["selfden"]["graphs"]["sampler"] = "sampler.onnx"
     rdf["config"]["selfden"]["default_samples"] = 20
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
     return folder
+
+
+@pytest.fixture(scope="module")
+def cosdd_like_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_sampler_model(tmp_path_factory.mktemp("models") / "cosdd")
 
 
 def smooth_image(shape: tuple[int, int]) -> np.ndarray:

@@ -14,7 +14,7 @@ from selfden.inference.predictor import Predictor, denoise_files, load_predictor
 from selfden.inference.sampling import mixture_mean_and_std  # noqa: E402
 from selfden.inference.symmetry import DIHEDRAL, transform, untransform  # noqa: E402
 from test_predictor import OFFSET, SCALE, mean3_reflect, noisy, write_model  # noqa: E402
-from test_sampling import save_noisy_sampler, smooth_image  # noqa: E402
+from test_sampling import smooth_image, write_sampler_model  # noqa: E402
 
 
 def test_each_orientation_is_undone_by_its_inverse_on_non_square_stacks() -> None:
@@ -65,13 +65,7 @@ def test_mixture_of_orientations_has_the_law_of_total_variance() -> None:
 
 
 def test_tta_with_posterior_samples_keeps_mean_and_spread(tmp_path: Path) -> None:
-    folder = write_model(tmp_path / "cosdd", tile_size=16, symmetries=list(DIHEDRAL))
-    save_noisy_sampler(folder / "sampler.onnx")
-    import yaml
-
-    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
-    rdf["config"]["selfden"]["graphs"]["sampler"] = "sampler.onnx"
-    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    folder = write_sampler_model(tmp_path / "cosdd", symmetries=list(DIHEDRAL))
     image = smooth_image((32, 32))
     with load_predictor(folder, samples=50, tile_size=64, tta=True) as predictor:
         mean, std = predictor.predict_mean_and_std(image)

@@ -130,13 +130,6 @@ def train(
             _report_training(result)
 
 
-def _trained_with_flips(model_dir: Path) -> bool:
-    import yaml
-
-    rdf = yaml.safe_load((model_dir / "rdf.yaml").read_text(encoding="utf-8"))
-    return len(rdf.get("config", {}).get("selfden", {}).get("symmetries", [])) > 1
-
-
 def _apply_budget(config: Any, minutes: float | None, steps: int | None) -> Any:
     trainer = dict(config.trainer)
     if minutes is not None:
@@ -197,6 +190,8 @@ def _train_with_progress(config: Any, output: Path, resume: bool) -> Any:
 
 
 def _report_training(result: Any) -> None:
+    from selfden.inference.predictor import trained_orientations
+
     minutes = result.elapsed_seconds / 60
     out.print(
         f"trained {result.steps} steps in {minutes:.1f} min on {result.device} "
@@ -207,7 +202,7 @@ def _report_training(result: Any) -> None:
         return
     out.print(f"report: {result.run_dir / 'report.png'}")
     out.print(f"model: {result.model_dir}\ndenoise with:\n  selfden infer {_q(result.model_dir)} IMAGE.tif -o DENOISED.tif")
-    if result.model_dir is not None and _trained_with_flips(result.model_dir):
+    if result.model_dir is not None and len(trained_orientations(result.model_dir)) > 1:
         out.print("  (add --tta to average the 8 flips/rotations it was trained with: 8x the time, a little less noise)")
 
 

@@ -25,7 +25,7 @@ import selfden
 from selfden.export.architecture import ARCHITECTURE_FILE, bundle_source
 from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport, export_onnx
 from selfden.inference.symmetry import IDENTITY_ONLY, check_names
-from selfden.methods.base import Method
+from selfden.methods.base import Method, TorchArchitecture
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def _describe(
 ) -> Any:
     """Write every file of the package into ``staging`` and return its ModelDescr."""
     test_input = crop_for_test_tensor(method, sample_raw)  # first: a bad sample should fail before the slow steps
+    architecture = _write_architecture(method, staging)
     graphs, reports = _export_graphs(method, staging)
     _save_state_dict(method, staging / TORCH_WEIGHTS)
     test_output = predict_raw(staging / graphs[DENOISER], test_input, method)
@@ -123,8 +124,9 @@ def _describe(
     _write_tif(staging / SAMPLE_INPUT, test_input[None, None])
     _write_tif(staging / SAMPLE_OUTPUT, test_output[None, None])
     _write_cover(staging / COVER, test_input, test_output)
-    (staging / README).write_text(_readme(method, info, reports, (test_input, test_output), symmetries), encoding="utf-8")
-    return _model_descr(method, staging, graphs, info, symmetries)
+    readme = _readme(method, info, reports, (test_input, test_output), symmetries, architecture.callable)
+    (staging / README).write_text(readme, encoding="utf-8")
+    return _model_descr(method, staging, graphs, info, symmetries, architecture)
 
 
 def _export_graphs(method: Method, staging: Path) -> tuple[dict[str, str], list[ParityReport]]:
@@ -217,6 +219,7 @@ def _readme(
     reports: list[ParityReport],
     test: tuple[np.ndarray, np.ndarray],
     symmetries: tuple[str, ...],
+    torch_callable: str,
 ) -> str:
     """The package's documentation: method, training data, settings, measured validation, limits, citations."""
     cites = "\n".join(f"- {c.text}" + (f" (doi:{c.doi})" if c.doi else f" ({c.url})" if c.url else "") for c in method.citations)
@@ -229,8 +232,6 @@ def _readme(
     limitations = "\n".join(f"- {line}" for line in (*method.limitations, *GENERAL_LIMITATIONS))
     test_input, test_output = test
     removed = float(np.std(test_input - test_output))
-    described = method.torch_architecture()
-    torch_callable = f"`{described.callable if described else '?'}(**kwargs)` from `{ARCHITECTURE_FILE}` (needs only PyTorch)"
     tta = (
         f" Trained on flipped and turned crops: `--tta` averages its {len(symmetries)} orientations (8x the time)."
         if len(symmetries) > 1 else ""
@@ -250,7 +251,7 @@ raw intensities out: the training statistics are baked into the `scale_linear` p
 ## Use
 - `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).{tta}
 - deepImageJ (Fiji) or any bioimage.io consumer that runs ONNX (opset 17, IR 8).
-- PyTorch: `denoiser.pt` is the state dict of {torch_callable} (kwargs in rdf.yaml), on normalised
+- PyTorch: `denoiser.pt` is the state dict of `{torch_callable}(**kwargs)` from `{ARCHITECTURE_FILE}` (needs only PyTorch) (kwargs in rdf.yaml), on normalised
   intensities, for fine-tuning or retraining.
 
 ## Training data
@@ -336,7 +337,12 @@ def _selfden_config(
 
 
 def _model_descr(
-    method: Method, staging: Path, graphs: dict[str, str], info: dict[str, Any], symmetries: tuple[str, ...]
+    method: Method,
+    staging: Path,
+    graphs: dict[str, str],
+    info: dict[str, Any],
+    symmetries: tuple[str, ...],
+    architecture: TorchArchitecture,
 ) -> Any:
     from bioimageio.spec.model import v0_5 as bio
 
@@ -378,7 +384,7 @@ def _model_descr(
                 postprocessing=post,
             )
         ],
-        weights=_weights(bio, method, staging, graphs),
+        weights=_weights(bio, staging, graphs, architecture),
         attachments=[bio.FileDescr(source=staging / f) for n, f in graphs.items() if n != DENOISER],
         config=bio.Config(
             selfden=_selfden_config(method, graphs, info, symmetries),
@@ -387,11 +393,14 @@ def _model_descr(
     )  # fmt: skip
 
 
-def _weights(bio: Any, method: Method, staging: Path, graphs: dict[str, str]) -> Any:
-    """ONNX (what deepImageJ and selfden infer run), converted from the PyTorch state dict."""
+def _weights(bio: Any, staging: Path, graphs: dict[str, str], described: TorchArchitecture) -> Any:
+    """ONNX (what deepImageJ and selfden infer run), converted from the PyTorch state dict
+    (architecture: ``architecture.py``, written by ``_write_architecture``)."""
     import torch
 
-    architecture = _architecture(bio, method, staging)
+    architecture = bio.ArchitectureFromFileDescr(
+        source=staging / ARCHITECTURE_FILE, callable=bio.Identifier(described.callable), kwargs=_plain(described.kwargs)
+    )
     torch_version = torch.__version__.split("+")[0]
     return bio.WeightsDescr(
         pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
@@ -401,15 +410,13 @@ def _weights(bio: Any, method: Method, staging: Path, graphs: dict[str, str]) ->
     )
 
 
-def _architecture(bio: Any, method: Method, staging: Path) -> Any:
+def _write_architecture(method: Method, staging: Path) -> TorchArchitecture:
     """architecture.py: the denoiser's torch-only source, so PyTorch consumers need no selfden."""
     described = method.torch_architecture()
     if described is None:
         raise ExportError(f"method {method.name} does not describe its network (torch_architecture); this is a bug")
     (staging / ARCHITECTURE_FILE).write_text(bundle_source(described.modules), encoding="utf-8")
-    return bio.ArchitectureFromFileDescr(
-        source=staging / ARCHITECTURE_FILE, callable=bio.Identifier(described.callable), kwargs=_plain(described.kwargs)
-    )
+    return described
 
 
 def _torch_tolerance(bio: Any, scale: float) -> Any:

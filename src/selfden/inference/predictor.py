@@ -272,6 +272,16 @@ def model_symmetries(spec: ModelSpec) -> tuple[str, ...]:
         raise ModelError(f"{spec.rdf_path}: config.selfden.symmetries: {error}") from None
 
 
+def trained_orientations(model_path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The orientations a model folder, run folder or .zip lists (``--tta`` needs more than one)."""
+    rdf, temp = locate_rdf(Path(model_path))
+    try:
+        return model_symmetries(read_spec(rdf))
+    finally:
+        if temp is not None:
+            temp.cleanup()
+
+
 def _suggested_tile(spec: ModelSpec) -> int:
     value = spec.config_selfden.get("tile_size")
     if isinstance(value, int) and value > 0:
