@@ -11,7 +11,7 @@
 // Keys: model (folder, rdf.yaml or .zip; required), input (image file to open; default: the
 // active image), output (.tif to save the result to; the std map goes to ..._std.tif),
 // samples (COSDD posterior samples, 0 = direct denoiser), std (true/false: uncertainty map),
-// tta (true/false: average the 8 flips/rotations, for models trained with them; 8x the time),
+// tta (true/false: average over the flips/rotations the model was trained with; up to 8x the time),
 // device (auto, cpu, cuda), tile_size (pixels, 0 = the model's suggestion),
 // selfden (path of the selfden executable; default: "selfden" found on PATH),
 // tmpdir (folder for the temporary working folder; default: ImageJ's temp folder).
@@ -70,7 +70,7 @@ function settingsFromDialog() {
 	Dialog.addFile("Model (folder, its rdf.yaml, or .zip)", call("ij.Prefs.get", PREFS + "model", ""));
 	Dialog.addNumber("COSDD samples (0 = direct denoiser)", parseInt(call("ij.Prefs.get", PREFS + "samples", "0")));
 	Dialog.addCheckbox("Uncertainty map (std over the samples)", parseFlag(call("ij.Prefs.get", PREFS + "std", "false"), "std"));
-	Dialog.addCheckbox("Average the 8 flips/rotations (tta; 8x the time)", parseFlag(call("ij.Prefs.get", PREFS + "tta", "false"), "tta"));
+	Dialog.addCheckbox("Average the flips/rotations it was trained with (tta; up to 8x the time)", parseFlag(call("ij.Prefs.get", PREFS + "tta", "false"), "tta"));
 	Dialog.addChoice("Device", DEVICES, call("ij.Prefs.get", PREFS + "device", "auto"));
 	Dialog.addNumber("Tile size (0 = model's suggestion)", 0);
 	Dialog.addFile("selfden executable", call("ij.Prefs.get", PREFS + "executable", "selfden"));

@@ -64,7 +64,7 @@ function settingsFromDialog() {
 	Dialog.addFile("Model (folder, its rdf.yaml, or .zip)", call("ij.Prefs.get", "selfden.model", ""));
 	Dialog.addNumber("COSDD samples (0 = direct denoiser)", 0);
 	Dialog.addCheckbox("Uncertainty map (std over the samples)", false);
-	Dialog.addCheckbox("Average the 8 flips/rotations (tta; 8x the time)", false);
+	Dialog.addCheckbox("Average the flips/rotations it was trained with (tta; up to 8x the time)", false);
 	Dialog.addChoice("Device", DEVICES, call("ij.Prefs.get", "selfden.device", "auto"));
 	Dialog.addNumber("Tile size (0 = model's suggestion)", 0);
 	Dialog.addFile("selfden executable", call("ij.Prefs.get", "selfden.executable", "selfden"));

@@ -262,7 +262,7 @@ def test_no_augment_trains_on_crops_as_recorded_and_the_package_says_so(
 def test_augment_for_a_method_bound_to_the_scan_direction_is_one_line_error(
     trained_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    result = run_selfden("train", "cosdd", trained_run[1], "-o", tmp_path / "run", "--steps", "1", "--augment")
+    result = run_selfden("train", "noise2atom", trained_run[1], "-o", tmp_path / "run", "--steps", "1", "--augment")
     _assert_clean_failure(result, mention="--augment")
     assert not (tmp_path / "run").exists()
 

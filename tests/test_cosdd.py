@@ -12,6 +12,7 @@ import torch
 from pydantic import ValidationError
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
+from selfden.inference.symmetry import DIHEDRAL, transform
 from selfden.methods import get_method
 from selfden.methods.base import Normalisation
 from selfden.methods.cosdd import Cosdd, CosddConfig
@@ -105,6 +106,19 @@ def test_config_rejects_unknown_keys_and_bad_receptive_fields() -> None:
         CosddConfig(ar_receptive_field=10)
     with pytest.raises(ValidationError, match="levels"):
         CosddConfig(levels=4, downsamplings=3)
+
+
+@pytest.mark.parametrize("direction", ["x", "y"])
+def test_training_flips_keep_the_noise_axis_and_its_scan_direction(direction: str) -> None:
+    rows, cols = np.mgrid[0:4, 0:6]
+    along = cols if direction == "x" else rows  # each pixel's position along the noise axis
+    names = CosddConfig(direction=direction).training_orientations()
+    assert len(names) == 2 and "identity" in names, names
+    for name in names:
+        moved = transform(along, name)
+        assert moved.shape == along.shape, f"{name} swaps the axes"
+        assert np.all(np.diff(moved, axis=1 if direction == "x" else 0) == 1), f"{name} reverses the scan"
+    assert set(CosddConfig(direction="none").training_orientations()) == set(DIHEDRAL)
 
 
 def test_registry_finds_cosdd_and_size_step_follows_downsamplings() -> None:

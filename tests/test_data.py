@@ -18,6 +18,7 @@ from selfden.data import (
     validation_batches,
 )
 from selfden.errors import InputError
+from selfden.inference.symmetry import DIHEDRAL, IDENTITY_ONLY
 from selfden.methods.base import Normalisation
 
 IDENTITY = Normalisation(offset=0.0, scale=1.0)
@@ -155,7 +156,7 @@ def test_frame_too_small_to_split_names_the_file() -> None:
 
 def test_crops_come_from_all_files_and_frames_evenly() -> None:
     regions = regions_of(labelled_stack("a.tif", 4, 0), labelled_stack("b.tif", 4, 100))
-    sampler = CropSampler(regions, 8, IDENTITY, augment=False, rng=np.random.default_rng(0))
+    sampler = CropSampler(regions, 8, IDENTITY, IDENTITY_ONLY, rng=np.random.default_rng(0))
     counts = Counter(sampler.sample(4000)[:, 0, 0, 0].tolist())
     assert sorted(counts) == [0, 1, 2, 3, 100, 101, 102, 103], counts
     assert all(400 < c < 600 for c in counts.values()), counts
@@ -163,7 +164,7 @@ def test_crops_come_from_all_files_and_frames_evenly() -> None:
 
 def test_crop_positions_cover_the_whole_frame() -> None:
     stack = ramp_stack(32, 48)
-    sampler = CropSampler(regions_of(stack), 8, IDENTITY, augment=False, rng=np.random.default_rng(0))
+    sampler = CropSampler(regions_of(stack), 8, IDENTITY, IDENTITY_ONLY, rng=np.random.default_rng(0))
     corners = sampler.sample(3000)[:, 0, 0, 0].astype(int)
     ys, xs = corners // 48, corners % 48
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (0, 24, 0, 40), (ys.min(), ys.max(), xs.min(), xs.max())
@@ -173,7 +174,7 @@ def test_same_seed_gives_identical_batches() -> None:
     regions = regions_of(ramp_stack(), labelled_stack("a.tif", 3, 0, size=32))
 
     def batches(seed: int) -> list[np.ndarray]:
-        sampler = CropSampler(regions, 8, IDENTITY, augment=True, rng=np.random.default_rng(seed))
+        sampler = CropSampler(regions, 8, IDENTITY, DIHEDRAL, rng=np.random.default_rng(seed))
         return [sampler.sample(16) for _ in range(3)]
 
     assert all(np.array_equal(a, b) for a, b in zip(batches(5), batches(5)))
@@ -185,23 +186,30 @@ def _orientation(crop: np.ndarray) -> tuple[int, int]:
     return int(crop[0, 1] - crop[0, 0]), int(crop[1, 0] - crop[0, 0])
 
 
-def test_augment_false_gives_unflipped_crops() -> None:
-    sampler = CropSampler(regions_of(ramp_stack()), 8, IDENTITY, augment=False, rng=np.random.default_rng(0))
+def test_identity_only_gives_crops_as_recorded() -> None:
+    sampler = CropSampler(regions_of(ramp_stack()), 8, IDENTITY, IDENTITY_ONLY, rng=np.random.default_rng(0))
     orientations = {_orientation(c[0]) for c in sampler.sample(200)}
     assert orientations == {(1, 48)}, orientations
 
 
-def test_augment_true_uses_all_flips_and_rotations() -> None:
-    sampler = CropSampler(regions_of(ramp_stack()), 8, IDENTITY, augment=True, rng=np.random.default_rng(0))
+def test_dihedral_uses_all_flips_and_rotations() -> None:
+    sampler = CropSampler(regions_of(ramp_stack()), 8, IDENTITY, DIHEDRAL, rng=np.random.default_rng(0))
     orientations = Counter(_orientation(c[0]) for c in sampler.sample(800))
     expected = {(1, 48), (-1, 48), (1, -48), (-1, -48), (48, 1), (-48, 1), (48, -1), (-48, -1)}
     assert set(orientations) == expected, orientations
     assert min(orientations.values()) > 50, orientations
 
 
+def test_row_preserving_orientations_only_reverse_the_row_order() -> None:
+    sampler = CropSampler(regions_of(ramp_stack()), 8, IDENTITY, ("identity", "flip_y"), rng=np.random.default_rng(0))
+    orientations = Counter(_orientation(c[0]) for c in sampler.sample(400))
+    assert set(orientations) == {(1, 48), (1, -48)}, orientations
+    assert min(orientations.values()) > 150, orientations
+
+
 def test_crops_are_normalised() -> None:
     regions = regions_of(labelled_stack("a.tif", 1, 10))
-    batch = CropSampler(regions, 8, Normalisation(offset=4.0, scale=2.0), False, np.random.default_rng(0)).sample(3)
+    batch = CropSampler(regions, 8, Normalisation(offset=4.0, scale=2.0), IDENTITY_ONLY, np.random.default_rng(0)).sample(3)
     assert batch.shape == (3, 1, 8, 8) and batch.dtype == np.float32, (batch.shape, batch.dtype)
     assert np.all(batch == 3.0), np.unique(batch)
 
@@ -210,16 +218,16 @@ def test_too_small_frames_error_names_the_file_and_sizes() -> None:
     stack = FakeStack(Path("img.tif"), np.zeros((12, 40, 40)))
     train, _ = split_train_val([stack], 0.1, np.random.default_rng(0))
     with pytest.raises(InputError) as err:
-        CropSampler(train, 64, IDENTITY, augment=False, rng=np.random.default_rng(0))
+        CropSampler(train, 64, IDENTITY, IDENTITY_ONLY, rng=np.random.default_rng(0))
     assert str(err.value) == "img.tif: frames are 40x40 but the patch size is 64; use --patch-size 32 or larger images"
 
 
 def test_frames_are_read_once_while_they_fit_the_cache() -> None:
     stack = labelled_stack("a.tif", 12, 0)
-    CropSampler(regions_of(stack), 8, IDENTITY, False, np.random.default_rng(0)).sample(500)
+    CropSampler(regions_of(stack), 8, IDENTITY, IDENTITY_ONLY, np.random.default_rng(0)).sample(500)
     assert stack.reads == 12, stack.reads
     uncached = labelled_stack("b.tif", 12, 0)
-    CropSampler(regions_of(uncached), 8, IDENTITY, False, np.random.default_rng(0), cache_bytes=0).sample(500)
+    CropSampler(regions_of(uncached), 8, IDENTITY, IDENTITY_ONLY, np.random.default_rng(0), cache_bytes=0).sample(500)
     assert uncached.reads == 500, uncached.reads
 
 

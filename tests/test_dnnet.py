@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from scipy.ndimage import gaussian_filter
 
 from selfden.errors import InputError, SelfdenError
+from selfden.inference.symmetry import DIHEDRAL
 from selfden.methods import get_method
 from selfden.methods.base import Normalisation
 from selfden.methods.dnnet import Dnnet, DnnetConfig, empirical_noise, noise_model_curve
@@ -85,7 +86,7 @@ def test_registry_returns_dnnet_with_standardised_inputs_and_augmentation() -> N
     assert get_method("dnnet") is Dnnet
     assert Dnnet.config_class is DnnetConfig
     assert Dnnet.normalisation_kind == "standardise"
-    assert Dnnet.allows_augmentation
+    assert DnnetConfig().training_orientations() == DIHEDRAL
     assert any("2102.08023" in (c.url or "") for c in Dnnet.citations)
     assert any("1901.11365" in (c.url or "") for c in Dnnet.citations)
 

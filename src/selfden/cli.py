@@ -78,8 +78,9 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Crops per training step."),
     augment: Optional[bool] = typer.Option(
         None, "--augment/--no-augment",
-        help="Flip and turn training crops (default: when the method allows it). Turn off for noise that "
-        "runs along one direction, e.g. row streaks, with cae or dnnet.",
+        help="Flip/turn training crops in the orientations the method's noise model allows (default: on; "
+        "cae, dnnet: all 8; cosdd: flips that keep the noise axis and scan direction; noise2atom: none). "
+        "Turn off for noise that runs along one direction, e.g. row streaks, with cae or dnnet.",
     ),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     devices: Optional[int] = typer.Option(
@@ -202,8 +203,12 @@ def _report_training(result: Any) -> None:
         return
     out.print(f"report: {result.run_dir / 'report.png'}")
     out.print(f"model: {result.model_dir}\ndenoise with:\n  selfden infer {_q(result.model_dir)} IMAGE.tif -o DENOISED.tif")
-    if result.model_dir is not None and len(trained_orientations(result.model_dir)) > 1:
-        out.print("  (add --tta to average the 8 flips/rotations it was trained with: 8x the time, a little less noise)")
+    orientations = len(trained_orientations(result.model_dir)) if result.model_dir is not None else 1
+    if orientations > 1:
+        out.print(
+            f"  (add --tta to average the {orientations} orientations it was trained with: "
+            f"{orientations}x the time, a little less noise)"
+        )
 
 
 # ---------------------------------------------------------------------------------- infer
@@ -222,7 +227,7 @@ def infer(
     std: bool = typer.Option(False, "--std", help="COSDD: also write the per-pixel standard deviation."),
     tta: bool = typer.Option(
         False, "--tta",
-        help="Average over the 8 flips/rotations the model was trained with (8x the time; measured +0.1-0.3 dB).",
+        help="Average over the flips/rotations the model was trained with (up to 8x the time; measured +0.1-0.3 dB).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run; finished frames are kept."),
     dask: bool = typer.Option(

@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 
 from selfden.errors import InputError
+from selfden.inference.symmetry import IDENTITY_ONLY, check_names
+from selfden.inference.symmetry import transform as orient
 from selfden.normalisation import Normalisation, NormalisationKind
 
 log = logging.getLogger(__name__)
@@ -245,7 +247,7 @@ def _check_fits(region: Region, patch_size: int) -> None:
 
 
 class CropSampler:
-    """Random ``patch_size`` crops from all regions, normalised, optionally flipped and rotated.
+    """Random ``patch_size`` crops from all regions, normalised, each in one of ``orientations`` at random.
 
     Regions are drawn with probability proportional to their area, so every pixel of the
     training set is about equally likely to be seen. Frames are read lazily with
@@ -260,7 +262,7 @@ class CropSampler:
         regions: Sequence[Region],
         patch_size: int,
         normalisation: _Scaling,
-        augment: bool,
+        orientations: Sequence[str],
         rng: np.random.Generator,
         cache_bytes: int = 2 * 1024**3,
     ) -> None:
@@ -273,7 +275,7 @@ class CropSampler:
         self._weights = areas / areas.sum()
         self._patch = patch_size
         self._offset, self._scale = float(normalisation.offset), float(normalisation.scale)
-        self._augment = augment
+        self._orientations = check_names(orientations) or IDENTITY_ONLY
         self._rng = rng
         self._cache: dict[tuple[int, int], np.ndarray] = {}
         self._cache_budget, self._cache_used = cache_bytes, 0
@@ -293,12 +295,9 @@ class CropSampler:
         y = region.rows.start + int(self._rng.integers(0, height - self._patch + 1))
         x = region.cols.start + int(self._rng.integers(0, width - self._patch + 1))
         patch = self._frame(region)[y : y + self._patch, x : x + self._patch]
-        if not self._augment:
-            return patch
-        flip_y, flip_x, quarter_turns = self._rng.integers(0, (2, 2, 4))
-        patch = patch[::-1] if flip_y else patch
-        patch = patch[:, ::-1] if flip_x else patch
-        return np.rot90(patch, int(quarter_turns))
+        if len(self._orientations) == 1:
+            return orient(patch, self._orientations[0])
+        return orient(patch, self._orientations[int(self._rng.integers(len(self._orientations)))])
 
     def _frame(self, region: Region) -> np.ndarray:
         key = (id(region.stack), region.frame_index)
@@ -328,5 +327,5 @@ def validation_batches(
     """``n_batches`` fixed batches of unaugmented crops (identical for the same ``rng`` seed)."""
     if not val_regions:
         return []
-    sampler = CropSampler(val_regions, patch_size, normalisation, augment=False, rng=rng)
+    sampler = CropSampler(val_regions, patch_size, normalisation, IDENTITY_ONLY, rng=rng)
     return [sampler.sample(batch_size) for _ in range(n_batches)]

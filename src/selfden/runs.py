@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfden import __version__
 from selfden.errors import InputError, SelfdenError
-from selfden.inference.symmetry import DIHEDRAL, IDENTITY_ONLY
+from selfden.inference.symmetry import IDENTITY_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,13 @@ class DataConfig(BaseModel):
     batch_size: int = Field(8, description="Crops per training step.")
     val_fraction: float = Field(0.1, description="Share of frames (or rows, for few frames) kept for validation.")
     val_batches: int = Field(4, description="Fixed validation batches evaluated at each validation.")
-    augment: bool | None = Field(None, description="Flips/rot90; None = whatever the method allows.")
+    augment: bool | None = Field(
+        None, description="Flip/turn crops into the orientations the method allows; None = yes, False = no."
+    )
 
-    def uses_augmentation(self, method_allows: bool) -> bool:
-        """Whether crops are flipped and turned: never when the method forbids it."""
-        return method_allows if self.augment is None else (self.augment and method_allows)
+    def orientations(self, method_allows: Sequence[str]) -> tuple[str, ...]:
+        """The orientations training crops are drawn in: the method's, unless augmentation is off."""
+        return IDENTITY_ONLY if self.augment is False else tuple(method_allows)
 
 
 class RunConfig(BaseModel):
@@ -113,7 +115,7 @@ def new_run_config(
     method_config = method_cls.for_device(method_config, device_type)
     data_options = {**method_cls.data_defaults(device_type), **data_options}
     data = _validated(DataConfig, {"inputs": [str(Path(p).resolve()) for p in inputs], **data_options}, "data option")
-    if data.augment and not method_cls.allows_augmentation:
+    if data.augment and method_config.training_orientations() == IDENTITY_ONLY:
         raise SelfdenError(
             f"--augment: {method} trains on crops as recorded (its noise model depends on the scan direction); leave it out"
         )
@@ -213,7 +215,7 @@ def _train_rank(config: RunConfig, run_dir: Path, resume: bool, progress: Any = 
     data_rng = np.random.default_rng(config.seed)
     crops = distributed.per_rank_batch(config.data.batch_size, rank.world_size)
     next_batch, val_batches, val_frame = _training_data(
-        config, stacks, norm, method_cls.allows_augmentation, data_rng, crops
+        config, stacks, norm, method.config.training_orientations(), data_rng, crops
     )
     result = train(
         method, next_batch, val_batches, run_dir, trainer_config, resume=resume, progress=progress, data_rng=data_rng
@@ -278,8 +280,8 @@ def export_run(
         **({"device": device} if device else {}),
         "validation": list(validation),
     }
-    # Training crops were flipped and turned at random (all 8 orientations) or not at all.
-    symmetries = DIHEDRAL if config.data.uses_augmentation(type(method).allows_augmentation) else IDENTITY_ONLY
+    # --tta may average over the orientations the training crops were drawn in.
+    symmetries = config.data.orientations(method.config.training_orientations())
     target = Path(out_dir) if out_dir is not None else run_dir / MODEL_DIR
     if target.suffix.lower() != ".zip":
         return export_package(method, target, sample_raw, info, symmetries)
@@ -345,7 +347,7 @@ def _training_data(
     config: RunConfig,
     stacks: list,
     norm: Any,
-    method_allows_augmentation: bool,
+    method_orientations: Sequence[str],
     rng: np.random.Generator,
     crops_per_step: int | None = None,
 ):
@@ -360,7 +362,7 @@ def _training_data(
         stacks, val_fraction=data.val_fraction, rng=rng, patch_size=data.patch_size
     )
     sampler = CropSampler(
-        train_regions, data.patch_size, norm, augment=data.uses_augmentation(method_allows_augmentation), rng=rng
+        train_regions, data.patch_size, norm, data.orientations(method_orientations), rng=rng
     )
     val = validation_batches(
         val_regions, data.patch_size, data.batch_size, norm, data.val_batches, np.random.default_rng(config.seed + 1)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from selfden.inference.symmetry import DIHEDRAL
 from selfden.normalisation import Normalisation, NormalisationKind
 
 __all__ = ["Cite", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "average_gradients", "reseed_for_rank"]
@@ -29,6 +30,12 @@ class MethodConfig(BaseModel):
     def for_device(self, device_type: str) -> "MethodConfig":
         """This config with device-dependent defaults made explicit ("cpu" or "cuda"); none by default."""
         return self
+
+    def training_orientations(self) -> tuple[str, ...]:
+        """Orientations (names from ``selfden.inference.symmetry``) that leave the modelled noise's
+        statistics unchanged: training crops are drawn in them at random, and ``--tta`` may
+        average over them. All eight flips and quarter turns unless a method says otherwise."""
+        return DIHEDRAL
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,6 @@ class Method(ABC):
     config_class: ClassVar[type[MethodConfig]]
     #: "range": map robust percentiles (low, high) to (0, 1); "standardise": mean 0, std 1.
     normalisation_kind: ClassVar[NormalisationKind] = "range"
-    #: Whether flips and 90-degree rotations preserve the noise statistics this method models.
-    allows_augmentation: ClassVar[bool] = True
     #: Papers to cite in docs and packages.
     citations: ClassVar[tuple[Cite, ...]] = ()
     #: One paragraph for package READMEs: what the method models and removes.

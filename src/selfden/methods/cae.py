@@ -177,7 +177,6 @@ class Cae(Method):
     name: ClassVar[str] = "cae"
     config_class: ClassVar[type[MethodConfig]] = CaeConfig
     normalisation_kind = "range"
-    allows_augmentation = True
     assumes_independent_noise = True
     summary = (
         "Compressive autoencoder: the image is squeezed through a narrow bottleneck of a few channels at "

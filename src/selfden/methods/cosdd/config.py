@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from selfden.inference.symmetry import DIHEDRAL
 from selfden.methods.base import MethodConfig
 
 Direction = Literal["x", "y", "none"]
@@ -96,6 +97,16 @@ class CosddConfig(MethodConfig):
         if self.halo is not None and (2 * self.halo) % arch.size_step:
             raise ValueError(f"halo {self.halo}: 2*halo must be a multiple of the size step {arch.size_step}")
         return self
+
+    def training_orientations(self) -> tuple[str, ...]:
+        """Flips that keep the noise axis and its scan direction: for row noise (x), reversing the
+        order of the rows (flip_y), whose noise is independent; for column noise, flip_x; for
+        pixel-independent noise, all eight orientations. A quarter turn would swap the axes, and
+        reversing a row would reverse the scan, which changes asymmetric scan-line noise
+        (detector lag) that the causal noise model learns."""
+        if self.direction == "none":
+            return DIHEDRAL
+        return ("identity", "flip_y") if self.direction == "x" else ("identity", "flip_x")
 
     def for_device(self, device_type: str) -> CosddConfig:
         """This config with size "auto" replaced by the preset for ``device_type`` ("cpu" or "cuda")."""

@@ -4,9 +4,12 @@
 2. signal decoder: MSE to the noisy input from a detached s_code;
 3. direct denoiser: MSE to the signal decoder's output for one posterior sample (detached).
 
-Augmentation is off: 90-degree rotations turn row noise into column noise, and flips reverse
-the scan direction, which changes asymmetric scan-line noise (detector lag, fly-back) that
-the causal noise model can otherwise learn. The reference code uses none either.
+Augmentation keeps the noise axis and its scan direction (``CosddConfig.training_orientations``):
+for row noise, crops are drawn upside down half the time (rows are independent, so their
+order carries no noise statistics); column noise, likewise mirrored left-right. 90-degree
+rotations would turn row noise into column noise, and a flip along the noise axis reverses
+the scan, which changes asymmetric scan-line noise (detector lag, fly-back) that the causal
+noise model can otherwise learn. The reference code augments not at all.
 
 Measured (2 shared CPU cores, "tiny" preset, 64^2 crops, batch 4, fp32; affine PSNR on 16
 held-out frames):
@@ -74,7 +77,6 @@ class Cosdd(Method):
     name: ClassVar[str] = "cosdd"
     config_class: ClassVar[type[CosddConfig]] = CosddConfig
     normalisation_kind: ClassVar[NormalisationKind] = "standardise"
-    allows_augmentation: ClassVar[bool] = False
     summary: ClassVar[str] = (
         "Correlated and signal-dependent denoising (COSDD): a ladder VAE explains the image as a clean signal "
         "plus noise from an autoregressive noise model that sees up to 40 pixels along one axis, so noise "

@@ -53,8 +53,6 @@ class Dnnet(Method):
     config_class: ClassVar[type[DnnetConfig]] = DnnetConfig
     #: Standardised data put the N-net's input and the noise scales near 1 whatever the camera's units.
     normalisation_kind: ClassVar[NormalisationKind] = "standardise"
-    #: Pixel-independent noise is unchanged by flips and 90-degree rotations.
-    allows_augmentation: ClassVar[bool] = True
     assumes_independent_noise: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "D-net + N-net: a U-Net denoiser trained on grid-masked pixels (Noise2Self-style blind spots) together "

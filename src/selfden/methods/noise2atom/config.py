@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from selfden.inference.symmetry import IDENTITY_ONLY
 from selfden.methods.base import MethodConfig
 
 #: The paper's simulator (Wang et al. 2020): 75-150 atoms on the 32x32 sites of an 8-px lattice
@@ -129,3 +130,8 @@ class Noise2AtomConfig(MethodConfig):
         if (2 * self.halo) % 8:
             raise ValueError(f"halo {self.halo}: 2*halo must be a multiple of the size step 8; try {self.halo // 4 * 4}")
         return self
+
+    def training_orientations(self) -> tuple[str, ...]:
+        # rot90 would turn the horizontal scan-line noise Mc2s learns into vertical noise; the
+        # benchmarked defaults train on crops as recorded.
+        return IDENTITY_ONLY

@@ -88,8 +88,6 @@ class Noise2Atom(Method):
     name: ClassVar[str] = "noise2atom"
     config_class: ClassVar[type[MethodConfig]] = Noise2AtomConfig
     normalisation_kind = "range"
-    # rot90 would turn the horizontal scan-line noise Mc2s learns into vertical noise
-    allows_augmentation = False
     # the cycle val_loss jumps with the adversarial game and does not rank checkpoints by
     # quality; the weight-averaged last checkpoint does (see the module docstring)
     export_best_checkpoint = False

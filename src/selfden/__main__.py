@@ -1,0 +1,5 @@
+"""``python -m selfden``: the ``selfden`` command, for environments whose scripts are not on PATH."""
+
+from selfden.cli import app
+
+app(prog_name="selfden")
