@@ -203,6 +203,8 @@ def _quality_section(key: str, records: list[dict[str, Any]], md_path: Path) -> 
         cores = record.get("train_cores_used")
         cores = "" if cores is None else f"; train_run (training + export) got {cores:.2f} CPU cores on average"
         lines.append(f"- {label}: `{record['command']}` — {record['date']}; {record['machine']}{cores}")
+        if record.get("mmse_command"):
+            lines.append(f"- {label}, rows on the first frames (direct, MMSE-N, baselines): `{record['mmse_command']}`")
     return "\n".join(lines) + "\n"
 
 

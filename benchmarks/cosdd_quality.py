@@ -147,9 +147,9 @@ def add_mmse_rows(record: dict[str, Any], suite: Any, noisy_path: Path, args: ar
 
     model = Path(record["run_dir"]) / "model"
     work = Path(record["run_dir"]).parent
-    direct = record["rows"][0]
+    direct, *others = (r for r in record["rows"] if " frames" not in r["name"])  # all-frames rows: direct, --tta
     direct["name"] = f"{record['label']} direct"
-    rows = [direct]
+    rows = [direct, *others]
     n = min(args.mmse_frames, len(suite.noisy))
     subset = type(suite)(name=suite.name, noisy=suite.noisy[:n], clean=suite.clean[:n], description=suite.description)
     subset_path, _ = synth.save_synth_set(subset, work / f"first{n}")

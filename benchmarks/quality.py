@@ -286,12 +286,13 @@ def method_record(
     }
     rows = [row]
     if getattr(args, "tta", False):
-        from selfden.inference.predictor import denoise_files
+        from selfden.inference.predictor import denoise_files, trained_orientations
 
         start = time.perf_counter()
         tta_path = denoise_files(result.model_dir, [noisy_path], work / "denoised_tta.tif", device=args.device, tta=True)[0]
         denoised = read_stack(tta_path)
-        rows.append({**row, "name": f"{label} --tta", "settings": row["settings"] + ", 8 orientations averaged",
+        averaged = f", {len(trained_orientations(result.model_dir))} orientations averaged"
+        rows.append({**row, "name": f"{label} --tta", "settings": row["settings"] + averaged,
                      "scores": _scores(denoised, synth_set.clean), "seconds": time.perf_counter() - start})
     figure = save_figure(synth_set, denoised, rows[-1]["name"], args.figures_dir)
     for r in rows:

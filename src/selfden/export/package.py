@@ -233,7 +233,8 @@ def _readme(
     test_input, test_output = test
     removed = float(np.std(test_input - test_output))
     tta = (
-        f" Trained on flipped and turned crops: `--tta` averages its {len(symmetries)} orientations (8x the time)."
+        f" Trained on crops in {len(symmetries)} orientations ({', '.join(symmetries)}): `--tta` averages "
+        f"them ({len(symmetries)}x the time)."
         if len(symmetries) > 1 else ""
     )
     return f"""# {_name(method, info)}

@@ -31,6 +31,14 @@ held-out frames):
   target reached. That run's direct output scored 22.84 dB against 25.04 for MMSE-32 (first
   8 frames); continuing it with the rate restored to 2e-3 gave 23.94 (50 steps), 24.45 (100),
   24.83 (200), 24.75-24.89 (250-300) against an MMSE-32 of 24.99.
+- Upside-down crops (row noise) are neutral per step on the stripe suite: direct 25.19 dB on the
+  first 8 frames after 1528 steps, against 24.95 / 25.22 at 1385 / 1628 steps without them;
+  ``--tta`` over the two orientations adds 0.03 dB (all frames 24.32 -> 24.35). They stay on:
+  they cost nothing and double the data a small stack offers.
+- More time alone does not reach the issue's 2 dB over oracle NLM: the direct denoiser of one
+  90-minute run (no flips; ``benchmarks/cosdd_trajectory.py``) scored 24.95 dB at 30 min (1385
+  steps), 25.61 at 60 (2913) and 25.65 at 90 (4294) on the first 8 frames, against 25.10 for
+  oracle NLM. The tiny preset on 64^2 crops saturates; the reference's sizes and crops need a GPU.
 - Halo: tile-vs-whole difference of the direct denoiser (max, relative to the output std) is
   0.3-0.7 % at 16 px, 0.05-0.5 % at 32 px, <= 0.01 % at 48 px (atoms, stripe). A direct denoiser
   that keeps learning (previous item) reaches further: 0.72 % beyond a 32-px halo after 30 minutes

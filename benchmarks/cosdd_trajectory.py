@@ -1,0 +1,148 @@
+"""COSDD's quality against training steps on the stripe suite: how far off is the 2 dB goal?
+
+Trains COSDD with ``selfden train`` (a subprocess, so its CPU threads are its own) for
+``--minutes``, copies each periodic checkpoint (the trainer writes ``last.pt`` every 5 minutes)
+as it appears, then scores the direct denoiser of every copy on the first ``--frames`` frames
+(torch, the run's normalisation; affine PSNR as in quality.py) beside the oracle baselines
+tuned on the same frames. Each ``--label`` is one table in RESULTS.md.
+
+    python benchmarks/cosdd_trajectory.py --minutes 60 --threads 1
+    python benchmarks/cosdd_trajectory.py --minutes 60 --threads 1 --set free_bits=0 --label free-bits-0
+    python benchmarks/cosdd_trajectory.py --run RUN --snapshots DIR --trained-by "COMMAND"  # copies made earlier
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import common
+import cosdd_quality
+import quality
+
+#: How often to look for a new last.pt (the trainer writes one every 5 minutes by default).
+POLL_SECONDS = 10.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget")
+    parser.add_argument("--size", default="tiny", help="COSDD size preset")
+    parser.add_argument("--patch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="cosdd option")
+    parser.add_argument("--augment", choices=("default", "off"), default="default",
+                        help="training crops in the method's orientations (default) or as recorded (off)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of the training process")
+    parser.add_argument("--frames", type=int, default=8, help="frames scored (the first N)")
+    parser.add_argument("--label", default="default", help="names this trajectory's table")
+    parser.add_argument("--run", type=Path, default=None, help="score a finished run's snapshots instead of training")
+    parser.add_argument("--snapshots", type=Path, default=None, help="with --run: folder of its checkpoint copies")
+    parser.add_argument("--trained-by", default=None, help="with --run: the command that trained it (recorded)")
+    parser.add_argument("--out", type=Path, default=common.BENCH_DIR / "_work")
+    parser.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--results-md", type=Path, default=common.RESULTS_MD)
+    args = parser.parse_args(argv)
+    if (args.run is None) != (args.snapshots is None) or (args.run is not None and not args.trained_by):
+        parser.error("--run, --snapshots and --trained-by go together")
+    return args
+
+
+def train_with_snapshots(noisy_path: Path, folder: Path, args: argparse.Namespace) -> str:
+    """Run ``selfden train`` and copy every new ``last.pt`` into ``folder/snapshots``; return the command."""
+    run, snapshots = folder / "run", folder / "snapshots"
+    snapshots.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "selfden", "train", "cosdd", str(noisy_path), "-o", str(run),
+        "--minutes", f"{args.minutes:g}", "--size", args.size, "--direction", "x", "--device", "cpu",
+        "--patch-size", str(args.patch_size), "--batch-size", str(args.batch_size),
+        *(["--no-augment"] if args.augment == "off" else []),
+        *[part for option in args.set for part in ("--set", option)],
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.pt"
+    seen: float | None = None
+    while True:
+        finished = process.poll() is not None
+        if last.is_file() and last.stat().st_mtime != seen:
+            seen = last.stat().st_mtime
+            # last.pt is replaced atomically, so a copy is always a whole checkpoint.
+            shutil.copy2(last, snapshots / f"snapshot-{len(list(snapshots.iterdir())):03d}.pt")
+        if finished:
+            break
+        time.sleep(POLL_SECONDS)
+    if process.returncode != 0:
+        raise SystemExit(f"selfden train failed with exit code {process.returncode}: {' '.join(command)}")
+    return " ".join(["OMP_NUM_THREADS=" + str(args.threads), "selfden", *command[3:]])
+
+
+def score_snapshots(run: Path, snapshots: Path, noisy: np.ndarray, clean: np.ndarray) -> list[list[Any]]:
+    """(step, minutes, affine PSNR of the direct denoiser) per snapshot, in training order."""
+    import torch
+
+    from selfden.metrics import affine_psnr
+    from selfden.runs import load_method, load_run_config
+
+    run_config = load_run_config(run)
+    method = load_method(run, run_config)
+    norm = run_config.normalisation
+    batch = torch.from_numpy(((noisy - norm["offset"]) / norm["scale"]).astype(np.float32))[:, None]
+    rows = []
+    for path in sorted(snapshots.glob("*.pt")):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        method.load_state_dict(checkpoint["method"])
+        estimate = method.denoise(batch)[:, 0].double().numpy()
+        rows.append([int(checkpoint["step"]), checkpoint["elapsed_seconds"] / 60, affine_psnr(estimate, clean)])
+        print(f"step {rows[-1][0]:5d} ({rows[-1][1]:.1f} min): direct {rows[-1][2]:.2f} dB")
+    return sorted(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from selfden import synth
+
+    args = parse_args(argv)
+    suite = quality.make_suite("stripe", None)
+    key = quality.suite_key(suite)
+    noisy_path, _ = synth.save_synth_set(suite, (args.out / key / "data").resolve())
+    if args.run is None:
+        folder = (args.out / key / f"trajectory-{args.label}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        trained_by = train_with_snapshots(noisy_path, folder, args)
+        run, snapshots = folder / "run", folder / "snapshots"
+        command = common.command_line("cosdd_trajectory.py")
+    else:
+        run, snapshots, trained_by = args.run, args.snapshots, args.trained_by
+        command = f"{common.command_line('cosdd_trajectory.py')}; trained by {trained_by}"
+    n = min(args.frames, len(suite.noisy))
+    rows = score_snapshots(run, snapshots, suite.noisy[:n], suite.clean[:n])
+    subset = type(suite)(name=suite.name, noisy=suite.noisy[:n], clean=suite.clean[:n], description=suite.description)
+    references = [[r["name"], r["scores"]["affine_psnr"]] for r in cosdd_quality.subset_baseline_rows(subset)]
+    best = max(score for name, score in references if "oracle" in name)
+    table = {
+        "title": f"COSDD direct denoiser against training steps ({args.label})",
+        "note": f"stripe suite, first {n} frames; affine PSNR of the direct denoiser (torch) at each 5-minute "
+        f"checkpoint; best oracle baseline on these frames {best:.2f} dB, so the 2 dB goal is "
+        f"{best + 2:.2f} dB. Trained by `{trained_by}`.",
+        "columns": ["step", "minutes", "direct affine PSNR", "minus best oracle"],
+        "rows": [[step, minutes, score, score - best] for step, minutes, score in rows]
+        + [[name, "", score, score - best] for name, score in references],
+    }
+    common.save_result({"kind": "speed", "title": f"COSDD: quality against training steps ({args.label})",
+                        "command": command, "date": common.today(), "machine": common.machine_description(),
+                        "tables": [table]}, f"cosdd__trajectory-{args.label}", args.results_dir)
+    common.render_results_md(args.results_dir, args.results_md)
+    print(f"wrote {args.results_md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
