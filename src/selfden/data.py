@@ -295,7 +295,7 @@ class CropSampler:
         y = region.rows.start + int(self._rng.integers(0, height - self._patch + 1))
         x = region.cols.start + int(self._rng.integers(0, width - self._patch + 1))
         patch = self._frame(region)[y : y + self._patch, x : x + self._patch]
-        if len(self._orientations) == 1:
+        if len(self._orientations) == 1:  # no draw: the crop stream stays that of unflipped training
             return orient(patch, self._orientations[0])
         return orient(patch, self._orientations[int(self._rng.integers(len(self._orientations)))])
 
