@@ -1,5 +1,5 @@
 """``python -m selfden``: the ``selfden`` command, for environments whose scripts are not on PATH."""
 
-from selfden.cli import app
+from selfden.cli import run
 
-app(prog_name="selfden")
+run()

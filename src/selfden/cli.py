@@ -14,9 +14,10 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from selfden import __version__
-from selfden.errors import SelfdenError
+from selfden.errors import SelfdenError, os_error_message, require_suffix
 
 app = typer.Typer(
     name="selfden",
@@ -24,9 +25,19 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    # Help text is printed as written: "selfden[scale]" must not be read as console markup.
+    rich_markup_mode=None,
 )
-console = Console(stderr=True)
-out = Console()
+# markup=False: paths and messages hold user text ("[", "]", "[/]") that rich would parse;
+# styled words go through say(), which builds a Text instead.
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
+
+
+def say(tag: str, style: str, message: object) -> None:
+    """One line on stderr: a coloured tag, then ``message`` exactly as written."""
+    flat = " ".join(str(message).split())
+    console.print(Text.assemble((tag, style), ": ", flat), highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -35,11 +46,16 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except SelfdenError as exc:
-        message = " ".join(str(exc).split("\n")).strip()
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        say("error", "bold red", exc)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:  # not something the user's disk or folders did: a bug, keep the traceback
+            raise
+        say("error", "bold red", message)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: nothing partial was left behind")
+        say("interrupted", "yellow", "nothing partial was left behind")
         raise typer.Exit(130) from None
 
 
@@ -117,7 +133,7 @@ def train(
             method_options = _resolve_direction(method, method_options, inputs)
             warning = runs.correlated_noise_warning(method, inputs)
             if warning:
-                console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+                say("warning", "yellow", warning)
             data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size,
                                               "augment": augment}.items() if v is not None}
             trainer_options = {"device": device, "max_minutes": minutes, "max_steps": steps, "devices": devices or 1}
@@ -167,7 +183,7 @@ def _resolve_direction(method: str, options: dict[str, Any], inputs: list[Path])
 
     options, reason = runs.resolve_direction(method, options, inputs)
     if reason is not None:
-        console.print(f"noise direction: [bold]{options['direction']}[/] — {reason}")
+        console.print(f"noise direction: {options['direction']} — {reason}", highlight=False)
     return options
 
 
@@ -180,7 +196,7 @@ def _check_atom_options(method_config: dict[str, Any], inputs: list[Path]) -> No
 
     spacing, sigma = method_config["atom_spacing"], tuple(method_config["atom_sigma"])
     for warning in check_atom_options([open_image(p) for p in inputs], spacing, sigma):
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        say("warning", "yellow", warning)
 
 
 def _train_with_progress(config: Any, output: Path, resume: bool) -> Any:
@@ -253,7 +269,7 @@ def infer(
                     options.update(samples=samples, std=std)
                 written = denoise_files(model, inputs, output, **options)
         except InferenceInterrupted as stop:
-            console.print(f"[yellow]interrupted[/]: {stop}", highlight=False, soft_wrap=True)
+            say("interrupted", "yellow", stop)
             raise typer.Exit(130) from None
         for path in written:
             out.print(f"wrote {path}")
@@ -281,7 +297,7 @@ def _frame_progress() -> Iterator[Any]:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
     with Progress(*columns, console=console) as bar:
         tasks: dict[int, Any] = {}
@@ -342,6 +358,8 @@ def noise(
         from selfden.images import open_image
         from selfden.noise_analysis import measure_noise_correlation
 
+        if plot is not None:
+            require_suffix(plot, (".png",), "the autocorrelation plot")
         result = measure_noise_correlation([open_image(p) for p in inputs])
         out.print("lag   " + " ".join(f"{int(lag):>6d}" for lag in result.lags[:9]))
         out.print("acf x " + " ".join(f"{v:6.3f}" for v in result.acf_x[:9]))
@@ -363,6 +381,8 @@ def noise_model(
     with user_errors():
         from selfden.noise_model_plot import noise_model_report
 
+        if output is not None:
+            require_suffix(output, (".png",), "the noise-model plot")
         written = noise_model_report(run, output or run / "noise_model.png")
         out.print(f"wrote {written}")
 
@@ -417,5 +437,32 @@ def _q(path: Any) -> str:
     return f'"{text}"' if any(c in text for c in " '\"") else text
 
 
+def _click_error(name: str) -> type[Exception]:
+    """click's ``name`` exception class: typer vendors click in newer releases, so ask typer's own."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
+def run(argv: Optional[list[str]] = None) -> None:
+    """The ``selfden`` command: the app, with click's usage errors as one line (exit 2)."""
+    usage_error, click_error = _click_error("UsageError"), _click_error("ClickException")
+    try:
+        code = app(args=argv, prog_name="selfden", standalone_mode=False)
+    except usage_error as error:  # type: ignore[misc]
+        context = getattr(error, "ctx", None)
+        if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+            out.print(context.get_help())  # `selfden` alone prints the help, as before
+            sys.exit(2)
+        command = context.command_path if context is not None else "selfden"
+        say("error", "bold red", f"{error.format_message()} (see {command} --help)")  # type: ignore[attr-defined]
+        sys.exit(2)
+    except click_error as error:  # type: ignore[misc]
+        say("error", "bold red", error.format_message())  # type: ignore[attr-defined]
+        sys.exit(error.exit_code)  # type: ignore[attr-defined]
+    except typer.Abort:
+        say("interrupted", "yellow", "stopped")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    run()
