@@ -2,8 +2,10 @@
 
 Big stacks are read frame by frame (memory-mapped when the file allows it, else page by
 page) and written frame by frame, so memory is bounded by a frame, not by the file.
-Writes go to a hidden temporary file in the target folder that is renamed on success only;
-an input image is never overwritten. Never imports torch.
+What a header declares (frame size, truncation, unwritten strips) is checked by
+``image_limits`` before anything is decoded. Writes go to a hidden temporary file in the
+target folder that is renamed on success only; an input image is never overwritten.
+Never imports torch.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from selfden import image_limits
 from selfden.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -208,14 +211,13 @@ class ImageStack:
         """Frame ``index`` (C order over the leading axes) as a 2-D array of ``self.dtype``."""
         if not 0 <= index < len(self):
             raise IndexError(f"frame {index} out of range for {len(self)} frames in {self.path}")
-        try:
-            data = self._source.frame(index)
+        try:  # a corrupt page may also decode to the wrong number of pixels: reshape fails then
+            data = self._source.frame(index).reshape(self.frame_shape)
         except Exception as error:  # tifffile raises many types on corrupt pages
             raise InputError(
                 f"{self.path}: cannot read frame {index} ({_one_line(error)}); "
                 "the file looks corrupt or truncated, re-export it"
             ) from error
-        data = data.reshape(self.frame_shape)
         if data.dtype != self.dtype:  # byte-swapped files: hand out native order
             data = data.astype(self.dtype)
         if data.dtype.kind == "f" and not np.isfinite(data).all():
@@ -244,22 +246,25 @@ class ImageStack:
         self.close()
 
 
-def open_image(path: str | os.PathLike[str]) -> ImageStack:
+def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> ImageStack:
     """Open a TIFF, PNG, NPY or Zarr image without reading its pixels (except PNG, read whole).
 
     A ``.zarr`` folder holds a 2- to 5-D array or an OME-Zarr image (its full-resolution
     level is read); reading it needs the ``zarr`` package (``pip install selfden[scale]``).
-    Raises InputError naming the file when it is missing, not an image, corrupt, empty,
-    or of an unsupported layout or dtype.
+    Raises InputError naming the file when it is missing, not an image, corrupt, truncated,
+    sparse, empty, of an unsupported layout or dtype, or when its header declares frames (or
+    tiles, chunks) of more than ``max_pixels`` pixels (None: ``image_limits.DEFAULT_MAX_PIXELS``,
+    2**30); that is checked before anything is decoded.
     """
     path = Path(path)
+    limit = image_limits.resolve(max_pixels)
     if path.suffix.lower() == ".zarr" and path.is_dir():
         from selfden.inference.zarr_store import open_zarr
 
-        return open_zarr(path)
+        return open_zarr(path, limit)
     suffix = _check_file(path)
     readers = {".tif": _open_tiff, ".tiff": _open_tiff, ".png": _open_png, ".npy": _open_npy}
-    return readers[suffix](path)
+    return readers[suffix](path, limit)
 
 
 def _check_file(path: Path) -> str:
@@ -350,11 +355,12 @@ class _TifffileProblems(logging.Handler):
         self._logger.propagate = self._propagate
 
 
-def _open_tiff(path: Path) -> ImageStack:
+def _open_tiff(path: Path, max_pixels: int) -> ImageStack:
     try:
         with _TifffileProblems() as problems, tifffile.TiffFile(path) as tif:
             if not tif.series:
-                raise InputError(f"{path}: the TIFF file holds no images")
+                problem = image_limits.tiff_problem(path)  # tifffile reads a directory beyond the end as none
+                raise InputError(f"{path}: {problem or 'the TIFF file holds no images'}; copy or export it again")
             if len(tif.series) > 1:
                 log.warning("%s holds %d image series; using the first", path, len(tif.series))
             series = tif.series[0]
@@ -363,46 +369,28 @@ def _open_tiff(path: Path) -> ImageStack:
                 raise InputError(f"{path}: TIFF pages have mixed or unknown pixel types; expected one type")
             dtype = np.dtype(series.dtype)
             _validate(path, shape, dtype)
+            image_limits.check_frame(path, shape, max_pixels)
+            image_limits.check_tiff(path, series.keyframe, max_pixels)
             axes = _stack_axes(series.axes, shape, path)
             metadata = _tiff_metadata(tif)
             mappable = series.dataoffset is not None
             if mappable:
-                _check_extent(path, series.dataoffset + math.prod(shape) * dtype.itemsize)
+                image_limits.check_extent(path, series.dataoffset + math.prod(shape) * dtype.itemsize)
             else:
-                _check_page_extents(series, path)
+                image_limits.check_pages(path, series.pages, math.prod(shape[:-2]))
                 series.pages[0].asarray()  # a missing codec (e.g. LZW without imagecodecs) shows now
         if problems.messages:
             raise InputError(
-                f"{path}: the TIFF file is truncated or corrupt ({_one_line(problems.messages[0])}); "
-                "re-export it (e.g. open and save again in Fiji)"
+                f"{path}: {image_limits.tiff_problem(path) or 'the TIFF file is corrupt'} "
+                f"({_one_line(problems.messages[0])}); export it again (e.g. open and save again in Fiji)"
             )
     except InputError:
         raise
     except Exception as error:
-        raise InputError(
-            f"{path}: not a readable TIFF file ({_one_line(error)}); expected a grayscale TIFF image"
-        ) from error
+        raise image_limits.tiff_error(path, error) from error
     frame_shape = (shape[-2], shape[-1])
     source = _MemmapSource(lambda: tifffile.memmap(path, mode="r"), frame_shape) if mappable else _TiffPageSource(path)
     return ImageStack(path, shape, axes, _native(dtype), metadata, source)
-
-
-def _check_extent(path: Path, end: int) -> None:
-    if end > os.path.getsize(path):
-        raise InputError(
-            f"{path}: the file is truncated ({os.path.getsize(path)} bytes, pixel data needs {end}); re-export it"
-        )
-
-
-def _check_page_extents(series: tifffile.TiffPageSeries, path: Path) -> None:
-    """Catch truncated files now rather than at frame 900 of 1000."""
-    size = os.path.getsize(path)
-    for index, page in enumerate(series.pages):
-        if page is None:
-            raise InputError(f"{path}: page {index} is missing; the file looks truncated or corrupt")
-        ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
-        if not ends or max(ends) > size:
-            raise InputError(f"{path}: page {index} lies beyond the end of the file; the file is truncated")
 
 
 def _tiff_metadata(tif: tifffile.TiffFile) -> ImageMetadata:
@@ -421,9 +409,13 @@ def _tiff_metadata(tif: tifffile.TiffFile) -> ImageMetadata:
     return ImageMetadata(imagej, ome, resolution, unit, description)  # type: ignore[arg-type]
 
 
-def _open_png(path: Path) -> ImageStack:
+def _open_png(path: Path, max_pixels: int) -> ImageStack:
+    size = image_limits.png_size(path)
+    if size is not None:  # a PNG is decoded whole: check its declared size first
+        image_limits.check_frame(path, size, max_pixels)
     try:
-        with Image.open(path) as image:
+        with image_limits.pillow_limit(path, max_pixels), Image.open(path, formats=["PNG"]) as image:
+            image_limits.check_frame(path, image.size[::-1], max_pixels)
             image.load()
             data = _png_gray(image, path)
         _validate(path, data.shape, data.dtype)
@@ -456,10 +448,11 @@ def _png_gray(image: Image.Image, path: Path) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., 0])
 
 
-def _open_npy(path: Path) -> ImageStack:
+def _open_npy(path: Path, max_pixels: int) -> ImageStack:
     with open(path, "rb") as handle:
         if handle.read(6) != b"\x93NUMPY":
             raise InputError(f"{path}: not a .npy file (no NumPy header); save arrays with numpy.save")
+    image_limits.check_npy(path, max_pixels)
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as error:

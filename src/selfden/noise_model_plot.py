@@ -91,7 +91,7 @@ def _validation_crops(config: Any, normalisation: Any) -> list[np.ndarray]:
     from selfden.images import open_image
 
     data = config.data
-    stacks = [open_image(Path(p)) for p in data.inputs]
+    stacks = [open_image(Path(p), data.max_pixels) for p in data.inputs]  # the run's own image limit
     _, val_regions = split_train_val(
         stacks, val_fraction=data.val_fraction, rng=np.random.default_rng(config.seed), patch_size=data.patch_size
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from selfden import image_limits
 from selfden.errors import InputError
 from selfden.images import ImageMetadata, ImageStack, _imagej_to_ome, _native, _ome_pixels, _one_line, _validate
 
@@ -55,8 +56,10 @@ class _ZarrSource:
         """zarr keeps no file open between reads."""
 
 
-def open_zarr(path: Path) -> ImageStack:
-    """An ImageStack over a .zarr array or OME-Zarr group; InputError naming ``path`` if unusable."""
+def open_zarr(path: Path, max_pixels: int | None = None) -> ImageStack:
+    """An ImageStack over a .zarr array or OME-Zarr group; InputError naming ``path`` if unusable,
+    or if its declared frame or chunk holds more than ``max_pixels`` pixels (see ``image_limits``):
+    a few bytes of metadata can declare any size, and reading a frame decodes whole chunks."""
     zarr = import_zarr(str(path))
     try:
         node = zarr.open(str(path), mode="r")
@@ -69,6 +72,8 @@ def open_zarr(path: Path) -> ImageStack:
     _validate(path, shape, dtype)
     if len(shape) not in _DEFAULT_AXES:
         raise InputError(f"{path}: array has {len(shape)} dimensions, expected 2 to 5 (up to TZCYX)")
+    image_limits.check_frame(path, shape, max_pixels)
+    image_limits.check_block(path, "chunk", tuple(int(c) for c in array.chunks), max_pixels)
     axes = axes or _DEFAULT_AXES[len(shape)]
     return ImageStack(path, shape, axes, _native(dtype), _metadata(axes, scales), _ZarrSource(array))
 
