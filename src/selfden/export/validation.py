@@ -4,6 +4,9 @@
 ``ValidationReport``: one ``Check`` per rule, each with a one-line detail. A broken package
 is an expected outcome (a failed report), never an exception; only bugs raise.
 
+A package is untrusted: its Python runs only with ``trust_code``; no file is read before every
+file its rdf names is known to be inside it; a .zip is unpacked with limits (``package_files``).
+
 The rules come from bioimageio.spec/core (the format and ``test_model``), from what
 deepImageJ's engine (onnxruntime Java 1.12/1.13, CPU) loads, and from the bioimage.io
 uploader; the facts behind them are in ``BIOIMAGEIO.md``.
@@ -11,13 +14,11 @@ uploader; the facts behind them are in ``BIOIMAGEIO.md``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from selfden.errors import ModelError
+from selfden.inference.package_files import URL, extract_zip, files_outside, outside_message, referenced_files
+from selfden.inference.package_files import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +44,8 @@ RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 _RANDOM_OPS = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 )
-_FILE_FIELDS = ("documentation", "covers", "test_inputs", "test_outputs", "sample_inputs", "sample_outputs")
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_NOT_TRUSTED = "runs the package's architecture.py; pass --trust-code to run it"
+_AFTER_INSIDE = ("bioimageio.spec", "bioimageio.core test_model", "bioimageio.core test_model (PyTorch)", "the rest")
 _ENGINE = "deepImageJ's engine (onnxruntime Java 1.12)"
 _ZOO_CHECK = "the zoo's deepImageJ check compares one fresh run on the sample with the test output"
 
@@ -102,30 +107,44 @@ class ValidationReport:
 
 @dataclass(frozen=True)
 class _Package:
-    """A package opened for checking: ``source`` is what bioimageio loads (rdf.yaml or the .zip)."""
+    """A package opened for checking (for a .zip, its unpacked copy: bioimageio never opens the zip)."""
 
-    source: Path
     root: Path  # folder holding rdf.yaml (a temporary extraction for a .zip)
     rdf_path: Path
     rdf: Mapping[str, Any]
 
 
-def validate_package(path: str | os.PathLike[str]) -> ValidationReport:
-    """Check the package at ``path`` (folder, rdf.yaml or .zip); see the module docstring."""
+def validate_package(path: str | os.PathLike[str], trust_code: bool = False) -> ValidationReport:
+    """Check the package at ``path`` (folder, rdf.yaml or .zip); see the module docstring.
+
+    ``trust_code``: also run bioimageio.core's PyTorch test, which imports the package's own
+    architecture.py; without it that check is a warning saying it was not run.
+    """
     path = Path(path)
     ensure_bioimageio_cache()
     with ExitStack() as stack:
         located = _locate(path, stack)
         if isinstance(located, Check):
             return ValidationReport.of(path, [located])
-        source, rdf_path, layout = located
+        rdf_path, layout = located
         rdf, read_check = _read_rdf(rdf_path)
         checks = [*layout, read_check]
         if rdf is None:
             return ValidationReport.of(path, checks)
-        package = _Package(source, rdf_path.parent, rdf_path, rdf)
+        package = _Package(rdf_path.parent, rdf_path, rdf)
+        inside = _check_inside(package)
+        if not inside.passed:  # bioimageio (and the checks below) would read and hash the outside file
+            why = "the rdf names files outside the package; nothing it names was read"
+            return ValidationReport.of(path, [*checks, inside, *(Check.not_run(n, why) for n in _AFTER_INSIDE)])
+        sizes = _check_sizes(package)
+        if not sizes.passed:  # bioimageio would load the file whole: an 18 GiB allocation from a header
+            why = "a file the rdf names declares more data than selfden loads; nothing was loaded"
+            return ValidationReport.of(
+                path, [*checks, inside, sizes, *(Check.not_run(n, why) for n in _AFTER_INSIDE)]
+            )
         spec = _check_spec(package)
-        checks += [spec, _check_test_model(package, spec.passed), _check_torch_weights(package, spec.passed)]
+        checks += [inside, sizes, spec, _check_test_model(package, spec.passed)]
+        checks.append(_check_torch_weights(package, spec.passed, trust_code))
         checks += _deepimagej_checks(package)
         checks += _upload_checks(package)
         report = ValidationReport.of(path, checks)
@@ -141,40 +160,66 @@ def ensure_bioimageio_cache() -> None:
 # --- finding and reading the package --------------------------------------------------------
 
 
-def _locate(path: Path, stack: ExitStack) -> tuple[Path, Path, list[Check]] | Check:
-    """(source for bioimageio, rdf.yaml to read, layout checks), or the failed check saying why not."""
+def _locate(path: Path, stack: ExitStack) -> tuple[Path, list[Check]] | Check:
+    """(rdf.yaml to read, layout checks), or the failed check saying why not."""
     if not path.exists():
         return Check("package", False, f"{path} does not exist; give a package folder, its rdf.yaml or a .zip")
     if path.is_dir():
         rdf = next((path / n for n in RDF_NAMES if (path / n).is_file()), None)
         if rdf is None:
             return Check("package", False, f"{path} holds no rdf.yaml; give a model folder (e.g. RUN/model)")
-        return rdf, rdf, []
+        return rdf, []
     if path.suffix.lower() == ".zip":
         return _open_zip(path, stack)
     if path.name in RDF_NAMES:
-        return path, path, []
+        return path, []
     return Check("package", False, f"{path} is neither a folder, an rdf.yaml nor a .zip package")
 
 
-def _open_zip(path: Path, stack: ExitStack) -> tuple[Path, Path, list[Check]] | Check:
-    """Extract ``path`` to a temporary folder (removed with ``stack``); rdf.yaml must be at its root."""
+def _open_zip(path: Path, stack: ExitStack) -> tuple[Path, list[Check]] | Check:
+    """Unpack ``path`` (with limits) into a temporary folder removed with ``stack``; rdf.yaml must be at its root."""
     temp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="selfden-validate-")))
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            archive.extractall(temp)  # zipfile drops '..' and absolute member names
-    except (zipfile.BadZipFile, OSError) as error:
-        return Check("zip layout", False, f"{path.name} is not a readable zip ({_one_line(error)})")
-    rdf = next((temp / n for n in RDF_NAMES if n in names), None)
+        extracted = extract_zip(path, temp / "package")
+    except ModelError as error:
+        return Check("zip layout", False, _one_line(str(error)).replace(f"{path}: ", f"{path.name}: ", 1))
+    if extracted.skipped:  # made to reach outside: hostile, so nothing in it is checked further
+        reason = "not unpacked, nothing else checked; a package zip holds plain files under relative paths"
+        return Check("zip entries", False, f"{', '.join(extracted.skipped)}: {reason}")
+    names = extracted.names
+    rdf = next((temp / "package" / n for n in RDF_NAMES if n in names), None)
     if rdf is not None:
-        return path, rdf, [Check("zip layout", True, f"{rdf.name} at the root, {len(names)} files")]
+        return rdf, [Check("zip layout", True, f"{rdf.name} at the root, {len(names)} files, none outside")]
     nested = [n for n in names if n.rsplit("/", 1)[-1] in RDF_NAMES]
     where = f"found {nested[0]}" if nested else "none found"
     return Check(
         "zip layout", False,
         f"no rdf.yaml at the zip's root ({where}); the uploader expects it there: zip with selfden export -o X.zip",
     )  # fmt: skip
+
+
+def _check_inside(package: _Package) -> Check:
+    """Every file the rdf names stays inside the package: decided before any of them is read."""
+    outside = files_outside(package.root, package.rdf_path.name, package.rdf)
+    detail = outside_message(outside) if outside else "every file the rdf names is inside the package"
+    return Check("files inside the package", not outside, detail)
+
+
+def _check_sizes(package: _Package) -> Check:
+    """Every tensor and image file the rdf names declares at most DEFAULT_MAX_PIXELS values."""
+    from selfden.errors import InputError
+    from selfden.image_limits import DEFAULT_MAX_PIXELS, check_declared_size, describe
+
+    name = "file sizes within limits"
+    for ref in referenced_files(package.rdf):
+        path = package.root / ref.source
+        if not path.is_file():
+            continue  # a missing file is the files-and-hashes check's finding
+        try:
+            check_declared_size(path, DEFAULT_MAX_PIXELS)
+        except InputError as error:
+            return Check(name, False, _shorten(_one_line(error), package.root))
+    return Check(name, True, f"no file declares more than {describe(DEFAULT_MAX_PIXELS)}")
 
 
 def _read_rdf(rdf_path: Path) -> tuple[Mapping[str, Any] | None, Check]:
@@ -243,7 +288,7 @@ def summarise_errors(summary: Any, source: Path) -> str:
 
 
 def _check_spec(package: _Package) -> Check:
-    descr, problem = load_model_description(package.source)
+    descr, problem = load_model_description(package.rdf_path)
     if descr is None:
         return Check("bioimageio.spec", False, problem)
     return Check("bioimageio.spec", True, f"valid (format {descr.format_version}); files and hashes checked")
@@ -259,7 +304,7 @@ def _check_test_model(package: _Package, spec_passed: bool) -> Check:
 
     try:
         with bioimageio_quietly():
-            summary = test_model(package.source, weight_format="onnx", devices=["CPUExecutionProvider"])
+            summary = test_model(package.rdf_path, weight_format="onnx", devices=["CPUExecutionProvider"])
     except Exception as error:  # runs the package's own graph: its failures are the package's
         return Check(name, False, f"test_model stopped: {_one_line(error)}")
     if summary.status == "passed":
@@ -271,11 +316,13 @@ def _check_test_model(package: _Package, spec_passed: bool) -> Check:
     return Check(name, False, text)
 
 
-def _check_torch_weights(package: _Package, spec_passed: bool) -> Check:
-    """test_model for PyTorch state-dict weights, when the package has them (selfden's do)."""
+def _check_torch_weights(package: _Package, spec_passed: bool, trust_code: bool) -> Check:
+    """test_model for PyTorch state-dict weights, when the package has them (selfden's do) and its code is trusted."""
     name = "bioimageio.core test_model (PyTorch)"
     if "pytorch_state_dict" not in (package.rdf.get("weights") or {}):
         return Check(name, True, "not applicable: the package has no pytorch_state_dict weights")
+    if not trust_code:  # importing architecture.py runs whatever its author wrote
+        return Check(name, False, f"not run: {_NOT_TRUSTED}", warning=True)
     if not spec_passed:
         return Check.not_run(name, "the description did not load with bioimageio.spec")
     try:
@@ -286,7 +333,7 @@ def _check_torch_weights(package: _Package, spec_passed: bool) -> Check:
 
     try:
         with bioimageio_quietly():
-            summary = test_model(package.source, weight_format="pytorch_state_dict", devices=["cpu"])
+            summary = test_model(package.rdf_path, weight_format="pytorch_state_dict", devices=["cpu"])
     except Exception as error:
         return Check(name, False, f"test_model stopped: {_one_line(error)}")
     if summary.status == "passed":
@@ -329,7 +376,7 @@ def _load_onnx(package: _Package) -> tuple[Any | None, str]:
         return None, f"no ONNX weights (found: {found}); deepImageJ and selfden infer need ONNX: use selfden export"
     source = str(entry.get("source", ""))
     path = package.root / source
-    if _URL.match(source) or not path.is_file():
+    if URL.match(source) or not path.is_file():
         return None, f"ONNX weights file '{source}' is not in the package"
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -477,14 +524,11 @@ def _first_input_files(rdf: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+    """A sample image's pixels, through selfden's own readers (header limits, truncation checks)."""
+    from selfden.images import open_image
 
-        return np.asarray(tifffile.imread(path))
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image)
+    with open_image(path) as stack:
+        return np.stack([stack.frame(i) for i in range(len(stack))]).reshape(stack.shape)
 
 
 def _check_sample(package: _Package) -> Check:
@@ -577,39 +621,10 @@ def _github_users(rdf: Mapping[str, Any]) -> list[str]:
     return [str(p["github_user"]) for p in people if p.get("github_user")]
 
 
-def _referenced_files(rdf: Mapping[str, Any]) -> list[tuple[str, str | None]]:
-    """(source, sha256 or None) of every local file the rdf refers to (config excluded; URLs skipped)."""
-    found: list[tuple[str, str | None]] = []
-
-    def visit(value: Any, key: str = "") -> None:
-        if isinstance(value, Mapping):
-            if isinstance(value.get("source"), str):
-                found.append((value["source"], value.get("sha256")))
-            for k, v in value.items():
-                if k not in ("config", "source"):
-                    visit(v, str(k))
-        elif isinstance(value, list):
-            for item in value:
-                visit(item, key)
-        elif isinstance(value, str) and key in _FILE_FIELDS:
-            found.append((value, None))
-
-    visit(rdf)
-    return [(s, h) for s, h in dict.fromkeys(found) if not _URL.match(s)]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_checks(package: _Package) -> list[Check]:
-    files = _referenced_files(package.rdf)
+    files = list(dict.fromkeys((r.source, r.sha256) for r in referenced_files(package.rdf)))
     missing = [s for s, _ in files if not (package.root / s).is_file()]
-    wrong = [s for s, h in files if h and s not in missing and _sha256(package.root / s) != str(h)]
+    wrong = [s for s, h in files if h and s not in missing and sha256_of(package.root / s) != h.lower()]
     problems = [f"missing: {', '.join(missing)}"] * bool(missing)
     problems += [f"sha256 differs: {', '.join(wrong)}"] * bool(wrong)
     hashed = [s for s, h in files if h]

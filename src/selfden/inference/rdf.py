@@ -4,6 +4,13 @@ Only what single-image ONNX inference needs: tensor axes (b, c, y, x with one ch
 valid input sizes (min + n * step), the output halo, pre/post-processing ops and the ONNX
 weights file. Anything else a package may hold is ignored; anything we cannot honour is a
 ModelError naming the file. No bioimageio import: ``selfden infer`` stays light.
+
+A package is untrusted: every file its rdf names must stay inside its folder (no absolute
+path, no '..', no symlink out; see ``package_files``), and the ONNX weights and the graphs in
+``config.selfden.graphs`` must match the sha256 the rdf gives them. A file without a sha256 is
+used as it is (only logged): the format makes hashes optional and hand-written packages omit
+them, and since the rdf travels with the files a hash guards against damage, not against the
+package's author. ``selfden export`` gives every file a sha256 (folder and zip alike).
 """
 
 from __future__ import annotations
@@ -18,6 +25,17 @@ from typing import Any
 import yaml
 
 from selfden.errors import ModelError
+from selfden.inference.package_files import (
+    REMOTE,
+    FileRef,
+    files_outside,
+    leaves_package,
+    outside_message,
+    referenced_files,
+    selfden_graphs,
+    sha256_of,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +242,37 @@ class _Reader:
             found = ", ".join(weights) or "none"
             raise self.fail(f"no ONNX weights (found: {found}); selfden infer runs ONNX weights only")
         source = str(onnx.get("source", ""))
-        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source):
+        if REMOTE.match(source):
             raise self.fail(f"ONNX weights are a URL ({source}); download the package as a .zip instead")
-        path = root / source
-        if not source or not path.is_file():
-            raise self.fail(f"ONNX weights file '{source}' is missing from {root}")
+        ref = FileRef("weights.onnx.source", source, str(onnx["sha256"]) if onnx.get("sha256") else None)
+        return self.package_file(root, ref, "ONNX weights")
+
+    def package_file(self, root: Path, ref: FileRef, what: str) -> Path:
+        """``ref`` inside the package, present, and matching its sha256 when the rdf gives one."""
+        if leaves_package(root, ref.source):
+            raise self.fail(outside_message([ref]))
+        path = root / ref.source
+        if not ref.source or not path.is_file():
+            raise self.fail(f"{what} file {shown(ref.source)} is missing from {root}")
+        if ref.sha256 is None:
+            log.info("%s: %s %s has no sha256 to check", self.path, ref.field, ref.source)
+        elif sha256_of(path) != ref.sha256.lower():
+            raise self.fail(
+                f"{ref.field} {shown(ref.source)} does not match its sha256 in the rdf (damaged or changed): "
+                "re-download the package, or re-export it with selfden export"
+            )
         return path
+
+    def check_files(self, root: Path) -> None:
+        """Every file the rdf names stays inside the package; selfden's own graphs match their sha256."""
+        outside = files_outside(root, self.path.name, self.rdf)
+        if outside:
+            raise self.fail(outside_message(outside))
+        described = referenced_files(self.rdf)
+        hashes = {ref.source: ref.sha256 for ref in described if ref.sha256}
+        onnx = next((ref.source for ref in described if ref.field == "weights.onnx.source"), None)
+        for graph in [g for g in selfden_graphs(self.rdf) if g.source != onnx]:  # the weights: checked there
+            self.package_file(root, FileRef(graph.field, graph.source, hashes.get(graph.source)), "graph")
 
 
 def find_rdf(folder: Path) -> Path | None:
@@ -255,7 +298,7 @@ def read_spec(rdf_path: Path) -> ModelSpec:
     rdf = _load_yaml(rdf_path)
     try:
         return _parse(_Reader(rdf_path, rdf))
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as error:
         message = " ".join(f"{type(error).__name__}: {error}".split())[:200]
         raise ModelError(f"{rdf_path}: malformed model description ({message})") from error
 
@@ -266,6 +309,7 @@ def _parse(reader: _Reader) -> ModelSpec:
     if not re.match(r"^0\.[45]\.", version):
         raise reader.fail(f"format_version '{version}' is not supported; expected 0.4.x or 0.5.x")
     v05 = version.startswith("0.5.")
+    reader.check_files(rdf_path.parent)
     inp, out = reader.tensor("inputs"), reader.tensor("outputs")
     input_id, output_id = reader.tensor_id(inp), reader.tensor_id(out)
     in_axes, out_axes = reader.axes(inp, v05), reader.axes(out, v05)
