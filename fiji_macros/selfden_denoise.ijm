@@ -14,16 +14,19 @@
 // tta (true/false: average over the flips/rotations the model was trained with; up to 8x the time),
 // device (auto, cpu, cuda), tile_size (pixels, 0 = the model's suggestion),
 // selfden (path of the selfden executable; default: "selfden" found on PATH),
-// tmpdir (folder for the temporary working folder; default: ImageJ's temp folder).
+// tmpdir (folder for the temporary working folder; default: ImageJ's temp folder),
+// overwrite (true: replace an existing output file and its _std.tif; default false: refuse).
 //
 // The image is saved to a private temporary folder, `selfden infer` denoises it (each argument
 // is passed separately, never through a shell's word splitting), and the result opens with the
 // original's title + "_denoised", calibration and stack layout. The temporary folder is removed
-// whether selfden succeeds or fails; a failure shows selfden's own one-line error.
+// whether selfden succeeds or fails; a failure shows selfden's own one-line error. selfden writes
+// into that fresh private folder only, so it is called with --overwrite; the file the user names
+// with output= is replaced only with overwrite=true.
 
 var VERSION = "0.1.0";
 var PREFS = "selfden.";
-var KNOWN_KEYS = newArray("model", "input", "output", "samples", "std", "device", "tile_size", "selfden", "tmpdir", "tta");
+var KNOWN_KEYS = newArray("model", "input", "output", "samples", "std", "device", "tile_size", "selfden", "tmpdir", "tta", "overwrite");
 var DEVICES = newArray("auto", "cpu", "cuda");
 var WORK_DIR = "";          // the private temporary folder, removed by cleanUp()
 var PLAIN_HEADLESS = false; // plain ImageJ without a display: run("...") commands are unavailable
@@ -47,7 +50,7 @@ function main() {
 }
 
 // ----------------------------------------------------------------------------- settings
-// settings is an array: model, input, output, samples, std, device, tile_size, selfden, tmpdir, tta.
+// settings is an array: model, input, output, samples, std, device, tile_size, selfden, tmpdir, tta, overwrite.
 
 function settingsFromArguments() {
 	model = argumentValue("model", "");
@@ -60,7 +63,8 @@ function settingsFromArguments() {
 	selfden = argumentValue("selfden", "selfden");
 	tmpdir = argumentValue("tmpdir", getDirectory("temp"));
 	tta = parseFlag(argumentValue("tta", "false"), "tta");
-	return newArray(model, input, output, samples, std, device, tile, selfden, tmpdir, tta);
+	overwrite = parseFlag(argumentValue("overwrite", "false"), "overwrite");
+	return newArray(model, input, output, samples, std, device, tile, selfden, tmpdir, tta, overwrite);
 }
 
 function settingsFromDialog() {
@@ -91,7 +95,8 @@ function settingsFromDialog() {
 	else call("ij.Prefs.set", PREFS + "tta", "false");
 	call("ij.Prefs.set", PREFS + "device", device);
 	call("ij.Prefs.set", PREFS + "executable", selfden);
-	return newArray(model, "", "", samples, std, device, tile, selfden, getDirectory("temp"), tta);
+	// The dialog only shows the result (no output file), so there is nothing to overwrite.
+	return newArray(model, "", "", samples, std, device, tile, selfden, getDirectory("temp"), tta, false);
 }
 
 // ----------------------------------------------------------------------------- the work
@@ -102,14 +107,14 @@ function denoiseImage(settings) {
 	selfden = String.trim(settings[7]);
 	if (model == "") fail("no model given: pass model=[/path/to/model folder or .zip] (selfden train writes RUN/model).");
 	checkExecutable(selfden);
-	checkOutputPath(output);
+	checkOutputPath(output, settings[4], settings[10]);
 	original = targetImage(input);
 	if (bitDepth() == 24) fail("\"" + getTitle() + "\" is an RGB image: convert it (Image > Type > 8-bit) or split its channels (Image > Color > Split Channels) first.");
 	WORK_DIR = makeWorkDir(settings[8]);
 	tmpIn = WORK_DIR + "input.tif";
 	tmpOut = WORK_DIR + "denoised.tif";
 	saveCopy(original, tmpIn);
-	transcript = runSelfden(selfden, inferArguments(model, tmpIn, tmpOut, settings));
+	transcript = runSelfden(selfden, inferArguments(model, tmpIn, tmpOut, settings, true));
 	if (!File.exists(tmpOut)) fail(failureMessage(transcript, selfden));
 	results = openResults(original, tmpOut, settings[4]);
 	cleanUp();
@@ -129,12 +134,17 @@ function targetImage(input) {
 	return getImageID();
 }
 
-function checkOutputPath(output) {
+// Before any work: a bad or existing output (and its _std.tif with std) stops the macro, unless overwrite.
+function checkOutputPath(output, wantStd, overwrite) {
 	if (output == "") return;
 	lower = toLowerCase(output);
 	if (!endsWith(lower, ".tif") && !endsWith(lower, ".tiff")) fail("output must be a .tif file, got " + output);
 	parent = File.getParent(output);
 	if (!File.isDirectory(parent)) fail("output folder does not exist: " + parent);
+	if (overwrite) return;
+	if (File.exists(output)) fail(output + " exists; pass overwrite=true to replace it or choose another output.");
+	stdOutput = substring(output, 0, lastIndexOf(output, ".")) + "_std.tif";
+	if (wantStd && File.exists(stdOutput)) fail(stdOutput + " exists; pass overwrite=true to replace it or choose another output.");
 }
 
 function openResults(original, tmpOut, wantStd) {
@@ -260,12 +270,14 @@ function checkExecutable(selfden) {
 }
 
 // settings[3..6] are samples, std, device and tile size, settings[9] tta, in both selfden macros.
-function inferArguments(model, image, result, settings) {
+// overwrite: pass --overwrite (selfden infer refuses to replace an existing result without it).
+function inferArguments(model, image, result, settings, overwrite) {
 	args = newArray("infer", model, image, "-o", result, "--device", settings[5]);
 	if (settings[6] > 0) args = Array.concat(args, newArray("--tile-size", "" + settings[6]));
 	if (settings[3] > 0) args = Array.concat(args, newArray("--samples", "" + settings[3]));
 	if (settings[4]) args = Array.concat(args, "--std");
 	if (settings[9]) args = Array.concat(args, "--tta");
+	if (overwrite) args = Array.concat(args, "--overwrite");
 	return args;
 }
 

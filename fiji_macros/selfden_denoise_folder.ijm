@@ -105,7 +105,7 @@ function denoiseFolder(settings) {
 	print(logFile, "# selfden batch " + timestamp() + ", macro " + VERSION);
 	print(logFile, "# input: " + input);
 	print(logFile, "# output: " + output);
-	print(logFile, "# command: " + commandLine(selfden, inferArguments(model, "IMAGE", "RESULT", settings)));
+	print(logFile, "# command: " + commandLine(selfden, inferArguments(model, "IMAGE", "RESULT", settings, settings[8])));
 	print(logFile, "time\tfile\tstatus\tseconds\tmessage");
 	counts = newArray(0, 0, 0);
 	for (i = 0; i < images.length; i++) {
@@ -126,11 +126,15 @@ function denoiseFolder(settings) {
 
 // One image: returns "ok\tSECONDS\t", "failed\tSECONDS\tERROR" or "skipped\t0\tREASON".
 function denoiseOne(input, result, name, model, selfden, settings) {
-	if (File.exists(result) && !settings[8]) return "skipped\t0\t" + File.getName(result) + " exists (overwrite=true redoes it)";
+	existed = File.exists(result);
+	if (existed && !settings[8]) return "skipped\t0\t" + File.getName(result) + " exists (overwrite=true redoes it)";
+	before = "";
+	if (existed) before = File.lastModified(result);
 	start = getTime();
-	transcript = runSelfden(selfden, inferArguments(model, input + name, result, settings));
+	transcript = runSelfden(selfden, inferArguments(model, input + name, result, settings, existed));
 	seconds = d2s((getTime() - start) / 1000, 1);
-	if (File.exists(result)) return "ok\t" + seconds + "\t";
+	// A failed redo leaves the earlier result in place: only a new file counts as done.
+	if (File.exists(result) && (!existed || File.lastModified(result) != before)) return "ok\t" + seconds + "\t";
 	return "failed\t" + seconds + "\t" + replace(failureMessage(transcript, selfden), "\n", " ");
 }
 
@@ -195,12 +199,14 @@ function checkExecutable(selfden) {
 }
 
 // settings[3..6] are samples, std, device and tile size, settings[9] tta, in both selfden macros.
-function inferArguments(model, image, result, settings) {
+// overwrite: pass --overwrite (selfden infer refuses to replace an existing result without it).
+function inferArguments(model, image, result, settings, overwrite) {
 	args = newArray("infer", model, image, "-o", result, "--device", settings[5]);
 	if (settings[6] > 0) args = Array.concat(args, newArray("--tile-size", "" + settings[6]));
 	if (settings[3] > 0) args = Array.concat(args, newArray("--samples", "" + settings[3]));
 	if (settings[4]) args = Array.concat(args, "--std");
 	if (settings[9]) args = Array.concat(args, "--tta");
+	if (overwrite) args = Array.concat(args, "--overwrite");
 	return args;
 }
 

@@ -184,10 +184,30 @@ def test_denoise_macro_passes_sampling_and_tta_options_and_opens_the_std_map(wor
     run = run_macro("selfden_denoise.ijm", argument, cwd=folder)
     passed = Path(f"{selfden}.args").read_text().splitlines()
     assert passed[:2] == ["infer", str(model)] and passed[3] == "-o", passed
-    assert passed[5:] == ["--device", "auto", "--samples", "5", "--std", "--tta"], passed
+    # --overwrite: selfden writes into the macro's fresh private folder only.
+    assert passed[5:] == ["--device", "auto", "--samples", "5", "--std", "--tta", "--overwrite"], passed
     assert tifffile.imread(folder / "result_std.tif").shape == SHAPE, run.output
     assert "[selfden] saved " + str(folder / "result_std.tif") in run.output, run.output
     assert _contents(temp) == [], run.output
+
+
+@imagej
+def test_denoise_macro_refuses_an_existing_output_unless_told_to_overwrite(workspace: Path, model: Path) -> None:
+    folder = workspace / "existing output"
+    temp = folder / "temp"
+    temp.mkdir(parents=True)
+    image = folder / "noisy.tif"
+    _write_imagej_stack(image, _stack(9))
+    selfden = fake_selfden(folder)
+    result = folder / "result.tif"
+    result.write_bytes(b"precious")
+    argument = f"model=[{model}] input=[{image}] output=[{result}] selfden=[{selfden}] tmpdir=[{temp}]"
+    refused = run_macro("selfden_denoise.ijm", argument, cwd=folder)
+    assert f"{result} exists; pass overwrite=true" in refused.output, refused.output
+    assert result.read_bytes() == b"precious" and not Path(f"{selfden}.args").exists(), "refused before any work"
+    replaced = run_macro("selfden_denoise.ijm", argument + " overwrite=true", cwd=folder)
+    assert tifffile.imread(result).shape == SHAPE, replaced.output
+    assert _contents(temp) == [], replaced.output
 
 
 # ------------------------------------------------------------------------------ selfden_denoise_folder.ijm
@@ -225,6 +245,22 @@ def test_folder_macro_logs_file_status_and_time(batch: dict[str, Any]) -> None:
     broken = next(row for row in rows[1:] if row[1] == "broken.tif")
     assert "broken.tif" in broken[4], f"the failure should carry selfden's message naming the file:\n{log}"
     assert all(re.fullmatch(r"\d+\.\d", row[3]) for row in rows[1:]), log
+
+
+@imagej
+def test_folder_macro_redoes_existing_results_only_with_overwrite(workspace: Path, model: Path) -> None:
+    inputs, outputs = workspace / "redo raw", workspace / "redo denoised"
+    inputs.mkdir()
+    outputs.mkdir()
+    _write_imagej_stack(inputs / "cell.tif", _stack(10))
+    (outputs / "cell_denoised.tif").write_bytes(b"earlier result")
+    argument = f"input=[{inputs}] output=[{outputs}] model=[{model}] selfden=[{selfden_executable()}] device=cpu"
+    skipped = run_macro("selfden_denoise_folder.ijm", argument, cwd=workspace)
+    assert (outputs / "cell_denoised.tif").read_bytes() == b"earlier result", skipped.output
+    redone = run_macro("selfden_denoise_folder.ijm", argument + " overwrite=true", cwd=workspace)
+    log = (outputs / "selfden_batch_log.txt").read_text()
+    assert "--overwrite" in log and "\tok\t" in log, f"{log}\n{redone.output}"
+    assert tifffile.imread(outputs / "cell_denoised.tif").shape == SHAPE, redone.output
 
 
 # ------------------------------------------------------------------------------ deepimagej_denoise.ijm

@@ -3,6 +3,8 @@
 The zip is written by bioimageio.spec's ``save_bioimageio_package`` from the loaded
 description: rdf.yaml at the root, every referenced file included and hashed. It is
 written to a temporary file beside the target, checked to load again, then renamed.
+An existing zip is replaced only by a package of the same run (``config.selfden.run_id``,
+see ``ownership``): a zip of another run, a third-party package or any other file is kept.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-import zipfile
 from pathlib import Path
 
+import yaml
+
 from selfden.errors import ModelError, SelfdenError
+from selfden.export.ownership import check_zip_replaceable, rdf_run_id
 from selfden.export.validation import RDF_NAMES, bioimageio_quietly, ensure_bioimageio_cache, load_model_description
 
 logger = logging.getLogger(__name__)
@@ -24,11 +28,11 @@ def write_package_zip(folder: str | os.PathLike[str], zip_path: str | os.PathLik
 
     Raises ModelError (one line) when the package does not load with bioimageio.spec, and
     SelfdenError when ``zip_path`` is not a .zip, lies inside the package, or would replace
-    something that is not a zip. Returns ``zip_path``.
+    anything but a zip of the same run. Returns ``zip_path``.
     """
     rdf = _find_rdf(Path(folder))
     zip_path = Path(zip_path).absolute()
-    _check_target(zip_path, rdf.parent.resolve())
+    _check_target(zip_path, rdf.parent.resolve(), _run_id(rdf))
     ensure_bioimageio_cache()
     descr, problem = load_model_description(rdf)
     if descr is None:
@@ -53,15 +57,22 @@ def _find_rdf(folder: Path) -> Path:
     return rdf
 
 
-def _check_target(zip_path: Path, package_root: Path) -> None:
-    """Refuse targets that are not .zip, lie in the package, or would replace a non-zip."""
+def _run_id(rdf: Path) -> str | None:
+    try:
+        return rdf_run_id(yaml.safe_load(rdf.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _check_target(zip_path: Path, package_root: Path, run_id: str | None) -> None:
+    """Refuse targets that are not .zip, lie in the package, or would replace anything but
+    a zip of the same run."""
     if zip_path.suffix.lower() != ".zip":
         raise SelfdenError(f"{zip_path}: a bioimage.io package file must end in .zip")
     resolved = zip_path.resolve()
     if resolved == package_root or package_root in resolved.parents:
         raise SelfdenError(f"{zip_path}: inside the package folder {package_root}; write the zip somewhere else")
-    if zip_path.is_dir() or (zip_path.exists() and not zipfile.is_zipfile(zip_path)):
-        raise SelfdenError(f"{zip_path}: exists and is not a zip package; choose another name or remove it first")
+    check_zip_replaceable(zip_path, run_id)
 
 
 def _save(descr: object, temp: Path) -> None:

@@ -1,44 +1,59 @@
 """Resumable outputs: frames go into a partial store beside the target, then one rename.
 
 While a stack is denoised, ``.NAME.partial/`` beside the target holds the output file
-itself (a TIFF or .npy laid out contiguously, or an OME-Zarr group) and
-``progress.json``: frames done, and what produced them (input file, model digest,
-options). Frames are written in place at their offset, so memory holds one frame and a
-finished frame is never recomputed. At the end the file is renamed onto the target and
-the folder removed. An interrupted run (Ctrl-C, a killed process, a full disk) leaves the
-folder for ``--resume``; a failure caused by the input or the model removes it, since
-resuming would fail the same way.
+itself (a TIFF or .npy laid out contiguously, or an OME-Zarr group), ``progress.json``
+(frames done, and what produced them: input file, model digest, options),
+``checksums.crc32`` (the CRC-32 of every finished frame, 4 bytes each, kept out of the
+JSON so a long series does not rewrite a growing record after every frame) and ``lock``,
+which a live writer holds (``output_lock``). Frames are written in place at their offset,
+so memory holds one frame and a finished frame is never recomputed; ``--resume`` checks
+every finished frame against its checksum before continuing. At the end the file is
+renamed onto the target and the folder removed. An interrupted run (Ctrl-C, a killed
+process, a full disk) leaves the folder for ``--resume``; a failure caused by the input or
+the model removes it, since resuming would fail the same way, and so does a failed write
+before the first frame was saved. A full disk leaves the data file (sparse, holding only
+the frames written) with its records: exactly what ``--resume`` needs.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import struct
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import IO, Any
 
 import numpy as np
-import tifffile
-from PIL import Image
 
 from selfden.errors import InputError, SelfdenError
-from selfden.images import IMAGE_SUFFIXES, ImageMetadata, _cast, _tiff_options, check_output_path
+from selfden.images import IMAGE_SUFFIXES, ImageMetadata, _cast, check_output_path
+from selfden.inference.output_lock import LOCK_FILE, OutputLock, busy_error, claim_partial, is_locked
+from selfden.inference.output_stores import Store, create_data, open_store
 
 log = logging.getLogger(__name__)
 
 OUTPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".zarr")
 PROGRESS_FILE = "progress.json"
-_FORMAT_VERSION = 1
+CHECKSUM_FILE = "checksums.crc32"
+_FORMAT_VERSION = 2  # 2: per-frame checksums
+_CHECKSUM = struct.Struct("<I")
 
 
 class InferenceInterrupted(KeyboardInterrupt):
     """Ctrl-C during inference; the message says where the partial result is and how to resume."""
+
+
+class OutputWriteError(SelfdenError):
+    """The output could not be written (full disk, read-only folder, ...); the message names it
+    and says whether the finished frames were kept for --resume."""
 
 
 def partial_dir(target: Path) -> Path:
@@ -70,111 +85,52 @@ def files_digest(paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
-# --- stores ----------------------------------------------------------------------------------------
+# --- output-side failures ----------------------------------------------------------------------
+
+_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 
 
-class _Store(Protocol):
-    def put(self, index: int, frame: np.ndarray) -> None: ...
-
-    def finish(self, target: Path) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class _ContiguousFile:
-    """A TIFF or .npy whose pixels lie in one block: frame ``i`` is written at its offset."""
-
-    def __init__(self, path: Path, frame_bytes: int) -> None:
-        self.path = path
-        self._offset = _data_offset(path)
-        self._frame_bytes = frame_bytes
-        self._handle = open(path, "r+b", buffering=0)  # noqa: SIM115 - closed in finish/close
-
-    def put(self, index: int, frame: np.ndarray) -> None:
-        data = np.ascontiguousarray(frame)
-        assert data.nbytes == self._frame_bytes, (data.shape, data.dtype)
-        self._handle.seek(self._offset + index * self._frame_bytes)
-        self._handle.write(data.tobytes())
-
-    def finish(self, target: Path) -> None:
-        os.fsync(self._handle.fileno())
-        self.close()
-        os.replace(self.path, target)
-
-    def close(self) -> None:
-        if not self._handle.closed:
-            self._handle.close()
+def output_error(target: Path, error: OSError, where: Path, frames_kept: int = 0) -> OutputWriteError:
+    """One line naming ``target``, the OS's problem in the folder ``where`` (which keeps the
+    ``frames_kept`` finished frames, if any, for --resume), and what to do."""
+    problem = _PROBLEMS.get(error.errno or 0) or (error.strerror or type(error).__name__)
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if frames_kept:
+        resume = "free some space and run" if full else "fix that and run"
+        return OutputWriteError(
+            f"{target}: cannot write the output: {problem}; its {frames_kept} finished "
+            f"frame{'s' if frames_kept > 1 else ''} {'are' if frames_kept > 1 else 'is'} kept in {where}: "
+            f"{resume} the same command with --resume (or delete that folder to start over)"
+        )
+    fix = "free some space or choose another -o" if full else "choose another -o (a folder you can write to)"
+    return OutputWriteError(f"{target}: cannot write the output: {problem} ({where}); {fix}")
 
 
-class _PngFile(_ContiguousFile):
-    """PNG cannot be written in place: frames go to an .npy, converted at the end (one 2-D frame)."""
-
-    def finish(self, target: Path) -> None:
-        self.close()
-        png = self.path.with_suffix(".png")
-        Image.fromarray(np.load(self.path)).save(png, format="PNG")
-        os.replace(png, target)
+def make_output_folder(folder: Path, target: Path) -> None:
+    """Create the folder the outputs go to; OutputWriteError (one line) when that fails."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise output_error(target, error, folder) from None
 
 
-class _ZarrGroup:
-    def __init__(self, path: Path) -> None:
-        from selfden.inference.zarr_store import open_level0
-
-        self.path = path
-        self._array = open_level0(path)
-
-    def put(self, index: int, frame: np.ndarray) -> None:
-        from selfden.inference.zarr_store import write_frame
-
-        write_frame(self._array, index, frame)
-
-    def finish(self, target: Path) -> None:
-        os.replace(self.path, target)
-
-    def close(self) -> None:
-        """Every chunk is a file written whole: nothing stays open."""
+def check_output_free(target: Path, overwrite: bool) -> None:
+    """Refuse an output another process is writing, and an existing one unless ``overwrite``."""
+    folder = partial_dir(target)
+    if folder.is_dir() and is_locked(folder):
+        raise busy_error(target, folder)
+    if not overwrite and (target.exists() or target.is_symlink()):
+        raise existing_error(target)
 
 
-def _data_offset(path: Path) -> int:
-    if path.suffix == ".tif":
-        with tifffile.TiffFile(path) as tif:
-            offset = tif.series[0].dataoffset
-        if offset is None:
-            raise RuntimeError(f"{path}: tifffile did not lay the pixels out contiguously")
-        return int(offset)
-    with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        reader(handle)  # leaves the handle at the first pixel
-        return handle.tell()
-
-
-def _create_data(folder: Path, suffix: str, shape: tuple[int, ...], axes: str, dtype: np.dtype,
-                 metadata: ImageMetadata) -> Path:
-    """The empty output inside ``folder`` (pixels all zero; sparse where the file system allows)."""
-    if suffix == ".zarr":
-        from selfden.inference.zarr_store import create_ngff
-
-        create_ngff(folder / "data.zarr", shape, axes, dtype, metadata)
-        return folder / "data.zarr"
-    if suffix in (".tif", ".tiff"):
-        path = folder / "data.tif"
-        tifffile.imwrite(path, shape=shape, dtype=dtype, **_tiff_options(shape, axes, dtype, metadata))
-        return path
-    path = folder / "data.npy"
-    with open(path, "wb") as handle:
-        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_1_0(handle, header)
-        handle.truncate(handle.tell() + math.prod(shape) * dtype.itemsize)
-    return path
-
-
-def _open_store(data: Path, suffix: str, frame_bytes: int) -> _Store:
-    if suffix == ".zarr":
-        return _ZarrGroup(data)
-    if suffix == ".png":
-        return _PngFile(data, frame_bytes)
-    return _ContiguousFile(data, frame_bytes)
+def existing_error(target: Path) -> InputError:
+    return InputError(f"{target}: exists; pass --overwrite to replace it or choose another -o")
 
 
 # --- the writer ------------------------------------------------------------------------------------
@@ -184,7 +140,9 @@ class ResumableWriter:
     """Writes the frames of one output in order, resumably; renames onto ``target`` at the end.
 
     ``fingerprint`` (JSON-able) says what produces the frames; resuming a partial made with
-    another fingerprint is refused. ``done`` is the number of frames already on disk.
+    another fingerprint is refused. ``done`` is the number of frames already on disk. An
+    existing ``target`` is replaced only with ``overwrite``; while the writer is open it
+    holds the lock of the partial folder, so a second writer of ``target`` fails at once.
     """
 
     def __init__(
@@ -197,16 +155,19 @@ class ResumableWriter:
         fingerprint: Mapping[str, Any],
         resume: bool = False,
         inputs: Sequence[Path] = (),
+        overwrite: bool = False,
     ) -> None:
         self.target = Path(target)
         self.shape = tuple(int(s) for s in shape)
         self.axes, self.metadata, self.dtype = axes, metadata, np.dtype(dtype)
         self.suffix = self.target.suffix.lower()
         self.fingerprint = json.loads(json.dumps(self._describe(fingerprint)))  # as it reads back
-        self.resume = resume
+        self.resume, self.overwrite = resume, overwrite
         self.folder = partial_dir(self.target)
         self.done = 0
-        self._store: _Store | None = None
+        self._store: Store | None = None
+        self._sums: IO[bytes] | None = None
+        self._lock: OutputLock | None = None
         check_output_target(self.target, inputs)
 
     @property
@@ -219,11 +180,28 @@ class ResumableWriter:
 
     # --- opening -----------------------------------------------------------------------------
     def __enter__(self) -> ResumableWriter:
-        if self.folder.exists() and self._data_path().exists():
-            self._reopen()
-        else:
-            shutil.rmtree(self.folder, ignore_errors=True)  # a folder without data holds nothing to resume
-            self._create()
+        try:
+            self._lock, existed = claim_partial(self.folder, self.target)
+        except OSError as error:
+            raise output_error(self.target, error, self.target.parent) from None
+        resumable = existed and self._data_path().exists()  # a folder without data holds nothing to resume
+        try:
+            if not self.overwrite and self.target.exists():  # appeared since the outputs were planned
+                raise existing_error(self.target)
+            if resumable:
+                self._reopen()
+            else:
+                self._create()
+        except BaseException as exc:
+            self._close_files()
+            if not resumable:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            self._release()
+            if isinstance(exc, OSError):
+                raise output_error(self.target, exc, self.folder) from None
+            if isinstance(exc, SelfdenError):  # a refusal, not the frames' fault: other writers keep theirs
+                exc.refused_opening = True  # type: ignore[attr-defined]
+            raise
         return self
 
     def _data_path(self) -> Path:
@@ -231,21 +209,21 @@ class ResumableWriter:
         return self.folder / name
 
     def _create(self) -> None:
-        self.folder.mkdir()
-        try:
-            data = _create_data(self.folder, ".npy" if self.suffix == ".png" else self.suffix,
-                                self.shape, self.axes, self.dtype, self.metadata)
-            self._store = _open_store(data, self.suffix, self._frame_bytes())
-            self._save_progress()
-        except BaseException:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            raise
+        for entry in self.folder.iterdir():  # what a run killed while creating it left
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.name != LOCK_FILE:
+                entry.unlink()
+        data = create_data(self.folder, ".npy" if self.suffix == ".png" else self.suffix,
+                           self.shape, self.axes, self.dtype, self.metadata)
+        self._store = open_store(data, self.suffix, self._frame_bytes())
+        self._sums = open(self.folder / CHECKSUM_FILE, "w+b", buffering=0)  # noqa: SIM115 - closed in __exit__
+        self._save_progress(0)
 
     def _reopen(self) -> None:
         if not self.resume:
-            refuse_partial(self.target)
+            raise _unfinished(self.target)
         saved = read_progress(self.folder)
-        done = int(saved.get("frames_done", 0))
         recorded = {k: v for k, v in saved.items() if k != "frames_done"}
         problem = describe_mismatch(recorded, self.fingerprint)
         if problem is not None:
@@ -253,30 +231,67 @@ class ResumableWriter:
                 f"{self.target}: cannot resume: {problem}; rerun with the original settings, "
                 f"or delete {self.folder} to start over"
             )
+        done = saved.get("frames_done")
+        if not isinstance(done, int) or isinstance(done, bool) or not 0 <= done <= self.n_frames:
+            raise InputError(
+                f"{self.folder / PROGRESS_FILE}: frames_done is {done!r}, expected a whole number from 0 to "
+                f"{self.n_frames}: the progress record is damaged; delete {self.folder} to start over"
+            )
+        self._store = open_store(self._data_path(), self.suffix, self._frame_bytes())
+        self._verify(done)
         self.done = done
-        self._store = _open_store(self._data_path(), self.suffix, self._frame_bytes())
         log.info("%s: resuming after %d of %d frames", self.target, done, self.n_frames)
+
+    def _verify(self, done: int) -> None:
+        """Check every finished frame against the checksum it was saved with."""
+        assert self._store is not None
+        path = self.folder / CHECKSUM_FILE
+        try:
+            self._sums = open(path, "r+b", buffering=0)  # noqa: SIM115 - closed in __exit__
+            sums = self._sums.read(done * _CHECKSUM.size)
+        except FileNotFoundError:
+            sums = b""
+        if len(sums) < done * _CHECKSUM.size:
+            raise InputError(
+                f"{path}: the checksums of the {done} finished frames are missing or cut short; "
+                f"delete {self.folder} to start over"
+            )
+        for index, (expected,) in enumerate(_CHECKSUM.iter_unpack(sums)):
+            if zlib.crc32(self._store.get(index)) != expected:
+                raise InputError(
+                    f"{self.target}: frame {index} of the unfinished output in {self.folder} does not match its "
+                    f"checksum (changed or damaged since it was written); delete {self.folder} to start over"
+                )
 
     def _frame_bytes(self) -> int:
         return self.shape[-2] * self.shape[-1] * self.dtype.itemsize
 
-    def _save_progress(self) -> None:
+    def _save_progress(self, done: int) -> None:
         temp = self.folder / f"{PROGRESS_FILE}.tmp"
-        temp.write_text(json.dumps({**self.fingerprint, "frames_done": self.done}, indent=1))
-        os.replace(temp, self.folder / PROGRESS_FILE)
+        try:
+            temp.write_text(json.dumps({**self.fingerprint, "frames_done": done}, indent=1))
+            os.replace(temp, self.folder / PROGRESS_FILE)
+        finally:
+            temp.unlink(missing_ok=True)  # a full disk leaves no half record behind
 
     # --- writing -----------------------------------------------------------------------------
     def write(self, frame: np.ndarray) -> None:
-        """Store the next frame (cast to the output type), then record it as done."""
-        if self._store is None:
+        """Store the next frame (cast to the output type) and its checksum, then record it as done."""
+        if self._store is None or self._sums is None:
             raise RuntimeError("ResumableWriter.write() called outside its with-block")
         if self.done >= self.n_frames:
             raise ValueError(f"{self.target}: all {self.n_frames} frames were already written")
         if tuple(frame.shape) != self.shape[-2:]:
             raise ValueError(f"frame of shape {frame.shape} does not match {self.shape[-2:]}")
-        self._store.put(self.done, _cast(frame, self.dtype))
+        data = np.ascontiguousarray(_cast(frame, self.dtype))
+        try:
+            self._store.put(self.done, data)
+            self._sums.seek(self.done * _CHECKSUM.size)
+            self._sums.write(_CHECKSUM.pack(zlib.crc32(data)))
+            self._save_progress(self.done + 1)
+        except OSError as error:
+            raise output_error(self.target, error, self.folder, self.done) from None
         self.done += 1
-        self._save_progress()
 
     def __exit__(
         self,
@@ -286,29 +301,60 @@ class ResumableWriter:
     ) -> None:
         store, self._store = self._store, None
         assert store is not None
-        if exc_type is not None:
-            store.close()
-            if isinstance(exc, SelfdenError):  # the input or the model is at fault: resuming would fail again
-                shutil.rmtree(self.folder, ignore_errors=True)
-            return
-        if self.done != self.n_frames:
-            store.close()
-            raise RuntimeError(f"{self.target}: only {self.done} of {self.n_frames} frames were written")
-        store.finish(self.target)
-        shutil.rmtree(self.folder, ignore_errors=True)
-        log.info("wrote %s (%s, %s)", self.target, "x".join(map(str, self.shape)), self.dtype)
+        try:
+            if exc_type is not None:
+                store.close()
+                # Kept for --resume after a write error or another writer's refusal (e.g. the std
+                # output of the same job); removed when the input or the model is at fault.
+                refusal = isinstance(exc, OutputWriteError) or getattr(exc, "refused_opening", False)
+                if isinstance(exc, SelfdenError) and not (refusal and self.done > 0):
+                    shutil.rmtree(self.folder, ignore_errors=True)
+                return
+            if self.done != self.n_frames:
+                store.close()
+                raise RuntimeError(f"{self.target}: only {self.done} of {self.n_frames} frames were written")
+            try:
+                store.finish(self.target)
+            except OSError as error:
+                store.close()
+                raise output_error(self.target, error, self.folder, self.done) from None
+            self._close_files()
+            shutil.rmtree(self.folder, ignore_errors=True)
+            log.info("wrote %s (%s, %s)", self.target, "x".join(map(str, self.shape)), self.dtype)
+        finally:
+            self._close_files()
+            self._release()
+
+    def _close_files(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        if self._sums is not None and not self._sums.closed:
+            self._sums.close()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def refuse_partial(target: Path) -> None:
-    """InputError when an unfinished run of ``target`` is waiting for --resume."""
+    """OutputBusyError when a live process is writing ``target``; InputError when an
+    unfinished run of it is waiting for --resume."""
     folder = partial_dir(target)
     if not folder.is_dir():
         return
+    if is_locked(folder):
+        raise busy_error(target, folder)
+    raise _unfinished(target)
+
+
+def _unfinished(target: Path) -> InputError:
+    folder = partial_dir(target)
     try:
         done = f"{int(json.loads((folder / PROGRESS_FILE).read_text())['frames_done'])} frames done"
     except (OSError, ValueError, KeyError, TypeError):
         done = "progress unknown"
-    raise InputError(
+    return InputError(
         f"{target}: an unfinished run left {folder} ({done}); run the same command with --resume "
         "to continue it, or delete that folder to start over"
     )
@@ -320,8 +366,8 @@ def read_progress(folder: Path) -> dict[str, Any]:
         saved = json.loads((folder / PROGRESS_FILE).read_text())
     except (OSError, ValueError) as error:
         raise InputError(
-            f"{folder}: the progress record of this unfinished run is missing or damaged ({error}); "
-            "delete the folder to start over"
+            f"{folder / PROGRESS_FILE}: the progress record of this unfinished run is missing or damaged "
+            f"({error}); delete {folder} to start over"
         ) from error
     if not isinstance(saved, dict):
         raise InputError(f"{folder / PROGRESS_FILE}: not a progress record; delete {folder} to start over")
