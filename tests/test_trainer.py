@@ -161,6 +161,35 @@ def test_resume_without_checkpoint_says_what_to_do(tmp_path: Path) -> None:
         _train(InstrumentedToyBlur(), tmp_path, _config(), resume=True)
 
 
+def test_resume_falls_back_to_best_when_last_is_truncated(tmp_path: Path) -> None:
+    _train(InstrumentedToyBlur(), tmp_path, _config(max_steps=5, val_every_steps=5))
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    result = _train(InstrumentedToyBlur(seed=9), tmp_path, _config(max_steps=8), resume=True)
+    assert result.steps == 8 and load_checkpoint(last)["step"] == 8, result
+
+
+def test_resume_with_no_readable_checkpoint_names_the_folder_to_delete(tmp_path: Path) -> None:
+    _train(InstrumentedToyBlur(), tmp_path, _config(max_steps=5, val_every_steps=5))
+    for name in ("last.pt", "best.pt"):
+        (tmp_path / "checkpoints" / name).write_bytes(b"\0" * 64)
+    with pytest.raises(SelfdenError, match=f"delete {tmp_path / 'checkpoints'} and train with --resume"):
+        _train(InstrumentedToyBlur(), tmp_path, _config(max_steps=8), resume=True)
+
+
+def test_untrained_baseline_never_becomes_best_pt(tmp_path: Path) -> None:
+    # frozen weights: every validation ties the baseline, so only a rule can keep step 0 out of best.pt
+    _train(InstrumentedToyBlur(ToyConfig(lr=0.0)), tmp_path, _config(max_steps=2, val_every_steps=1))
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["step"] == 1
+
+
+def test_first_checkpoint_is_written_at_the_first_validation(tmp_path: Path) -> None:
+    config = _config(max_steps=10, val_every_steps=3, checkpoint_every_minutes=5)
+    with pytest.raises(TrainingDiverged, match=r"last good checkpoint .*\(step 3\) is kept"):
+        _train(InstrumentedToyBlur(nan_at=5), tmp_path, config)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 3
+
+
 def test_time_budget_stops_training(tmp_path: Path) -> None:
     config = _config(max_steps=None, max_minutes=0.01, val_every_steps=10**6, val_every_seconds=0.1)
     result = _train(InstrumentedToyBlur(step_seconds=0.05), tmp_path, config)
@@ -217,7 +246,8 @@ def test_nonfinite_loss_stops_with_clear_error(tmp_path: Path) -> None:
 def test_early_stopping_after_patience_validations(tmp_path: Path) -> None:
     config = _config(max_steps=50, val_every_steps=1, early_stopping_patience=2)
     result = _train(InstrumentedToyBlur(ToyConfig(lr=0.0)), tmp_path, config)  # frozen weights never improve
-    assert result.stop_reason == "early_stopping" and result.steps == 2, result
+    # step 1 is the first best (the untrained baseline never is); steps 2 and 3 exhaust the patience
+    assert result.stop_reason == "early_stopping" and result.steps == 3, result
 
 
 def test_bf16_autocast_only_on_cpu_when_asked(tmp_path: Path) -> None:

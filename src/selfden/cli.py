@@ -18,6 +18,7 @@ from rich.text import Text
 
 from selfden import __version__
 from selfden.errors import SelfdenError, os_error_message, require_suffix
+from selfden.image_limits import DEFAULT_MAX_PIXELS
 
 app = typer.Typer(
     name="selfden",
@@ -32,6 +33,15 @@ app = typer.Typer(
 # styled words go through say(), which builds a Text instead.
 console = Console(stderr=True, markup=False)
 out = Console(markup=False)
+
+
+def _max_pixels_option() -> Any:
+    """--max-pixels, shared by every command that reads images (see selfden.image_limits)."""
+    return typer.Option(
+        None, "--max-pixels", min=1, metavar="N",
+        help=f"Refuse images whose frames declare more than N pixels, before decoding them "
+        f"(default {DEFAULT_MAX_PIXELS} = 32768 x 32768, 4 GiB as float32); raise it for larger frames.",
+    )
 
 
 def say(tag: str, style: str, message: object) -> None:
@@ -103,7 +113,11 @@ def train(
         None, min=1, help="Data-parallel processes (one GPU each); the batch is split over them. Default 1."
     ),
     seed: Optional[int] = typer.Option(None, help="Random seed (recorded in the run's config)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from its last checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Continue the run in OUTPUT from its last checkpoint (best.pt if last.pt is unreadable; "
+        "a run stopped before its first checkpoint starts over).",
+    ),
     bottleneck: Optional[int] = typer.Option(None, help="cae: bottleneck channels (denoising strength: fewer = smoother)."),
     size: Optional[str] = typer.Option(None, help="cosdd: size preset tiny, small, large or auto (tiny on CPU, small on a GPU)."),
     direction: Optional[str] = typer.Option(None, help="cosdd: noise correlation direction x, y, none or auto."),
@@ -111,6 +125,7 @@ def train(
     atom_spacing: Optional[float] = typer.Option(None, help="noise2atom: lattice spacing of the simulated atoms, px."),
     atom_sigma: Optional[float] = typer.Option(None, help="noise2atom: peak sigma of the simulated atoms, px."),
     set_: list[str] = typer.Option([], "--set", help="Method option KEY=VALUE (repeatable), e.g. --set lr=5e-4."),
+    max_pixels: Optional[int] = _max_pixels_option(),
 ) -> None:
     """Train a denoiser on noisy images; ends by exporting RUN/model/ for `selfden infer` and Fiji."""
     with user_errors():
@@ -123,6 +138,8 @@ def train(
             config = _apply_budget(config, minutes, steps)
             if devices is not None:
                 config = config.model_copy(update={"trainer": {**config.trainer, "devices": devices}})
+            if max_pixels is not None:
+                config = config.model_copy(update={"data": config.data.model_copy(update={"max_pixels": max_pixels})})
         else:
             if not inputs:
                 raise SelfdenError("no input images given: selfden train METHOD IMAGE... -o RUN")
@@ -130,18 +147,18 @@ def train(
                 method, bottleneck=bottleneck, size=size, direction=direction, noise_model=noise_model,
                 atom_spacing=atom_spacing, atom_sigma=atom_sigma, extra=set_,
             )
-            method_options = _resolve_direction(method, method_options, inputs)
-            warning = runs.correlated_noise_warning(method, inputs)
+            method_options = _resolve_direction(method, method_options, inputs, max_pixels)
+            warning = runs.correlated_noise_warning(method, inputs, max_pixels)
             if warning:
                 say("warning", "yellow", warning)
             data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size,
-                                              "augment": augment}.items() if v is not None}
+                                              "augment": augment, "max_pixels": max_pixels}.items() if v is not None}
             trainer_options = {"device": device, "max_minutes": minutes, "max_steps": steps, "devices": devices or 1}
             if minutes is None and steps is None:
                 trainer_options["max_minutes"] = 10.0
                 console.print("no --minutes or --steps given: training for 10 minutes")
             config = runs.new_run_config(method, inputs, method_options, data_options, trainer_options, seed)
-            _check_atom_options(config.method_config, inputs)
+            _check_atom_options(config.method_config, inputs, max_pixels)
         result = _train_with_progress(config, output, resume)
         if result is not None:  # None: a rank > 0 started by torchrun; rank 0 reports
             _report_training(result)
@@ -177,17 +194,19 @@ def _method_options(method: str, extra: list[str], **named: Any) -> dict[str, An
     return options
 
 
-def _resolve_direction(method: str, options: dict[str, Any], inputs: list[Path]) -> dict[str, Any]:
+def _resolve_direction(
+    method: str, options: dict[str, Any], inputs: list[Path], max_pixels: int | None
+) -> dict[str, Any]:
     """Replace a direction of "auto" by what the data show, and say why."""
     from selfden import runs
 
-    options, reason = runs.resolve_direction(method, options, inputs)
+    options, reason = runs.resolve_direction(method, options, inputs, max_pixels)
     if reason is not None:
         console.print(f"noise direction: {options['direction']} — {reason}", highlight=False)
     return options
 
 
-def _check_atom_options(method_config: dict[str, Any], inputs: list[Path]) -> None:
+def _check_atom_options(method_config: dict[str, Any], inputs: list[Path], max_pixels: int | None) -> None:
     """For methods that simulate atoms, warn when the simulated peaks look unlike those in the data."""
     if "atom_spacing" not in method_config or "atom_sigma" not in method_config:
         return
@@ -195,7 +214,7 @@ def _check_atom_options(method_config: dict[str, Any], inputs: list[Path]) -> No
     from selfden.images import open_image
 
     spacing, sigma = method_config["atom_spacing"], tuple(method_config["atom_sigma"])
-    for warning in check_atom_options([open_image(p) for p in inputs], spacing, sigma):
+    for warning in check_atom_options([open_image(p, max_pixels) for p in inputs], spacing, sigma):
         say("warning", "yellow", warning)
 
 
@@ -214,9 +233,12 @@ def _report_training(result: Any) -> None:
         f"trained {result.steps} steps in {minutes:.1f} min on {result.device} "
         f"({result.parameter_count / 1e6:.2f} M parameters); run folder: {result.run_dir}"
     )
-    if result.interrupted:
-        out.print(f"stopped early; continue with:\n  selfden train METHOD --resume -o {_q(result.run_dir)}")
-        return
+    if result.interrupted:  # Ctrl-C or SIGTERM: the run is checkpointed; exit as interrupted programs do
+        import shlex
+
+        command = shlex.join(["selfden", "train", result.method or "METHOD", "--resume", "-o", str(result.run_dir)])
+        out.print(f"stopped early; continue with:\n  {command}", soft_wrap=True)  # unbroken, to copy
+        raise typer.Exit(130)
     out.print(f"report: {result.run_dir / 'report.png'}")
     out.print(f"model: {result.model_dir}\ndenoise with:\n  selfden infer {_q(result.model_dir)} IMAGE.tif -o DENOISED.tif")
     orientations = len(trained_orientations(result.model_dir)) if result.model_dir is not None else 1
@@ -245,7 +267,13 @@ def infer(
         False, "--tta",
         help="Average over the flips/rotations the model was trained with (up to 8x the time; measured +0.1-0.3 dB).",
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run; finished frames are kept."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run; finished frames are checked and kept, finished files skipped."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite",
+        help="Replace output files that already exist (default: refuse). Inputs are never replaced.",
+    ),
     dask: bool = typer.Option(
         False, "--dask", help="Run frames as Dask tasks on a local cluster (one worker per core). Needs selfden[scale]."
     ),
@@ -253,6 +281,7 @@ def infer(
         None, "--scheduler", metavar="ADDRESS",
         help="Run frames on an existing Dask cluster, e.g. tcp://host:8786 (implies --dask).",
     ),
+    max_pixels: Optional[int] = _max_pixels_option(),
 ) -> None:
     """Denoise images with onnxruntime (no PyTorch needed); stacks of any length, resumable."""
     from selfden.inference.resumable import InferenceInterrupted
@@ -264,7 +293,8 @@ def infer(
             cluster = scheduler or ("local" if dask else None)
             with _frame_mapper(cluster, device) as mapper, _frame_progress() as on_progress:
                 options: dict[str, Any] = {"device": device, "tile_size": tile_size, "on_progress": on_progress,
-                                           "resume": resume, "mapper": mapper, "tta": tta}
+                                           "resume": resume, "mapper": mapper, "tta": tta, "overwrite": overwrite,
+                                           "max_pixels": max_pixels}
                 if samples is not None or std:
                     options.update(samples=samples, std=std)
                 written = denoise_files(model, inputs, output, **options)
@@ -336,12 +366,19 @@ def export(
 
 
 @app.command()
-def validate(package: Path = typer.Argument(..., help="Package folder, its rdf.yaml or a .zip.")) -> None:
+def validate(
+    package: Path = typer.Argument(..., help="Package folder, its rdf.yaml or a .zip."),
+    trust_code: bool = typer.Option(
+        False, "--trust-code",
+        help="Also run bioimageio.core's PyTorch test, which imports the package's architecture.py "
+        "(its author's Python code). Only for packages you trust; off by default.",
+    ),
+) -> None:
     """Check a bioimage.io package: format, bioimageio.core's test, deepImageJ's limits, upload rules."""
     with user_errors():
         from selfden.export.validation import validate_package
 
-        report = validate_package(package)
+        report = validate_package(package, trust_code=trust_code)
         out.print(report.format(), markup=False, highlight=False, soft_wrap=True)
         if not report.passed:
             raise typer.Exit(1)
@@ -352,6 +389,7 @@ def validate(package: Path = typer.Argument(..., help="Package folder, its rdf.y
 def noise(
     inputs: list[Path] = typer.Argument(..., help="Noisy images to analyse."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the autocorrelation plot (PNG) here."),
+    max_pixels: Optional[int] = _max_pixels_option(),
 ) -> None:
     """Measure the noise's spatial correlation along x and y and suggest COSDD's direction."""
     with user_errors():
@@ -360,7 +398,7 @@ def noise(
 
         if plot is not None:
             require_suffix(plot, (".png",), "the autocorrelation plot")
-        result = measure_noise_correlation([open_image(p) for p in inputs])
+        result = measure_noise_correlation([open_image(p, max_pixels) for p in inputs])
         out.print("lag   " + " ".join(f"{int(lag):>6d}" for lag in result.lags[:9]))
         out.print("acf x " + " ".join(f"{v:6.3f}" for v in result.acf_x[:9]))
         out.print("acf y " + " ".join(f"{v:6.3f}" for v in result.acf_y[:9]))
@@ -390,16 +428,19 @@ def noise_model(
 @app.command()
 def css(
     stacks: list[Path] = typer.Argument(..., help="Time series (raw or denoised) to score."),
+    max_pixels: Optional[int] = _max_pixels_option(),
 ) -> None:
     """Consecutive-frame similarity: mean SSIM between frames n and n+1 (higher = more consistent)."""
     with user_errors():
         import numpy as np
 
+        from selfden.image_limits import check_stack
         from selfden.images import open_image
         from selfden.metrics import css as consecutive_similarity
 
         for path in stacks:
-            stack = open_image(path)
+            stack = open_image(path, max_pixels)
+            check_stack(path, stack.shape, max_pixels, "css holds the whole stack in memory")
             if len(stack) < 2:
                 raise SelfdenError(f"{path}: CSS needs a time series of at least 2 frames, got {len(stack)}")
             frames = np.stack([np.asarray(stack.frame(i), np.float32) for i in range(len(stack))])

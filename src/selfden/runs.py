@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfden import __version__
 from selfden.errors import InputError, SelfdenError
 from selfden.inference.symmetry import IDENTITY_ONLY
+from selfden.run_checks import check_crops, check_run_dir, checkpoint_progress, has_checkpoint
+from selfden.run_checks import first_line as _first_line, removed_if_untrained, validated
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,17 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[str] = Field(description="Noisy training images (absolute paths).")
-    patch_size: int = Field(128, description="Side of the square training crops, in pixels.")
-    batch_size: int = Field(8, description="Crops per training step.")
-    val_fraction: float = Field(0.1, description="Share of frames (or rows, for few frames) kept for validation.")
-    val_batches: int = Field(4, description="Fixed validation batches evaluated at each validation.")
+    patch_size: int = Field(128, ge=1, description="Side of the square training crops, in pixels.")
+    batch_size: int = Field(8, ge=1, description="Crops per training step.")
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of frames (or rows, for few frames) kept for validation."
+    )
+    val_batches: int = Field(4, ge=1, description="Fixed validation batches evaluated at each validation.")
     augment: bool | None = Field(
         None, description="Flip/turn crops into the orientations the method allows; None = yes, False = no."
+    )
+    max_pixels: int | None = Field(
+        None, ge=1, description="Refuse input frames of more pixels, before decoding (None: image_limits' default)."
     )
 
     def orientations(self, method_allows: Sequence[str]) -> tuple[str, ...]:
@@ -77,6 +84,7 @@ class RunResult:
     interrupted: bool
     parameter_count: int
     device: str
+    method: str = ""
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -108,13 +116,14 @@ def new_run_config(
     from selfden.training import TrainerConfig, resolve_device
 
     method_cls = get_method(method)
-    method_config = _validated(method_cls.config_class, method_options, f"{method} option")
-    trainer_config = _validated(TrainerConfig, trainer_options, "trainer option")
+    method_config = validated(method_cls.config_class, method_options, f"{method} option")
+    trainer_config = validated(TrainerConfig, trainer_options, "trainer option")
     # Device-dependent defaults (e.g. COSDD's size "auto") are fixed now, so the saved config is explicit.
     device_type = resolve_device(trainer_config.device).type
     method_config = method_cls.for_device(method_config, device_type)
     data_options = {**method_cls.data_defaults(device_type), **data_options}
-    data = _validated(DataConfig, {"inputs": [str(Path(p).resolve()) for p in inputs], **data_options}, "data option")
+    data = validated(DataConfig, {"inputs": [str(Path(p).resolve()) for p in inputs], **data_options}, "data option")
+    check_crops(method, method_config, data.patch_size, data.batch_size)
     if data.augment and method_config.training_orientations() == IDENTITY_ONLY:
         raise SelfdenError(
             f"--augment: {method} trains on crops as recorded (its noise model depends on the scan direction); leave it out"
@@ -129,7 +138,7 @@ def new_run_config(
 
 
 def resolve_direction(
-    method: str, options: dict[str, Any], inputs: Sequence[Path]
+    method: str, options: dict[str, Any], inputs: Sequence[Path], max_pixels: int | None = None
 ) -> tuple[dict[str, Any], str | None]:
     """For methods with a noise direction, replace "auto" (the default) by what the data show.
 
@@ -144,11 +153,11 @@ def resolve_direction(
     from selfden.images import open_image
     from selfden.noise_analysis import measure_noise_correlation
 
-    result = measure_noise_correlation([open_image(p) for p in inputs])
+    result = measure_noise_correlation([open_image(p, max_pixels) for p in inputs])
     return {**options, "direction": result.direction}, result.reason
 
 
-def correlated_noise_warning(method: str, inputs: Sequence[Path]) -> str | None:
+def correlated_noise_warning(method: str, inputs: Sequence[Path], max_pixels: int | None = None) -> str | None:
     """A warning when ``method`` assumes pixel-independent noise and the data's noise is
     correlated along rows or columns (measured as for cosdd's ``--direction auto``)."""
     from selfden.methods import get_method
@@ -159,7 +168,7 @@ def correlated_noise_warning(method: str, inputs: Sequence[Path]) -> str | None:
     from selfden.noise_analysis import measure_noise_correlation
 
     try:
-        result = measure_noise_correlation([open_image(p) for p in inputs])
+        result = measure_noise_correlation([open_image(p, max_pixels) for p in inputs])
     except SelfdenError:  # frames too small to measure (bad files fail training with their own error)
         return None
     if result.direction == "none":
@@ -175,18 +184,28 @@ def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: 
 
     With ``trainer.devices`` > 1 (or under torchrun) the training is data-parallel: this process
     is rank 0 and returns the result; ranks > 0 started by torchrun return None.
+
+    Every option is checked before ``run_dir`` is touched; a new run that fails before its first
+    checkpoint removes what it created; SIGTERM stops it as Ctrl-C does (checkpoint, ``interrupted``).
     """
+    from selfden.methods import get_method
     from selfden.training import TrainerConfig, resolve_device
     from selfden.training import distributed
+    from selfden.training.signals import sigterm_as_interrupt
 
-    trainer_config = TrainerConfig.model_validate({**config.trainer, "seed": config.seed})
+    trainer_config = validated(TrainerConfig, {**config.trainer, "seed": config.seed}, "trainer option")
+    method_config = validated(get_method(config.method).config_class, config.method_config, f"{config.method} option")
+    check_crops(config.method, method_config, config.data.patch_size, config.data.batch_size)
     world_size = distributed.world_size_for(trainer_config.devices)
     distributed.per_rank_batch(config.data.batch_size, world_size)
-    launched = distributed.torchrun_world()
-    if launched is None or launched.is_main:
-        _check_run_dir(run_dir, resume)
     backend = distributed.backend_for(resolve_device(trainer_config.device))
-    return distributed.run_ranks(world_size, backend, _train_rank, config, run_dir, resume, progress=progress)
+    launched = distributed.torchrun_world()
+    if launched is not None and not launched.is_main:  # rank 0 checks and cleans the folder
+        restore = resume and has_checkpoint(run_dir)
+        return distributed.run_ranks(world_size, backend, _train_rank, config, run_dir, restore, progress=progress)
+    restore = check_run_dir(run_dir, resume)
+    with sigterm_as_interrupt(), removed_if_untrained(run_dir):
+        return distributed.run_ranks(world_size, backend, _train_rank, config, run_dir, restore, progress=progress)
 
 
 def _train_rank(config: RunConfig, run_dir: Path, resume: bool, progress: Any = None) -> RunResult | None:
@@ -198,7 +217,7 @@ def _train_rank(config: RunConfig, run_dir: Path, resume: bool, progress: Any = 
     from selfden.training import distributed
 
     rank = distributed.current()
-    stacks = [open_image(Path(p)) for p in config.data.inputs]
+    stacks = [open_image(Path(p), config.data.max_pixels) for p in config.data.inputs]
     method_cls = get_method(config.method)
     if rank.is_main and config.normalisation is None:
         config = _with_normalisation(config, stacks, method_cls.normalisation_kind)
@@ -209,14 +228,14 @@ def _train_rank(config: RunConfig, run_dir: Path, resume: bool, progress: Any = 
     device = distributed.rank_device(resolve_device(trainer_config.device))
     method = method_cls(method_cls.config_class.model_validate(config.method_config), norm, device)
 
-    if rank.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(run_dir, config)
     data_rng = np.random.default_rng(config.seed)
     crops = distributed.per_rank_batch(config.data.batch_size, rank.world_size)
     next_batch, val_batches, val_frame = _training_data(
         config, stacks, norm, method.config.training_orientations(), data_rng, crops
     )
+    if rank.is_main:  # only now: every check above could still fail, and a failed start leaves nothing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_run_config(run_dir, config)
     result = train(
         method, next_batch, val_batches, run_dir, trainer_config, resume=resume, progress=progress, data_rng=data_rng
     )
@@ -234,6 +253,7 @@ def _train_rank(config: RunConfig, run_dir: Path, resume: bool, progress: Any = 
         interrupted=result.interrupted,
         parameter_count=method.parameter_count(),
         device=str(device) if rank.world_size == 1 else f"{rank.world_size} x {device.type}",
+        method=config.method,
     )
 
 
@@ -261,13 +281,18 @@ def export_run(
 
     ``validation``: measured results (one sentence each) for the package README's Validation section.
     """
+    from selfden.export.ownership import check_export_target, run_identity
     from selfden.export.package import export_package
 
     config = load_run_config(run_dir)
+    target = Path(out_dir) if out_dir is not None else run_dir / MODEL_DIR
+    run_id = run_identity(config.model_dump(mode="json"))
+    check_export_target(target.absolute(), run_id)  # a target it may not replace stops it before any work
     if method is None:
-        method = load_method(run_dir, config)
+        method, checkpoint = load_method_and_checkpoint(run_dir, config)
     else:
-        _load_weights(method, run_dir)
+        checkpoint = _load_weights(method, run_dir)
+    progress = checkpoint_progress(checkpoint, run_dir, config.method) or training_progress(run_dir)
     if sample_raw is None:
         sample_raw = _sample_frame(config)
     info = {
@@ -276,13 +301,13 @@ def export_run(
         "data": config.data.model_dump(mode="json", exclude={"inputs"}),
         "trainer": config.trainer,
         "seed": config.seed,
-        **training_progress(run_dir),
+        **progress,
         **({"device": device} if device else {}),
         "validation": list(validation),
+        "run_id": run_id,
     }
     # --tta may average over the orientations the training crops were drawn in.
     symmetries = config.data.orientations(method.config.training_orientations())
-    target = Path(out_dir) if out_dir is not None else run_dir / MODEL_DIR
     if target.suffix.lower() != ".zip":
         return export_package(method, target, sample_raw, info, symmetries)
     from selfden.export.archive import write_package_zip
@@ -309,6 +334,11 @@ def training_progress(run_dir: Path) -> dict[str, Any]:
 
 def load_method(run_dir: Path, config: RunConfig | None = None) -> Any:
     """Rebuild a run's method on the CPU with its best (else last) weights; see ``_load_weights``."""
+    return load_method_and_checkpoint(run_dir, config)[0]
+
+
+def load_method_and_checkpoint(run_dir: Path, config: RunConfig | None = None) -> tuple[Any, dict[str, Any]]:
+    """The method of :func:`load_method` and the checkpoint its weights came from (for its step count)."""
     import torch
 
     from selfden.methods import get_method
@@ -323,24 +353,35 @@ def load_method(run_dir: Path, config: RunConfig | None = None) -> Any:
         Normalisation(**config.normalisation),
         torch.device("cpu"),
     )
-    _load_weights(method, run_dir)
-    return method
+    return method, _load_weights(method, run_dir)
 
 
-def _load_weights(method: Any, run_dir: Path) -> None:
+def _load_weights(method: Any, run_dir: Path) -> dict[str, Any]:
+    """Load the method's preferred checkpoint into ``method`` and return it: best.pt, else last.pt (the
+    other way round when ``export_best_checkpoint`` is False), passing over one that cannot be read or
+    that holds the untrained baseline (the step-0 best.pt of older versions) when the other can stand in."""
     import torch
 
     names = ("best.pt", "last.pt") if getattr(method, "export_best_checkpoint", True) else ("last.pt", "best.pt")
-    for name in names:
-        path = run_dir / "checkpoints" / name
-        if path.is_file():
-            try:
-                checkpoint = torch.load(path, map_location=method.device, weights_only=True)
-                method.load_state_dict(checkpoint["method"])
-            except Exception as exc:
-                raise InputError(f"{path}: cannot load checkpoint: {_first_line(exc)}") from None
-            return
-    raise InputError(f"{run_dir}: no checkpoint found in checkpoints/ (best.pt or last.pt)")
+    loaded, failure = [], None
+    for path in (run_dir / "checkpoints" / name for name in names):
+        if not path.is_file():
+            continue
+        try:
+            checkpoint = torch.load(path, map_location=method.device, weights_only=True)
+            loaded.append((path, checkpoint, checkpoint["method"]))
+        except Exception as exc:
+            failure = failure or f"{path}: cannot load checkpoint: {_first_line(exc)}"
+    if not loaded:
+        raise InputError(failure or f"{run_dir}: no checkpoint found in checkpoints/ (best.pt or last.pt)")
+    path, checkpoint, state = ([item for item in loaded if item[1].get("step") != 0] or loaded)[0]
+    if failure:
+        log.warning("%s; using %s", failure, path.name)
+    try:
+        method.load_state_dict(state)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot load checkpoint: {_first_line(exc)}") from None
+    return checkpoint
 
 
 def _training_data(
@@ -376,49 +417,14 @@ def _training_data(
 def _sample_frame(config: RunConfig) -> np.ndarray:
     from selfden.images import open_image
 
-    stack = open_image(Path(config.data.inputs[0]))
+    stack = open_image(Path(config.data.inputs[0]), config.data.max_pixels)
     return np.asarray(stack.frame(len(stack) - 1), dtype=np.float32)
-
-
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    checkpoint = run_dir / "checkpoints" / "last.pt"
-    if resume:
-        if not checkpoint.is_file():
-            raise InputError(f"{run_dir}: nothing to resume (no checkpoints/last.pt)")
-        return
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise InputError(
-            f"{run_dir}: already exists and is not empty; choose a new run folder or add --resume to continue it"
-        )
-
-
-def _validated(model: type[BaseModel], values: dict[str, Any], what: str) -> BaseModel:
-    try:
-        return model.model_validate(values)
-    except Exception as exc:
-        raise SelfdenError(f"invalid {what}: {_pydantic_message(exc)}") from None
-
-
-def _pydantic_message(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        parts = []
-        for err in errors():
-            where = ".".join(str(p) for p in err.get("loc", ()))
-            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-        return "; ".join(parts)
-    return _first_line(exc)
 
 
 def _plain(stats: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {k: (list(v) if isinstance(v, tuple) else float(v)) for k, v in asdict(stats).items()}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

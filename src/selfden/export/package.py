@@ -24,6 +24,7 @@ import yaml
 import selfden
 from selfden.export.architecture import ARCHITECTURE_FILE, bundle_source
 from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport, export_onnx
+from selfden.export.ownership import check_same_run
 from selfden.inference.symmetry import IDENTITY_ONLY, check_names
 from selfden.methods.base import Method, TorchArchitecture
 
@@ -51,10 +52,13 @@ def export_package(
     ``training_info``: plain values, recorded under ``config.selfden.training``; ``name``,
     ``description`` and ``authors`` (list of names) are used for the package when present.
     ``symmetries``: the orientations training showed the model (``selfden infer --tta`` averages them).
-    An existing ``out_dir`` is replaced only if it is an earlier selfden export (or empty).
+    An existing ``out_dir`` is replaced only if it is an earlier selfden export (or empty);
+    with ``training_info["run_id"]`` (exports of a run), only one of the same run holding
+    nothing but the files it wrote.
     """
     out_dir = Path(out_dir).absolute()
-    _check_replaceable(out_dir)
+    run_id = training_info.get("run_id")
+    _check_replaceable(out_dir, run_id)
     # Before bioimageio is first imported: its settings read the cache path once.
     os.environ.setdefault("BIOIMAGEIO_CACHE_PATH", str(Path(tempfile.gettempdir()) / "selfden-bioimageio-cache"))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +69,7 @@ def export_package(
         description = _describe(method, staging, sample_raw, _plain(training_info), check_names(symmetries))
         package = _save(description, build / "package")
         _test_package(package)
+        _check_replaceable(out_dir, run_id)  # again: the folder may have changed while we built
         _swap_in(package, out_dir)
     finally:
         shutil.rmtree(build, ignore_errors=True)
@@ -100,7 +105,7 @@ def valid_size_at_most(limit: int, min_size: int, step: int) -> int:
 # --- building ----------------------------------------------------------------------------
 
 
-def _check_replaceable(out_dir: Path) -> None:
+def _check_replaceable(out_dir: Path, run_id: str | None = None) -> None:
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return
     if not (out_dir.is_dir() and is_selfden_package(out_dir)):
@@ -108,6 +113,8 @@ def _check_replaceable(out_dir: Path) -> None:
             f"{out_dir} exists and is not a selfden model folder (no rdf.yaml with config.selfden); "
             "choose another output folder or remove it first"
         )
+    if run_id is not None:
+        check_same_run(out_dir, run_id)
 
 
 def _describe(
@@ -331,7 +338,8 @@ def _selfden_config(
         "graphs": graphs,
         "symmetries": list(symmetries),
         "selfden_version": selfden.__version__,
-        "training": info,
+        **({"run_id": info["run_id"]} if "run_id" in info else {}),
+        "training": {k: v for k, v in info.items() if k != "run_id"},
     }
     config.update(_plain(method.package_config()))
     return config

@@ -12,7 +12,6 @@ import os
 import re
 import tempfile
 import weakref
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +21,18 @@ import numpy as np
 
 from selfden.errors import InputError, ModelError, SelfdenError
 from selfden.images import IMAGE_SUFFIXES, ImageStack, StackWriter, check_output_path, open_image
+from selfden.inference.package_files import extract_zip
 from selfden.inference.processing import apply_steps
 from selfden.inference.rdf import ModelSpec, find_rdf, read_spec
 from selfden.inference.resumable import (
     OUTPUT_SUFFIXES,
     InferenceInterrupted,
     ResumableWriter,
+    check_output_free,
     check_output_target,
     file_identity,
     files_digest,
+    make_output_folder,
     partial_dir,
     refuse_partial,
 )
@@ -59,13 +61,16 @@ def arrange(array: np.ndarray, source: str, target: str) -> np.ndarray:
 
 def _extract_zip(path: Path) -> tuple[Path, tempfile.TemporaryDirectory[str]]:
     temp = tempfile.TemporaryDirectory(prefix="selfden-model-")
+    root = Path(temp.name) / "package"
     try:
-        with zipfile.ZipFile(path) as archive:
-            archive.extractall(temp.name)  # zipfile drops '..' and absolute member names
-    except (zipfile.BadZipFile, OSError) as error:
+        extracted = extract_zip(path, root)  # size/count/ratio limits; never a symlink or a path outside
+    except BaseException:
         temp.cleanup()
-        raise ModelError(f"{path}: not a readable .zip model package ({error})") from error
-    root = Path(temp.name)
+        raise
+    # Skipped, not refused: a skipped entry was never written, and the rdf may only name files
+    # inside the package, so nothing the model needs is lost (validate fails such a zip).
+    if extracted.skipped:
+        log.warning("%s: skipped zip entries: %s", path, ", ".join(extracted.skipped))
     folders = [p for p in root.iterdir() if p.is_dir()]
     rdf = find_rdf(root) or (find_rdf(folders[0]) if len(folders) == 1 else None)
     if rdf is None:
@@ -357,13 +362,19 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
 def plan_outputs(inputs: Sequence[Path], output: Path) -> tuple[list[Path], Path | None]:
     """Output path of each input, and the folder to create (None when writing one file).
 
-    One input and an image suffix (or .zarr): ``output`` is the file. Otherwise ``output``
-    is a folder and each result is ``<stem>_denoised.tif``. Raises InputError for collisions
-    and for outputs that would overwrite an input.
+    One input and an image suffix (or .zarr): ``output`` is the file. A path without a
+    suffix, or an existing folder, is a folder and each result is ``<stem>_denoised.tif``.
+    Raises InputError for other suffixes (``-o name.jpg``), collisions and for outputs that
+    would overwrite an input.
     """
     if not inputs:
         raise InputError("no input images given")
     is_file = output.suffix.lower() in OUTPUT_SUFFIXES
+    if not is_file and output.suffix and not output.is_dir():
+        raise InputError(
+            f"{output}: unsupported output type {output.suffix!r}; write a file ending in "
+            f"{', '.join(OUTPUT_SUFFIXES)}, or give a folder (a path without a suffix, or an existing folder)"
+        )
     if is_file and len(inputs) > 1:
         raise InputError(f"{output}: {len(inputs)} inputs need an output folder, not a file name")
     if not is_file and output.exists() and not output.is_dir():
@@ -443,10 +454,13 @@ class _Job:
     std_target: Path | None
 
 
-def _plan_jobs(paths: list[Path], output: Path, std: bool, resume: bool) -> list[_Job]:
+def _plan_jobs(
+    paths: list[Path], output: Path, std: bool, resume: bool, max_pixels: int | None = None, overwrite: bool = False
+) -> list[_Job]:
     """Open every input and check every output before anything runs; with ``resume``,
-    inputs whose output is complete (present, no partial folder) are left out."""
-    stacks = [open_image(p) for p in paths]
+    inputs whose output is complete (present, no partial folder) are left out. Existing
+    outputs are refused unless ``overwrite``; outputs another process writes, always."""
+    stacks = [open_image(p, max_pixels) for p in paths]
     targets, _ = plan_outputs(paths, output)
     jobs = []
     for stack, target in zip(stacks, targets):
@@ -461,6 +475,7 @@ def _plan_jobs(paths: list[Path], output: Path, std: bool, resume: bool) -> list
                 refuse_partial(path)
             if not (resume and partial_dir(path).exists()):
                 check_output_target(path, paths, need_folder=False)
+            check_output_free(path, overwrite)
         jobs.append(_Job(stack, target, dtype, std_target))
     return jobs
 
@@ -478,25 +493,29 @@ def denoise_files(
     resume: bool = False,
     mapper: FrameMapper | None = None,
     tta: bool = False,
+    max_pixels: int | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Denoise ``inputs`` with the model at ``model_path``; returns the files written.
 
     Every input is opened and every output path checked before the model is loaded or
-    anything is written; outputs appear atomically and never replace an input. Frames
+    anything is written; outputs appear atomically, never replace an input, and replace an
+    existing file only with ``overwrite`` (with ``resume``, finished outputs are skipped). Frames
     are written as they are done into a partial folder beside each output (see
     ``resumable``): after an interruption, ``resume=True`` continues where it stopped.
     Folders among ``inputs`` stand for the images in them. For COSDD packages, ``samples``
     averages that many posterior samples and ``std`` also writes the per-pixel standard
     deviation to ``<stem>_std.tif``. ``tta`` averages every frame over the flips and
-    rotations the model was trained with (8x the work). ``mapper`` computes the frames (default: in this
-    process; see ``selfden.inference.distributed`` for Dask).
+    rotations the model was trained with (8x the work). Inputs whose frames declare more than
+    ``max_pixels`` pixels are refused before decoding (see ``image_limits``). ``mapper``
+    computes the frames (default: in this process; see ``selfden.inference.distributed`` for Dask).
     """
     paths = expand_inputs([Path(p) for p in inputs])
     output = Path(output)
-    jobs = _plan_jobs(paths, output, std, resume)
+    jobs = _plan_jobs(paths, output, std, resume, max_pixels, overwrite)
     targets, folder = plan_outputs(paths, output)
     with load_predictor(model_path, device, tile_size, tile_batch, samples, std, tta=tta) as predictor:
-        (folder or targets[0].parent).mkdir(parents=True, exist_ok=True)
+        make_output_folder(folder or targets[0].parent, targets[0])
         fingerprint = run_fingerprint(predictor, files_digest(model_files(predictor)), std)
         for index, job in enumerate(jobs):
             def report(done: int, start: int, job: _Job = job, index: int = index) -> None:
@@ -504,7 +523,7 @@ def denoise_files(
                     event = Progress(job.stack.path, index, len(jobs), done, len(job.stack), predictor.provider, start)
                     on_progress(event)
 
-            _denoise_job(predictor, job, fingerprint, paths, resume, mapper or local_frames, report)
+            _denoise_job(predictor, job, fingerprint, paths, resume, mapper or local_frames, report, overwrite)
     return [path for job in jobs for path in ([job.target, job.std_target] if job.std_target else [job.target])]
 
 
@@ -516,6 +535,7 @@ def _denoise_job(
     resume: bool,
     mapper: FrameMapper,
     report: Callable[[int, int], None],
+    overwrite: bool = False,
 ) -> None:
     """One input into its output(s), resumably; Ctrl-C becomes InferenceInterrupted."""
     stack = job.stack
@@ -524,7 +544,9 @@ def _denoise_job(
     with contextlib.ExitStack() as scope:
         scope.enter_context(stack)
         writers = [
-            scope.enter_context(ResumableWriter(path, stack.shape, stack.axes, stack.metadata, dtype, run, resume, inputs))
+            scope.enter_context(
+                ResumableWriter(path, stack.shape, stack.axes, stack.metadata, dtype, run, resume, inputs, overwrite)
+            )
             for path, dtype in outputs
         ]
         start = min(w.done for w in writers)

@@ -37,6 +37,24 @@ class MethodConfig(BaseModel):
         average over them. All eight flips and quarter turns unless a method says otherwise."""
         return DIHEDRAL
 
+    def size_step(self) -> int:
+        """Training crops' side must be a multiple of this (2**downsamplings of the networks); 1 by default.
+
+        Called on the device-resolved config (``for_device``), before any network is built."""
+        return 1
+
+    def patch_size_problem(self, patch_size: int, batch_size: int) -> str | None:
+        """Why crops of ``patch_size`` in batches of ``batch_size`` cannot train this config, with a
+        fix (None when they can): checked before a run folder is made. Methods add their own rules."""
+        step = self.size_step()
+        if patch_size >= step and patch_size % step == 0:
+            return None
+        low = max(step, patch_size // step * step)
+        return (
+            f"patch size {patch_size} must be a multiple of {step} (the network halves it "
+            f"{step.bit_length() - 1} times); try {low} or {low + step}"
+        )
+
 
 @dataclass(frozen=True)
 class TorchArchitecture:

@@ -141,6 +141,19 @@ class CaeConfig(MethodConfig):
         unset = {key: value for key, value in preset.items() if getattr(self, key) is None}
         return self.model_copy(update=unset) if unset else self
 
+    def size_step(self) -> int:
+        return 2 ** (len(self.widths or PAPER_WIDTHS) - 1)
+
+    def patch_size_problem(self, patch_size: int, batch_size: int) -> str | None:
+        problem = super().patch_size_problem(patch_size, batch_size)
+        step = self.size_step()
+        if problem is None and self.norm == "batch" and batch_size * (patch_size // step) ** 2 < 2:
+            return (
+                f"patch size {patch_size} in batches of {batch_size} leaves one code pixel per channel, too few "
+                f"for batch norm; use patches of {2 * step} or batches of 2"
+            )
+        return problem
+
     @model_validator(mode="after")
     def _halo_fits_step(self) -> "CaeConfig":
         step = 2 ** (len(self.widths or PAPER_WIDTHS) - 1)

@@ -77,6 +77,36 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
+def load_latest_checkpoint(last: Path, best: Path) -> dict[str, Any]:
+    """``last``, or ``best`` (saying so) when ``last`` is missing or unreadable, e.g. cut short by a full disk.
+
+    When neither loads, the error names the folder to delete: a run without checkpoints trains from scratch.
+    """
+    try:
+        return load_checkpoint(last)
+    except SelfdenError as last_error:
+        if not best.is_file():
+            raise
+        try:
+            checkpoint = load_checkpoint(best)
+        except SelfdenError:
+            raise SelfdenError(
+                f"cannot resume: neither {last.name} nor {best.name} in {last.parent} can be read "
+                f"({_first_line(last_error.__cause__ or last_error)}); delete {last.parent} and train with "
+                "--resume again to start the run over from scratch"
+            ) from None
+        problem = "missing" if not last.is_file() else "unreadable"
+        logger.warning("%s/%s is %s; resuming from %s (step %d)", last.parent.name, last.name, problem,
+                       best.name, int(checkpoint["step"]))
+        return checkpoint
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's zip errors run on for lines)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].split(". ")[0]
+
+
 def restore_checkpoint(
     checkpoint: dict[str, Any], method: Method, data_rng: np.random.Generator | None
 ) -> TrainingCounters:

@@ -23,7 +23,8 @@ class TrainerConfig(BaseModel):
     val_every_steps: int = Field(default=200, ge=1, description="validate after this many steps ...")
     val_every_seconds: float = Field(default=30.0, gt=0, description="... and at least this often")
     log_every_steps: int = Field(default=50, ge=1, description="one averaged 'train' line per interval")
-    checkpoint_every_minutes: float = Field(default=5.0, ge=0, description="0 saves after every step")
+    # A minute: a kill -9 (or a power cut) loses at most that; a save takes well under a second.
+    checkpoint_every_minutes: float = Field(default=1.0, ge=0, description="0 saves after every step")
     early_stopping_patience: int | None = Field(
         default=None, ge=1, description="stop after this many validations without a better val_loss"
     )

@@ -4,6 +4,7 @@ checkpoint, log and stop. Nothing here knows which method it trains.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -17,7 +18,7 @@ import torch
 from selfden.methods.base import Method
 from selfden.training.checkpoint import (
     TrainingCounters,
-    load_checkpoint,
+    load_latest_checkpoint,
     make_checkpoint,
     restore_checkpoint,
     save_checkpoint,
@@ -28,6 +29,7 @@ from selfden.training.device import autocast_context, batch_to_device, seed_ever
 from selfden.training.metrics_log import MetricsLog
 from selfden.training.progress import ProgressReporter, ProgressState, format_seconds
 from selfden.training.result import RunPaths, StopReason, TrainingDiverged, TrainResult
+from selfden.training.signals import sigterm_as_interrupt
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,10 @@ def train(
     """
     run = _Run(method, next_batch, val_batches, RunPaths(Path(run_dir)), config, progress, data_rng)
     run.prepare(resume)
-    return run.execute()
+    # Rank 0 owns stops, as it owns Ctrl-C; other ranks keep SIGTERM's default so that rank 0 can
+    # end them even while they wait inside a collective.
+    with sigterm_as_interrupt() if run.rank.is_main else contextlib.nullcontext():
+        return run.execute()
 
 
 class _Run:
@@ -111,7 +116,7 @@ class _Run:
         self.last_val_elapsed = self.last_checkpoint_elapsed = self.carried
 
     def _restore(self) -> None:
-        checkpoint = load_checkpoint(self.paths.last_checkpoint)
+        checkpoint = load_latest_checkpoint(self.paths.last_checkpoint, self.paths.best_checkpoint)
         self.counters = restore_checkpoint(checkpoint, self.method, self.data_rng)
         if self.rank.is_main:
             self.log.drop_after(self.counters.step)
@@ -145,7 +150,7 @@ class _Run:
 
     # --- the loop -----------------------------------------------------------------------
     def execute(self) -> TrainResult:
-        """Run to the end of the budget, an early stop or Ctrl-C; save, report, return."""
+        """Run to the end of the budget, an early stop or Ctrl-C (or SIGTERM); save, report, return."""
         self.t0, self.start_step = time.monotonic(), self.counters.step
         logger.info("training on %s (bf16 autocast: %s)", self.device, self.bf16)
         if self.progress is not None:
@@ -178,14 +183,22 @@ class _Run:
                 return reason
             self.method.on_budget_progress(fraction)
             self._train_step()
-            if distributed.broadcast(self._validation_due()):
+            validated = distributed.broadcast(self._validation_due())
+            if validated:
                 self._validate()
                 if self._patience_exhausted():
                     return "early_stopping"
-            if self.elapsed() - self.last_checkpoint_elapsed >= 60.0 * self.config.checkpoint_every_minutes:
+            if self._checkpoint_due(validated):
                 self._save(self.paths.last_checkpoint)
             if self.progress is not None:
                 self.progress.update(self._progress_state())
+
+    def _checkpoint_due(self, validated: bool) -> bool:
+        # Until the run has a last.pt it can neither resume nor be exported: the first is written
+        # at the first validation after training steps (about 30 s in) unless the cadence comes first.
+        if validated and self.saved_step is None:
+            return True
+        return self.elapsed() - self.last_checkpoint_elapsed >= 60.0 * self.config.checkpoint_every_minutes
 
     def _budget_fraction(self) -> float:
         """Share of the budget used (``ProgressState.fraction`` without the metric copies)."""
@@ -235,14 +248,19 @@ class _Run:
         self.last_val, self.last_val_step = metrics, self.counters.step
         self.method.on_validation_end(metrics)
         logger.debug("step %d validation: %s", self.counters.step, metrics)
-        if metrics["val_loss"] < self.counters.best_val_loss:
-            self.counters.best_val_loss = metrics["val_loss"]
+        self._track_best(metrics["val_loss"])
+        # measured after the work so a slow validation cannot crowd out training
+        self.last_val_elapsed = self.elapsed()
+
+    def _track_best(self, val_loss: float) -> None:
+        if self.counters.step == 0:  # the untrained baseline is a point on the curves, never weights to export
+            return
+        if val_loss < self.counters.best_val_loss:
+            self.counters.best_val_loss = val_loss
             self.counters.validations_since_best = 0
             self._save(self.paths.best_checkpoint)
         else:
             self.counters.validations_since_best += 1
-        # measured after the work so a slow validation cannot crowd out training
-        self.last_val_elapsed = self.elapsed()
 
     def _average_validation(self) -> dict[str, float]:
         sums: dict[str, float] = defaultdict(float)

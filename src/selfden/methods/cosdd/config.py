@@ -98,6 +98,9 @@ class CosddConfig(MethodConfig):
             raise ValueError(f"halo {self.halo}: 2*halo must be a multiple of the size step {arch.size_step}")
         return self
 
+    def size_step(self) -> int:
+        return self.arch().size_step
+
     def training_orientations(self) -> tuple[str, ...]:
         """Flips that keep the noise axis and its scan direction: for row noise (x), reversing the
         order of the rows (flip_y), whose noise is independent; for column noise, flip_x; for

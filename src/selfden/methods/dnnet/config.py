@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from selfden.methods.base import MethodConfig
+from selfden.methods.dnnet.networks import DEPTH
 
 NoiseModelKind = Literal["gmm", "gaussian", "none"]
 
@@ -43,3 +44,6 @@ class DnnetConfig(MethodConfig):
                 "masked neighbour; the paper uses (3, 5)"
             )
         return self
+
+    def size_step(self) -> int:
+        return 2**DEPTH

@@ -9,6 +9,8 @@ from pydantic import Field, field_validator, model_validator
 from selfden.inference.symmetry import IDENTITY_ONLY
 from selfden.methods.base import MethodConfig
 
+#: Inputs must be multiples of this: the generators downsample three times by 2.
+SIZE_STEP = 8
 #: The paper's simulator (Wang et al. 2020): 75-150 atoms on the 32x32 sites of an 8-px lattice
 #: on a 256-px canvas, i.e. 7-15 % of the sites occupied; peak variance 1-10 px^2.
 PAPER_OCCUPANCY = (75 / 1024, 150 / 1024)
@@ -130,6 +132,9 @@ class Noise2AtomConfig(MethodConfig):
         if (2 * self.halo) % 8:
             raise ValueError(f"halo {self.halo}: 2*halo must be a multiple of the size step 8; try {self.halo // 4 * 4}")
         return self
+
+    def size_step(self) -> int:
+        return SIZE_STEP
 
     def training_orientations(self) -> tuple[str, ...]:
         # rot90 would turn the horizontal scan-line noise Mc2s learns into vertical noise; the

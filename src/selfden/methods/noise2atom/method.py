@@ -12,7 +12,7 @@ from torch import nn
 from selfden import atom_check
 from selfden.errors import SelfdenError
 from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, TorchArchitecture
-from selfden.methods.noise2atom.config import Noise2AtomConfig
+from selfden.methods.noise2atom.config import SIZE_STEP, Noise2AtomConfig
 from selfden.methods.weight_average import WeightAverage
 from selfden.methods.noise2atom.losses import critic_loss, cycle_losses
 from selfden.methods.noise2atom import networks
@@ -22,7 +22,6 @@ from selfden.methods.padding import pad_to_multiple
 
 logger = logging.getLogger(__name__)
 
-SIZE_STEP = 8  # three stride-2 downsamplings
 RMSPROP_ALPHA = 0.9  # Keras' RMSprop rho, as in the reference code
 CROP_FALSE_ATOM_FRACTION = 0.6  # false-atom share on validation crops that warns (see failure_warnings)
 
