@@ -1,7 +1,7 @@
 """COSDD's quality against training steps on the stripe suite: how far off is the 2 dB goal?
 
 Trains COSDD with ``selfden train`` (a subprocess, so its CPU threads are its own) for
-``--minutes``, copies each periodic checkpoint (the trainer writes ``last.pt`` every 5 minutes)
+``--minutes``, copies a periodic checkpoint every 5 minutes of wall time (the trainer rewrites ``last.pt`` every minute)
 as it appears, then scores the direct denoiser of every copy on the first ``--frames`` frames
 (torch, the run's normalisation; affine PSNR as in quality.py) beside the oracle baselines
 tuned on the same frames. Each ``--label`` is one table in RESULTS.md.
@@ -28,8 +28,10 @@ import common
 import cosdd_quality
 import quality
 
-#: How often to look for a new last.pt (the trainer writes one every 5 minutes by default).
+#: How often to look for a new last.pt (the trainer rewrites it every minute by default).
 POLL_SECONDS = 10.0
+#: Wall time between kept copies: the trajectory's resolution (the runs in RESULTS.md used 5 minutes).
+SNAPSHOT_SECONDS = 300.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,10 +74,12 @@ def train_with_snapshots(noisy_path: Path, folder: Path, args: argparse.Namespac
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     last = run / "checkpoints" / "last.pt"
     seen: float | None = None
+    next_copy = time.monotonic() + SNAPSHOT_SECONDS
     while True:
         finished = process.poll() is not None
-        if last.is_file() and last.stat().st_mtime != seen:
-            seen = last.stat().st_mtime
+        due = finished or time.monotonic() >= next_copy
+        if due and last.is_file() and last.stat().st_mtime != seen:
+            seen, next_copy = last.stat().st_mtime, time.monotonic() + SNAPSHOT_SECONDS
             # last.pt is replaced atomically, so a copy is always a whole checkpoint.
             shutil.copy2(last, snapshots / f"snapshot-{len(list(snapshots.iterdir())):03d}.pt")
         if finished:
