@@ -21,6 +21,12 @@ class ModelError(SelfdenError):
     """A model folder or package is missing, broken or unsupported."""
 
 
+def one_line(value: object, limit: int = 200) -> str:
+    """``value`` (an error or any text) as one line of at most ``limit`` characters, for messages."""
+    text = " ".join(str(value).split()) or type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def require_suffix(path: object, suffixes: tuple[str, ...], what: str) -> None:
     """SelfdenError unless ``path`` ends in one of ``suffixes`` (e.g. a plot must be a .png)."""
     from pathlib import Path

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from selfden.errors import InputError
+from selfden.errors import InputError, one_line
 
 #: Pixels per frame (and per page, tile or chunk decoded at once): 32768 x 32768, 4 GiB as float32.
 DEFAULT_MAX_PIXELS = 2**30
@@ -58,11 +58,6 @@ def describe(pixels: int) -> str:
             value = pixels / size
             return f"{value:.{0 if value >= 100 else 1 if value >= 10 else 2}f} {prefix}px"
     return f"{pixels} px"
-
-
-def _flat(error: object, limit: int = 160) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _refuse(path: Path, found: str, pixels: int, limit: int, where: str) -> InputError:
@@ -120,7 +115,7 @@ def pillow_limit(path: Path, max_pixels: int | None) -> Iterator[None]:
             yield
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise InputError(
-                f"{path}: {_flat(error)}; over the limit of {describe(limit)} "
+                f"{path}: {one_line(error)}; over the limit of {describe(limit)} "
                 f"({_OVERRIDE} {limit}); if the image is genuine, run again with a larger {_OVERRIDE}"
             ) from error
         finally:
@@ -135,7 +130,7 @@ def check_npy(path: Path, max_pixels: int | None) -> None:
     try:
         shape, dtype, offset = npy_header(path)
     except Exception as error:  # numpy raises ValueError, SyntaxError, EOFError... on bad headers
-        raise InputError(f"{path}: the .npy header is corrupt ({_flat(error)}); save it again with numpy.save") from error
+        raise InputError(f"{path}: the .npy header is corrupt ({one_line(error)}); save it again with numpy.save") from error
     if len(shape) not in (2, 3) or min(shape) < 0:
         raise InputError(f"{path}: array of shape {shape}, expected 2 (YX) or 3 (TYX) dimensions")
     check_frame(path, shape, max_pixels)
@@ -219,10 +214,10 @@ def tiff_error(path: Path, error: Exception) -> InputError:
     """What tifffile's ``error`` means for the user: truncated, not a TIFF, or corrupt."""
     problem = tiff_problem(path)
     if problem is not None:
-        return InputError(f"{path}: {problem} ({_flat(error)}); copy or export it again")
+        return InputError(f"{path}: {problem} ({one_line(error)}); copy or export it again")
     if "not a TIFF file" in str(error):
-        return InputError(f"{path}: not a TIFF file ({_flat(error)}); expected a grayscale TIFF image")
-    return InputError(f"{path}: the TIFF file is corrupt ({_flat(error)}); export it again")
+        return InputError(f"{path}: not a TIFF file ({one_line(error)}); expected a grayscale TIFF image")
+    return InputError(f"{path}: the TIFF file is corrupt ({one_line(error)}); export it again")
 
 
 def tiff_problem(path: Path) -> str | None:
@@ -280,7 +275,7 @@ def check_declared_size(path: Path, max_pixels: int | None) -> None:
         try:
             shape, dtype, offset = npy_header(path)
         except Exception as error:  # numpy raises ValueError, SyntaxError, EOFError... on bad headers
-            raise InputError(f"{path}: the .npy header is corrupt ({_flat(error)})") from error
+            raise InputError(f"{path}: the .npy header is corrupt ({one_line(error)})") from error
         check_block(path, "array", shape, max_pixels)
         if dtype.hasobject:
             raise InputError(f"{path}: an array of Python objects (dtype {dtype}); selfden reads only numbers")

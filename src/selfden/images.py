@@ -30,6 +30,7 @@ from PIL import Image
 
 from selfden import image_limits
 from selfden.errors import InputError
+from selfden.errors import one_line as _one_line
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,6 @@ _IMAGEJ_KEYS = (
 #: Stored in ImageJ's own UTF-16 tag rather than in the ASCII description.
 _IMAGEJ_TAG_KEYS = ("Info", "Labels", "Properties")
 _LEADING_AXES = "TZC"
-
-
-def _one_line(text: object, limit: int = 200) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 # --- metadata ---------------------------------------------------------------------------

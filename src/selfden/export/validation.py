@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from selfden.errors import ModelError
+from selfden.errors import ModelError, one_line
 from selfden.inference.package_files import URL, extract_zip, files_outside, outside_message, referenced_files
 from selfden.inference.package_files import sha256_of
 
@@ -652,7 +652,8 @@ def _shorten(text: str, root: Path) -> str:
 
 
 def _one_line(value: object, limit: int = 300) -> str:
-    text = " ".join(str(value).split()) or type(value).__name__
+    """One line, with the error's type name where its text does not say it (foreign errors are terse)."""
+    text = one_line(value, limit=10**6)
     if isinstance(value, BaseException) and type(value).__name__ not in text:
         text = f"{type(value).__name__}: {text}"
     return text if len(text) <= limit else text[: limit - 3] + "..."

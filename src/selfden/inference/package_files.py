@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from selfden.errors import ModelError
+from selfden.errors import ModelError, one_line
 
 URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 #: URLs a package may name (bioimageio downloads them); any other scheme (file://) is a local path.
@@ -191,11 +191,11 @@ def extract_zip(path: Path, target: Path, limits: ZipLimits | None = None) -> Ex
             with zipfile.ZipFile(path) as archive:
                 return _extract(archive, path, target, limits)
         except _ZIP_ERRORS as error:
-            raise ModelError(f"{path}: not a readable .zip package ({_one_line(error)}); download it again") from None
+            raise ModelError(f"{path}: not a readable .zip package ({one_line(error)}); download it again") from None
         except OSError as error:
             if error.errno in _HOST_ERRNOS:
                 raise  # the disk or a permission here, not the zip's content: the CLI says which
-            raise ModelError(f"{path}: cannot unpack the .zip package ({_one_line(error)})") from None
+            raise ModelError(f"{path}: cannot unpack the .zip package ({one_line(error)})") from None
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -227,7 +227,7 @@ def _extract(archive: zipfile.ZipFile, path: Path, target: Path, limits: ZipLimi
         except OSError as error:
             if error.errno in _HOST_ERRNOS:
                 raise
-            message = f"entry {shown(member.filename)} cannot be written ({_one_line(error)})"
+            message = f"entry {shown(member.filename)} cannot be written ({one_line(error)})"
             raise ModelError(f"{path}: {message}; the zip is malformed, download it again") from None
         names.append("/".join(parts))
     return Extracted(tuple(names), tuple(skipped))
@@ -266,6 +266,3 @@ def _size(count: int) -> str:
     return f"{count / (1 << 30):g} GiB" if count >= 1 << 30 else f"{count / (1 << 20):g} MiB"
 
 
-def _one_line(error: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
