@@ -61,7 +61,14 @@ def count_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         return original(self, frame)
 
+    original_many = Predictor.predict_frames
+
+    def counting_many(self: Predictor, frames: list[np.ndarray]) -> list[np.ndarray]:
+        calls.extend([1] * len(frames))  # small frames computed together (tile_plan)
+        return original_many(self, frames)
+
     monkeypatch.setattr(Predictor, "predict_image", counting)
+    monkeypatch.setattr(Predictor, "predict_frames", counting_many)
     return calls
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from selfden.inference import tiling
 from selfden.inference.tiling import Stitcher, batched, read_tile, tile_image, valid_size
 
 SHAPES = [(1, 1), (2, 7), (5, 3), (31, 37), (64, 64), (65, 33), (203, 157), (1000, 777)]
@@ -112,3 +113,18 @@ def test_stitcher_keeps_several_output_channels() -> None:
     result = stitcher.result()
     assert result.shape == (2, 30, 20)
     np.testing.assert_allclose(result[1], 2 * image, atol=1e-6)
+
+
+def test_run_tiled_shares_batches_across_images_and_stitches_each_back() -> None:
+    images = [np.random.default_rng(seed).normal(size=(45, 38)).astype(np.float32) for seed in range(3)]
+    tiles = tile_image((45, 38), tile_size=24, min_size=16, step=8, halo=4, overlap=6)
+    sizes: list[int] = []
+
+    def network(batch: np.ndarray) -> np.ndarray:
+        sizes.append(len(batch))
+        return np.stack([mean3_reflect(tile)[None] for tile in batch])
+
+    results = tiling.run_tiled(images, tiles, 5, network)
+    assert sizes[0] == 5 and sum(sizes) == 3 * len(tiles), sizes
+    for image, result in zip(images, results):
+        assert np.abs(result[0] - mean3_reflect(image)).max() < 1e-5

@@ -260,7 +260,7 @@ def infer(
         ..., "--output", "-o", help="Output file (one input; .tif, .npy, .png or .zarr) or folder."
     ),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    tile_size: Optional[int] = typer.Option(None, help="Tile side in pixels (default: the model's suggestion)."),
+    tile_size: Optional[int] = typer.Option(None, help="Tile side in pixels (default: planned per image size within a 4 GiB working-memory budget)."),
     samples: Optional[int] = typer.Option(None, help="COSDD: posterior samples to average (default: direct denoiser)."),
     std: bool = typer.Option(False, "--std", help="COSDD: also write the per-pixel standard deviation."),
     tta: bool = typer.Option(

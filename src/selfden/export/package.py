@@ -26,6 +26,7 @@ from selfden.export.architecture import ARCHITECTURE_FILE, bundle_source
 from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport, export_onnx
 from selfden.export.ownership import check_same_run
 from selfden.inference.symmetry import IDENTITY_ONLY, check_names
+from selfden.inference.tile_plan import suggested_tile_size
 from selfden.methods.base import Method, TorchArchitecture
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ TEST_INPUT, TEST_OUTPUT, SAMPLE_INPUT, SAMPLE_OUTPUT, COVER, README = (
 )  # fmt: skip
 TORCH_WEIGHTS = "denoiser.pt"  # the denoiser's state dict; architecture: architecture.py
 TEST_SIZE = 256  # preferred test-tensor height/width (smaller when the sample is smaller)
-TILE_SIZE = 256  # smallest suggested tile core (kept pixels; selfden infer adds the halo around it)
 
 
 def export_package(
@@ -254,7 +254,10 @@ def _readme(
 Trained with selfden {selfden.__version__} (method `{method.name}`) on noisy images alone. Raw intensities in,
 raw intensities out: the training statistics are baked into the `scale_linear` pre- and postprocessing
 (offset {method.normalisation.offset:.6g}, scale {method.normalisation.scale:.6g}). Tiles need a halo of
-{method.halo} px each side; valid tile sizes are {package_min_size(method)} + n·{method.size_step}.
+{method.halo} px each side; valid tile sizes are {package_min_size(method)} + n·{method.size_step}. `selfden infer`
+picks the tile size per image size (as large as a 4 GiB working-memory budget allows, so the halo costs
+little; `--tile-size` overrides); for a 1024² image it computes a core of
+{suggested_tile_size(package_min_size(method), method.size_step, method.halo)} px (`config.selfden.tile_size`).
 
 ## Use
 - `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).{tta}
@@ -324,10 +327,10 @@ def _selfden_config(
 ) -> dict[str, Any]:
     """``config.selfden``: what ``selfden infer`` needs; the method's package_config() may add or override keys."""
     min_size, step = package_min_size(method), method.size_step
-    # A core of at least 4 halos keeps the halo's extra work at most (1.5)² = 2.25x the image;
-    # cae's 128-px halo around a 256 core cost 4x (benchmarks/speed.py, "network px / image px").
-    core = max(TILE_SIZE, 4 * method.halo)
-    tile = -(-core // step) * step  # the core must sit on the size step's grid
+    # The core selfden infer's tile plan picks for a 1024² image (inference/tile_plan.py): the whole
+    # image when it fits the memory budget, so the halo costs the least; a hint for other consumers,
+    # since selfden infer plans every image size itself.
+    tile = suggested_tile_size(min_size, step, method.halo)
     config = {
         "method": method.name,
         "halo": method.halo,

@@ -43,7 +43,7 @@ class ModelPayload:
     files: dict[str, bytes]  # path relative to the rdf's folder -> contents
     rdf_name: str
     device: Device
-    tile_size: int
+    tile_size: int | None  # None: planned per image size, as on the driver
     tile_batch: int
     samples: int | None
     threads: int | None
@@ -56,7 +56,7 @@ class ModelPayload:
         files = {str(p.relative_to(root)): p.read_bytes() for p in paths}
         samples = getattr(predictor, "n_samples", None)
         return cls(files_digest(paths), files, predictor.spec.rdf_path.name, device,
-                   predictor.tile_size, predictor.tile_batch, samples, threads, predictor.tta)
+                   None if predictor.auto_tiles else predictor.tile_size, predictor.tile_batch, samples, threads, predictor.tta)
 
     @property
     def key(self) -> tuple[Any, ...]:

@@ -38,7 +38,8 @@ from selfden.inference.resumable import (
 )
 from selfden.inference.runtime import Device, OnnxRunner, create_runner
 from selfden.inference.symmetry import IDENTITY_ONLY, check_names, running_mean, self_ensemble
-from selfden.inference.tiling import Stitcher, batched, read_tile, tile_image
+from selfden.inference.tile_plan import TilePlan, fixed_plan, plan_tiles, run_pixel_budget
+from selfden.inference.tiling import run_tiled, tile_image
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ class Predictor:
         self.spec = spec
         self.runner = runner
         self.tile_size = int(tile_size if tile_size is not None else _suggested_tile(spec))
+        self.auto_tiles = tile_size is None  # plan per image size (tile_plan); --tile-size overrides
+        self.max_pixels = run_pixel_budget(spec.config_selfden)
+        self._plans: dict[tuple[int, int], TilePlan] = {}
         if self.tile_size < 1 or tile_batch < 1:
             raise SelfdenError(
                 f"tile size {tile_size} and tile batch {tile_batch} must be positive (e.g. --tile-size 256)"
@@ -165,7 +169,8 @@ class Predictor:
             raise
         if temp is not None:
             predictor._cleanup = weakref.finalize(predictor, temp.cleanup)
-        log.info("model %s (%s): tiles of %d, batch %d", spec.name, rdf, predictor.tile_size, predictor.tile_batch)
+        tiles = "planned per image size" if predictor.auto_tiles else f"of {predictor.tile_size}, batch {predictor.tile_batch}"
+        log.info("model %s (%s): tiles %s", spec.name, rdf, tiles)
         return predictor
 
     @property
@@ -208,23 +213,34 @@ class Predictor:
         output = self.runner.run(arrange(tile[None], "cyx", self.spec.input_axes))
         return arrange(output, self.spec.output_axes, "cyx")[None]
 
+    def plan(self, shape: Sequence[int]) -> TilePlan:
+        """How frames of ``shape`` are tiled (``tile_plan``; ``--tile-size`` as given), logged once per size."""
+        key = (int(shape[-2]), int(shape[-1]))
+        if key not in self._plans:
+            spec = self.spec
+            if self.auto_tiles and self.overlap is None:
+                plan = plan_tiles(key, spec.min_size, spec.size_step, spec.halo, self.max_pixels, fixed_batch=spec.batch_size)
+            else:
+                plan = fixed_plan(key, self.tile_size, spec.min_size, spec.size_step, spec.halo, self.overlap, self.tile_batch)
+            log.info("%s", plan.describe())
+            self._plans[key] = plan
+        return self._plans[key]
+
+    def _run_checked(self, inputs: np.ndarray) -> np.ndarray:
+        outputs = self.run_tiles(inputs)
+        if outputs.shape[-2:] != inputs.shape[-2:] or outputs.shape[0] != len(inputs):
+            raise ModelError(f"{self.spec.weights}: output shape {outputs.shape} does not match the tiles {inputs.shape}")
+        return outputs
+
+    def predict_tiled_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Preprocessed ``(H, W)`` images of one shape -> stitched outputs ``(K, H, W)``, tiles batched across them."""
+        spec, plan = self.spec, self.plan(images[0].shape)
+        tiles = tile_image(images[0].shape, plan.tile, spec.min_size, spec.size_step, spec.halo, plan.overlap)
+        return run_tiled(images, tiles, plan.batch, self._run_checked)
+
     def predict_tiled(self, image: np.ndarray) -> np.ndarray:
         """Preprocessed ``(H, W)`` image -> stitched network output ``(K, H, W)``."""
-        spec = self.spec
-        tiles = tile_image(image.shape, self.tile_size, spec.min_size, spec.size_step, spec.halo, self.overlap)
-        stitcher: Stitcher | None = None
-        for group in batched(tiles, self.tile_batch):
-            inputs = np.stack([read_tile(image, tile) for tile in group])
-            outputs = self.run_tiles(inputs)
-            if outputs.shape[-2:] != inputs.shape[-2:] or outputs.shape[0] != len(group):
-                raise ModelError(
-                    f"{spec.weights}: output shape {outputs.shape} does not match the tiles {inputs.shape}"
-                )
-            stitcher = stitcher or Stitcher(image.shape, outputs.shape[1])
-            for tile, output in zip(group, outputs):
-                stitcher.add(tile, output)
-        assert stitcher is not None
-        return stitcher.result()
+        return self.predict_tiled_many([image])[0]
 
     @property
     def tta(self) -> bool:
@@ -250,6 +266,20 @@ class Predictor:
         output = self.predict_oriented(np.asarray(normalised, dtype=np.float32))[0]
         references = {self.spec.input_id: raw}
         return np.asarray(apply_steps(output, self.spec.postprocessing, references), dtype=np.float32)
+
+    def frames_per_run(self, shape: Sequence[int]) -> int:
+        """Frames of ``shape`` worth handing ``predict_frames`` together: those one session run
+        holds when a frame is a single tile (``tile_plan``), else 1."""
+        plan = self.plan(shape)
+        return plan.batch if plan.n_tiles == 1 and not self.tta else 1
+
+    def predict_frames(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """What ``predict_image`` gives for each of equally shaped 2-D frames, their tiles sharing session runs."""
+        spec, raws = self.spec, [np.asarray(frame, dtype=np.float32) for frame in frames]
+        normalised = [np.asarray(apply_steps(r, spec.preprocessing, {spec.input_id: r}), np.float32) for r in raws]
+        outputs = [self.predict_oriented(n) for n in normalised] if self.tta else self.predict_tiled_many(normalised)
+        return [np.asarray(apply_steps(out[0], spec.postprocessing, {spec.input_id: r}), np.float32)
+                for out, r in zip(outputs, raws)]
 
     def predict_stack(
         self,
@@ -325,13 +355,17 @@ class FrameMapper(Protocol):
 
 
 def local_frames(predictor: Predictor, stack: ImageStack, start: int, with_std: bool) -> Iterator[tuple[np.ndarray, ...]]:
-    """The single-process FrameMapper: one frame in memory at a time."""
-    for index in range(start, len(stack)):
-        frame = stack.frame(index)
+    """The single-process FrameMapper: one frame in memory at a time, or the few small frames
+    that share a session run (``Predictor.frames_per_run``)."""
+    group = 1 if with_std or start >= len(stack) else predictor.frames_per_run(stack.frame_shape)
+    for first in range(start, len(stack), group):
         if with_std:
-            yield predictor.predict_mean_and_std(frame)  # type: ignore[attr-defined]
+            yield predictor.predict_mean_and_std(stack.frame(first))  # type: ignore[attr-defined]
+        elif group == 1:
+            yield (predictor.predict_image(stack.frame(first)),)
         else:
-            yield (predictor.predict_image(frame),)
+            frames = [stack.frame(index) for index in range(first, min(first + group, len(stack)))]
+            yield from ((output,) for output in predictor.predict_frames(frames))
         stack.release_pages()  # mapped input pages would otherwise add up over the stack
 
 
@@ -440,7 +474,7 @@ def model_files(predictor: Predictor) -> list[Path]:
 
 def run_fingerprint(predictor: Predictor, model_digest: str, std: bool) -> dict[str, Any]:
     """What, besides the input file, decides the output pixels (recorded for --resume)."""
-    options = {"tile_size": predictor.tile_size, "overlap": predictor.overlap,
+    options = {"tile_size": "auto" if predictor.auto_tiles else predictor.tile_size, "overlap": predictor.overlap,
                "samples": getattr(predictor, "n_samples", None), "std": std, "provider": predictor.provider,
                "orientations": list(predictor.orientations)}
     return {"model": model_digest, "options": options}

@@ -55,7 +55,8 @@ class SamplingPredictor(Predictor):
     """A Predictor whose tiles go through the sampler ``n_samples`` times: outputs (mean, std)."""
 
     def __init__(self, base: Predictor, sampler: OnnxRunner, n_samples: int, max_batch: int = DEFAULT_MAX_BATCH):
-        super().__init__(base.spec, sampler, base.tile_size, base.tile_batch, base.overlap, tta=base.tta)
+        tile_size = None if base.auto_tiles else base.tile_size  # None: planned per image size, as the base
+        super().__init__(base.spec, sampler, tile_size, base.tile_batch, base.overlap, tta=base.tta)
         self._cleanup = base._cleanup  # a .zip's extraction lives as long as either object
         base._cleanup = None
         if n_samples < 1:
@@ -83,7 +84,7 @@ class SamplingPredictor(Predictor):
         total_sq = np.zeros(tile.shape, np.float64)
         done = 0
         while done < self.n_samples:
-            count = min(self.max_batch, self.n_samples - done)
+            count = min(self.max_batch, self.n_samples - done, max(1, self.max_pixels // tile.size))  # memory budget
             copies = np.broadcast_to(tile, (count, 1, *tile.shape))
             samples = self.runner.run(copies)[:, 0].astype(np.float64)
             total += samples.sum(axis=0)

@@ -12,13 +12,15 @@ every tile (the stitching scheme of CSBDeep/StarDist: Weigert et al., Nat. Metho
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
+from typing import TypeVar
 
 import numpy as np
 
 Pair = tuple[int, int]
+T = TypeVar("T")
 
 
 def valid_size(size: int, min_size: int, step: int) -> int:
@@ -67,18 +69,26 @@ def _ramp(width: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(np.pi * k / (width + 1))).astype(np.float32)
 
 
-def _starts(length: int, core: int, align: int, overlap: int) -> tuple[list[int], int]:
-    """Core origins on multiples of ``align``, evenly spread, cores overlapping >= ``overlap``."""
+def _starts(length: int, core: int, align: int, overlap: int) -> tuple[int, int, int]:
+    """``(count, stride, overlap)`` of core origins on multiples of ``align``, evenly spread,
+    cores overlapping >= ``overlap`` (O(1): the tile planner tries thousands of cores)."""
     if length <= core:
-        return [0], 0
+        return 1, 0, 0
     overlap = max(0, min(overlap, core - align))
     max_stride = (core - overlap) // align * align
     count = 1 + math.ceil((length - core) / max_stride)
     stride = align * math.ceil((length - core) / ((count - 1) * align))
-    return [i * stride for i in range(count)], overlap
+    return count, stride, overlap
 
 
-def _axis_spans(length: int, tile: int, min_size: int, step: int, halo: int, overlap: int | None) -> list[_Span]:
+def axis_layout(
+    length: int, tile: int, min_size: int, step: int, halo: int, overlap: int | None
+) -> tuple[int, int, int, int]:
+    """Along one axis: ``(input size, tile count, stride between cores, blending width)``.
+
+    ``tile`` is the wanted core; the input adds ``halo`` each side and is rounded up to a valid
+    size (the smallest that holds the whole axis when one tile does it).
+    """
     align = max(step, 1)
     inner = max(align, math.ceil(tile / align) * align)
     padded = valid_size(inner + 2 * halo, min_size, step)
@@ -87,7 +97,13 @@ def _axis_spans(length: int, tile: int, min_size: int, step: int, halo: int, ove
     core = padded - 2 * halo
     if core <= 0:
         raise ValueError(f"tile size {padded} leaves nothing inside a halo of {halo} on each side")
-    starts, ramp = _starts(length, core, align, core // 8 if overlap is None else overlap)
+    count, stride, ramp = _starts(length, core, align, core // 8 if overlap is None else overlap)
+    return padded, count, stride, ramp
+
+
+def _axis_spans(length: int, tile: int, min_size: int, step: int, halo: int, overlap: int | None) -> list[_Span]:
+    padded, count, stride, ramp = axis_layout(length, tile, min_size, step, halo, overlap)
+    core, starts = padded - 2 * halo, [i * stride for i in range(count)]
     spans = []
     for index, start in enumerate(starts):
         end = min(start + core, length)
@@ -155,10 +171,29 @@ def read_tile(image: np.ndarray, tile: Tile) -> np.ndarray:
     return image[np.ix_(rows, cols)]
 
 
-def batched(tiles: Sequence[Tile], size: int) -> Iterator[Sequence[Tile]]:
-    """Consecutive groups of at most ``size`` tiles."""
+def batched(tiles: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive groups of at most ``size`` tiles (or anything else)."""
     for first in range(0, len(tiles), max(1, size)):
         yield tiles[first : first + max(1, size)]
+
+
+def run_tiled(
+    images: Sequence[np.ndarray], tiles: Sequence[Tile], batch: int, run: Callable[[np.ndarray], np.ndarray]
+) -> list[np.ndarray]:
+    """Stitched outputs ``(K, H, W)`` of equally shaped ``(H, W)`` images cut into ``tiles``.
+
+    Tiles of all images share session runs of ``batch`` tiles: a stack of small frames (one
+    tile each) costs one run per ``batch`` frames, not one per frame. ``run`` maps ``(B, Py, Px)``
+    inputs to ``(B, K, Py, Px)`` outputs.
+    """
+    jobs = [(index, tile) for index in range(len(images)) for tile in tiles]
+    stitchers: list[Stitcher | None] = [None] * len(images)
+    for group in batched(jobs, batch):
+        outputs = run(np.stack([read_tile(images[index], tile) for index, tile in group]))
+        for (index, tile), output in zip(group, outputs):
+            stitchers[index] = stitchers[index] or Stitcher(images[index].shape, output.shape[0])
+            stitchers[index].add(tile, output)  # type: ignore[union-attr]
+    return [stitcher.result() for stitcher in stitchers if stitcher is not None]
 
 
 class Stitcher:
