@@ -1,7 +1,8 @@
 // selfden_denoise.ijm: denoise the active image with selfden (https://github.com/selfden).
 //
 // Interactive use (Fiji or ImageJ): open an image, run this macro, and choose the model in the
-// dialog. The model, the selfden executable and the options are remembered for next time.
+// dialog. The model and the options are remembered for next time; selfden is found by itself
+// (see "finding selfden" below) and the one found is remembered, in scripted runs too.
 //
 // Scripted use: a non-empty argument replaces the dialog. It holds key=value pairs, written
 // either as an ImageJ option string, where brackets protect spaces and quotes:
@@ -13,7 +14,7 @@
 // samples (COSDD posterior samples, 0 = direct denoiser), std (true/false: uncertainty map),
 // tta (true/false: average over the flips/rotations the model was trained with; up to 8x the time),
 // device (auto, cpu, cuda), tile_size (pixels, 0 = the model's suggestion),
-// selfden (path of the selfden executable; default: "selfden" found on PATH),
+// selfden (path of the selfden executable; default: found automatically, see findSelfden),
 // tmpdir (folder for the temporary working folder; default: ImageJ's temp folder),
 // overwrite (true: replace an existing output file and its _std.tif; default false: refuse).
 //
@@ -30,6 +31,9 @@ var KNOWN_KEYS = newArray("model", "input", "output", "samples", "std", "device"
 var DEVICES = newArray("auto", "cpu", "cuda");
 var WORK_DIR = "";          // the private temporary folder, removed by cleanUp()
 var PLAIN_HEADLESS = false; // plain ImageJ without a display: run("...") commands are unavailable
+var SELFDEN_PYTHON = "";   // the Python interpreter selfden runs on, "" if unknown (see pythonOf)
+var LAST_ANSWER = "";      // what the last `CANDIDATE --version` printed (see selfdenVersion)
+var CAN_ASK = false;       // interactive run with a display: may ask where selfden is
 
 // A macro block, so that Plugins > Macros > Install... adds a menu command; running the file runs it.
 macro "selfden denoise" {
@@ -40,6 +44,8 @@ function main() {
 	argument = scriptedArgument();
 	scripted = lengthOf(String.trim(argument)) > 0;
 	PLAIN_HEADLESS = prepareHeadless();
+	headless = "" + call("java.awt.GraphicsEnvironment.isHeadless");
+	CAN_ASK = !scripted && headless != "true";
 	if (scripted) {
 		parseArguments(argument);
 		settings = settingsFromArguments();
@@ -60,7 +66,7 @@ function settingsFromArguments() {
 	std = parseFlag(argumentValue("std", "false"), "std");
 	device = parseDevice(argumentValue("device", "auto"));
 	tile = parseCount(argumentValue("tile_size", "0"), "tile_size");
-	selfden = argumentValue("selfden", "selfden");
+	selfden = argumentValue("selfden", "");
 	tmpdir = argumentValue("tmpdir", getDirectory("temp"));
 	tta = parseFlag(argumentValue("tta", "false"), "tta");
 	overwrite = parseFlag(argumentValue("overwrite", "false"), "overwrite");
@@ -77,7 +83,7 @@ function settingsFromDialog() {
 	Dialog.addCheckbox("Average the flips/rotations it was trained with (tta; up to 8x the time)", parseFlag(call("ij.Prefs.get", PREFS + "tta", "false"), "tta"));
 	Dialog.addChoice("Device", DEVICES, call("ij.Prefs.get", PREFS + "device", "auto"));
 	Dialog.addNumber("Tile size (0 = model's suggestion)", 0);
-	Dialog.addFile("selfden executable", call("ij.Prefs.get", PREFS + "executable", "selfden"));
+	Dialog.addFile("selfden executable (empty: find it)", "");
 	Dialog.addMessage("Help: fiji_macros/README.md in the selfden sources.");
 	Dialog.show();
 	model = modelFolder(Dialog.getString());
@@ -94,7 +100,6 @@ function settingsFromDialog() {
 	if (tta) call("ij.Prefs.set", PREFS + "tta", "true");
 	else call("ij.Prefs.set", PREFS + "tta", "false");
 	call("ij.Prefs.set", PREFS + "device", device);
-	call("ij.Prefs.set", PREFS + "executable", selfden);
 	// The dialog only shows the result (no output file), so there is nothing to overwrite.
 	return newArray(model, "", "", samples, std, device, tile, selfden, getDirectory("temp"), tta, false);
 }
@@ -106,7 +111,7 @@ function denoiseImage(settings) {
 	output = settings[2];
 	selfden = String.trim(settings[7]);
 	if (model == "") fail("no model given: pass model=[/path/to/model folder or .zip] (selfden train writes RUN/model).");
-	checkExecutable(selfden);
+	selfden = findSelfden(selfden, CAN_ASK);
 	checkOutputPath(output, settings[4], settings[10]);
 	original = targetImage(input);
 	if (bitDepth() == 24) fail("\"" + getTitle() + "\" is an RGB image: convert it (Image > Type > 8-bit) or split its channels (Image > Color > Split Channels) first.");
@@ -261,14 +266,357 @@ function stripImageExtension(title) {
 	return title;
 }
 
-// ----------------------------------------------------------------------------- shared: running selfden
-function checkExecutable(selfden) {
-	if (selfden == "") fail("no selfden executable given: use \"selfden\" (found on PATH) or its full path.");
-	hasFolder = indexOf(selfden, "/") >= 0 || indexOf(selfden, "\\") >= 0;
-	if (hasFolder && !File.exists(selfden))
-		fail("selfden executable not found at " + selfden + "; in a terminal where selfden works, `which selfden` (Windows: `where selfden`) prints its full path.");
+// ----------------------------------------------------------------------------- shared: finding selfden
+// The selfden executable, tried in this order: the one given (selfden=, or the dialog's field);
+// the one remembered from the last run (see rememberedFile); every folder on
+// the PATH; the usual install places (~/.local/bin for pip --user and pipx, $PIPX_BIN_DIR,
+// conda/mamba bases and their envs/*, $CONDA_PREFIX, $VIRTUAL_ENV). A candidate counts only if
+// `CANDIDATE --version` prints "selfden VERSION". The one found is remembered. When none is
+// found, an interactive run asks for it; a scripted or headless run stops, saying what was tried.
+
+// (In ImageJ 1.53 "return userFunction(...)" can fail after nested calls: results go through variables.)
+function findSelfden(given, canAsk) {
+	if (given != "") {
+		found = checkedSelfden(given, "given");
+		return found;
+	}
+	remembered = rememberedSelfden();
+	if (remembered != "") {
+		version = selfdenVersion(remembered);
+		if (version != "") {
+			found = useSelfden(remembered, version, "remembered from an earlier run");
+			return found;
+		}
+		print("[selfden] the remembered " + remembered + " no longer works (" + LAST_ANSWER + "); looking for selfden again.");
+	}
+	onPath = pathCandidates();
+	usual = usualCandidates();
+	candidates = Array.concat(onPath, usual);
+	seen = "\n";
+	rejected = "";
+	for (i = 0; i < candidates.length; i++) {
+		candidate = candidates[i];
+		isNew = indexOf(seen, "\n" + candidate + "\n") < 0;
+		if (isNew) seen = seen + candidate + "\n";
+		if (isNew && File.exists(candidate) && !File.isDirectory(candidate)) {
+			version = selfdenVersion(candidate);
+			if (version != "") {
+				found = useSelfden(candidate, version, "found");
+				return found;
+			}
+			rejected = rejected + "\n  " + candidate + " (its --version printed: " + LAST_ANSWER + ")";
+		}
+	}
+	print("[selfden] looked for selfden at:\n  " + replace(String.trim(seen), "\n", "\n  "));
+	text = notFoundText(remembered, rejected);
+	if (!canAsk) fail(text);
+	found = askForSelfden(text);
+	return found;
 }
 
+function checkedSelfden(path, how) {
+	version = selfdenVersion(path);
+	if (version == "")
+		fail("selfden=" + path + " is not a working selfden: `" + path + " --version` printed: " + LAST_ANSWER + ".\n" + howToGiveSelfden());
+	found = useSelfden(path, version, how);
+	return found;
+}
+
+// "selfden VERSION" when `candidate --version` prints it, else "" (LAST_ANSWER keeps what it printed).
+function selfdenVersion(candidate) {
+	answer = String.trim(exec(candidate, "--version"));
+	first = answer;
+	newline = indexOf(answer, "\n");
+	if (newline >= 0) first = String.trim(substring(answer, 0, newline));
+	LAST_ANSWER = first;
+	if (first == "") LAST_ANSWER = "nothing";
+	if (matches(first, "selfden [0-9][^ ]*")) return first;
+	return "";
+}
+
+function useSelfden(path, version, how) {
+	remembered = rememberedSelfden();
+	if (remembered != path) rememberSelfden(path);
+	print("[selfden] using " + path + " (" + version + ", " + how + ")");
+	python = pythonOf(path, version);
+	SELFDEN_PYTHON = python;
+	if (SELFDEN_PYTHON == "") print("[selfden] no Python interpreter of this selfden found: selfden's error messages can only be seen in a terminal.");
+	return path;
+}
+
+// The remembered executable lives in selfden_executable.txt in ImageJ's preferences folder
+// (~/.imagej, or Fiji's): written at once, whereas ij.Prefs values are saved only when ImageJ quits
+// normally (never in headless batch runs).
+function rememberedFile() {
+	folder = call("ij.Prefs.getPrefsDir");
+	file = inFolder(folder, "selfden_executable.txt");
+	return file;
+}
+
+// Before this file, the dialogs kept the path they were given in ImageJ's selfden.executable.
+function rememberedSelfden() {
+	file = rememberedFile();
+	remembered = "";
+	if (File.exists(file)) remembered = String.trim(File.openAsString(file));
+	else remembered = call("ij.Prefs.get", "selfden.executable", "");
+	return remembered;
+}
+
+function rememberSelfden(path) {
+	folder = call("ij.Prefs.getPrefsDir");
+	if (!File.isDirectory(folder)) File.makeDirectory(folder);
+	file = rememberedFile();
+	File.saveString(path, file);
+	if (!File.exists(file)) print("[selfden] could not remember " + path + " in " + file);
+}
+
+function askForSelfden(text) {
+	Dialog.create("Where is selfden?");
+	Dialog.addMessage(text);
+	Dialog.addFile("selfden executable", "");
+	Dialog.show();
+	path = String.trim(Dialog.getString());
+	if (path == "") fail("no selfden executable given.\n" + howToGiveSelfden());
+	found = checkedSelfden(path, "chosen");
+	return found;
+}
+
+function notFoundText(remembered, rejected) {
+	text = "selfden was not found. Tried, in order:";
+	if (remembered != "") text = text + "\n- the selfden remembered from an earlier run: " + remembered;
+	text = text + "\n- " + selfdenName() + " in every folder on the PATH";
+	text = text + "\n- ~/.local/bin (pip --user, pipx), $PIPX_BIN_DIR, $CONDA_PREFIX, $VIRTUAL_ENV";
+	text = text + "\n- conda/mamba: ~/miniconda3, ~/anaconda3, ~/miniforge3, ~/mambaforge, ~/micromamba, ~/.conda and their envs/*";
+	if (rejected != "") text = text + "\nThese answered --version with something else:" + rejected;
+	return text + "\n(the Log lists every path tried)\n" + howToGiveSelfden();
+}
+
+function howToGiveSelfden() {
+	return "Give the selfden of your environment once: selfden=[/full/path/to/selfden] when scripted, or the dialog's "
+		+ "\"selfden executable\" field. In a terminal where selfden works, `which selfden` (Windows: `where selfden`) "
+		+ "prints that path. It is remembered for later runs.";
+}
+
+function isWindows() {
+	return startsWith(getInfo("os.name"), "Windows");
+}
+
+function selfdenName() {
+	if (isWindows()) return "selfden.exe";
+	return "selfden";
+}
+
+function environmentVariable(name) {
+	value = "" + call("java.lang.System.getenv", name);
+	if (value == "null") return "";
+	return String.trim(value);
+}
+
+function inFolder(folder, name) {
+	if (endsWith(folder, "/") || endsWith(folder, "\\")) return folder + name;
+	return folder + File.separator + name;
+}
+
+// selfden in a folder; on Windows also in its Scripts\ (a Python or conda environment's root).
+function binCandidates(folder) {
+	// (newArray() and Array.concat() take a user function's result for a number: assign it first.)
+	if (!isWindows()) {
+		only = inFolder(folder, "selfden");
+		return newArray(only);
+	}
+	direct = inFolder(folder, "selfden.exe");
+	scripts = inFolder(folder, "Scripts");
+	inScripts = inFolder(scripts, "selfden.exe");
+	return newArray(direct, inScripts);
+}
+
+// The folder of an environment's scripts: bin/ (Linux, macOS) or Scripts\ (Windows).
+function environmentBin(environment) {
+	name = "bin";
+	if (isWindows()) name = "Scripts";
+	folder = inFolder(environment, name);
+	return folder;
+}
+
+function pathCandidates() {
+	paths = newArray(0);
+	folders = split(environmentVariable("PATH"), getInfo("path.separator"));
+	for (i = 0; i < folders.length; i++) {
+		folder = String.trim(replace(folders[i], "\"", ""));
+		if (folder != "") {
+			found = binCandidates(folder);
+			paths = Array.concat(paths, found);
+		}
+	}
+	return paths;
+}
+
+function usualCandidates() {
+	home = getDirectory("home");
+	local = inFolder(home, ".local" + File.separator + "bin");
+	folders = newArray(local);
+	variables = newArray("PIPX_BIN_DIR", "CONDA_PREFIX", "VIRTUAL_ENV");
+	for (i = 0; i < variables.length; i++) {
+		value = environmentVariable(variables[i]);
+		if (value != "" && i == 0) folders = Array.concat(folders, value);
+		if (value != "" && i > 0) {
+			bin = environmentBin(value);
+			folders = Array.concat(folders, bin);
+		}
+	}
+	mamba = ".local" + File.separator + "share" + File.separator + "mamba";
+	bases = newArray("miniconda3", "anaconda3", "miniforge3", "mambaforge", "micromamba", ".conda", mamba);
+	for (b = 0; b < bases.length; b++) {
+		conda = condaFolders(inFolder(home, bases[b]));
+		folders = Array.concat(folders, conda);
+	}
+	if (isWindows()) {
+		for (b = 0; b < 4; b++) {
+			conda = condaFolders("C:\\ProgramData\\" + bases[b]);
+			folders = Array.concat(folders, conda);
+		}
+		user = subfolders(inFolder(environmentVariable("APPDATA"), "Python"), "Scripts");
+		folders = Array.concat(folders, user);
+	}
+	if (startsWith(getInfo("os.name"), "Mac")) {
+		user = subfolders(home + "Library/Python", "bin");
+		folders = Array.concat(folders, user);
+		folders = Array.concat(folders, "/opt/homebrew/bin");
+	}
+	paths = newArray(0);
+	name = selfdenName();
+	for (i = 0; i < folders.length; i++) {
+		path = inFolder(folders[i], name);
+		paths = Array.concat(paths, path);
+	}
+	return paths;
+}
+
+// A conda/mamba installation's own scripts folder and those of its envs/*.
+function condaFolders(base) {
+	if (!File.isDirectory(base)) return newArray(0);
+	bin = environmentBin(base);
+	folders = newArray(bin);
+	environments = inFolder(base, "envs");
+	if (!File.isDirectory(environments)) return folders;
+	names = getFileList(environments);
+	for (i = 0; i < names.length; i++) {
+		if (endsWith(names[i], "/")) {
+			bin = environmentBin(inFolder(environments, substring(names[i], 0, lengthOf(names[i]) - 1)));
+			folders = Array.concat(folders, bin);
+		}
+	}
+	return folders;
+}
+
+// SUB inside every subfolder of folder (e.g. %APPDATA%\Python\Python311\Scripts).
+function subfolders(folder, sub) {
+	found = newArray(0);
+	if (!File.isDirectory(folder)) return found;
+	names = getFileList(folder);
+	for (i = 0; i < names.length; i++) {
+		if (endsWith(names[i], "/")) {
+			path = inFolder(inFolder(folder, substring(names[i], 0, lengthOf(names[i]) - 1)), sub);
+			found = Array.concat(found, path);
+		}
+	}
+	return found;
+}
+
+// ImageJ's exec() returns only a program's standard output, and selfden writes its errors on
+// standard error. So selfden runs through its own Python interpreter with this constant program,
+// which points standard error at standard output (on every OS, no shell) and then runs
+// `python -m selfden` with the same arguments.
+function pythonProgram() {
+	return "import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; import os, runpy; "
+		+ "os.dup2(1, 2); sys.stdout.reconfigure(errors='backslashreplace'); sys.stderr = sys.stdout; "
+		+ "runpy.run_module('selfden', run_name='__main__', alter_sys=True)";
+}
+
+// The Python interpreter selfden runs on: from its script's first line (#!...), else next to it;
+// accepted only if it runs the same selfden version. "" if none.
+function pythonOf(selfden, version) {
+	script = scriptFile(selfden);
+	if (script == "") return "";
+	candidates = newArray(0);
+	shebang = shebangPython(script);
+	if (shebang != "") candidates = Array.concat(candidates, shebang);
+	folder = File.getParent(script);
+	names = newArray("python3", "python");
+	if (isWindows()) names = newArray("python.exe", ".." + File.separator + "python.exe");
+	for (i = 0; i < names.length; i++) {
+		path = inFolder(folder, names[i]);
+		candidates = Array.concat(candidates, path);
+	}
+	program = pythonProgram();
+	for (i = 0; i < candidates.length; i++) {
+		if (File.exists(candidates[i])) {
+			answer = String.trim(exec(candidates[i], "-c", program, "--version"));
+			python = candidates[i]; // "return candidates[i]" fails in nested calls in ImageJ 1.53
+			if (answer == version) return python;
+		}
+	}
+	return "";
+}
+
+// The file behind an executable given with or without its folder ("" if not found).
+function scriptFile(selfden) {
+	if (indexOf(selfden, "/") >= 0 || indexOf(selfden, "\\") >= 0) return selfden;
+	candidates = pathCandidates();
+	for (i = 0; i < candidates.length; i++) {
+		candidate = candidates[i];
+		name = File.getName(candidate);
+		if (name == selfden || name == selfden + ".exe") {
+			if (File.exists(candidate)) return candidate;
+		}
+	}
+	return "";
+}
+
+// The interpreter on a "#!" line: pip's scripts, pip's Windows launchers (.exe with the line
+// inside) and the "#!/bin/sh" + '''exec' "PYTHON" form pip uses for long paths or spaces.
+function shebangPython(script) {
+	size = File.length(script); // a variable: File.length() in a comparison compares text
+	if (File.isDirectory(script) || size > 2000000) return "";
+	text = File.openAsString(script);
+	start = indexOf(text, "#!");
+	while (start >= 0) {
+		end = lineEnd(text, start);
+		line = String.trim(substring(text, start + 2, end));
+		if (line == "/bin/sh") {
+			from = indexOf(text, "'''exec' ", end);
+			to = indexOf(text, " \"$0\"", from + 1);
+			if (from >= 0 && to > from) line = substring(text, from + 9, to);
+		}
+		interpreter = firstWord(line);
+		if (indexOf(toLowerCase(File.getName(interpreter)), "python") >= 0) return interpreter;
+		start = indexOf(text, "#!", start + 2);
+	}
+	return "";
+}
+
+function lineEnd(text, start) {
+	end = lengthOf(text);
+	newline = indexOf(text, "\n", start);
+	if (newline >= 0) end = newline;
+	feed = indexOf(text, "\r", start);
+	if (feed >= 0 && feed < end) end = feed;
+	return end;
+}
+
+// The first word of a command line: a "quoted path" or everything up to the first space.
+function firstWord(line) {
+	line = String.trim(line);
+	if (startsWith(line, "\"")) {
+		closing = indexOf(line, "\"", 1);
+		if (closing > 0) return substring(line, 1, closing);
+	}
+	space = indexOf(line, " ");
+	if (space > 0) return substring(line, 0, space);
+	return line;
+}
+
+// ----------------------------------------------------------------------------- shared: running selfden
 // settings[3..6] are samples, std, device and tile size, settings[9] tta, in both selfden macros.
 // overwrite: pass --overwrite (selfden infer refuses to replace an existing result without it).
 function inferArguments(model, image, result, settings, overwrite) {
@@ -281,18 +629,14 @@ function inferArguments(model, image, result, settings, overwrite) {
 	return args;
 }
 
-// Runs selfden with each argument separate. ImageJ's exec() returns only the program's stdout, and
-// selfden prints its errors on stderr, so where /bin/sh exists it merges the two: the shell script
-// is a constant and the arguments reach selfden as "$@", never parsed by the shell.
+// Runs selfden with each argument separate (no shell anywhere): through its Python interpreter
+// when one was found, so that its error messages come back (see pythonProgram), else directly.
 function runSelfden(selfden, args) {
 	print("[selfden] " + commandLine(selfden, args));
 	start = getTime();
-	if (File.exists("/bin/sh")) {
-		wrapper = newArray("/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", selfden);
-		output = execArray(Array.concat(wrapper, args));
-	} else {
-		output = execArray(Array.concat(newArray(selfden), args));
-	}
+	program = pythonProgram();
+	if (SELFDEN_PYTHON != "") output = execArray(Array.concat(newArray(SELFDEN_PYTHON, "-c", program), args));
+	else output = execArray(Array.concat(newArray(selfden), args));
 	print("[selfden] finished in " + d2s((getTime() - start) / 1000, 1) + " s");
 	return output;
 }
@@ -301,14 +645,15 @@ function failureMessage(transcript, selfden) {
 	line = errorLine(transcript);
 	text = "selfden infer failed: " + line;
 	if (line == "") text = "selfden infer failed without a message (run the command printed in the Log in a terminal to see why).";
-	lower = toLowerCase(transcript);
-	missing = indexOf(lower, "not found") >= 0 && indexOf(lower, toLowerCase(selfden)) >= 0;
-	if (missing || indexOf(transcript, "Cannot run program") >= 0)
-		text = text + "\nThe selfden executable was not found: give its full path (in a terminal where selfden works, `which selfden`, on Windows `where selfden`, prints it).";
+	if (line == "" && SELFDEN_PYTHON == "")
+		text = "selfden infer failed; its message could not be read here (no Python interpreter of " + selfden + " was found). Run the command printed in the Log in a terminal to see why.";
+	if (indexOf(transcript, "Cannot run program") >= 0)
+		text = text + "\nThe selfden executable could not be started; leave the selfden field empty to look for it again, or " + howToGiveSelfden();
 	return text;
 }
 
-// The line starting with "error:" (selfden's one-line message), else the last non-empty line.
+// The line starting with "error:" (selfden's one-line message), else the last non-empty line
+// (only when selfden's error output was captured: without it the last line is not an error).
 function errorLine(transcript) {
 	lines = split(transcript, "\n");
 	last = "";
@@ -317,6 +662,7 @@ function errorLine(transcript) {
 		if (startsWith(line, "error:")) return String.trim(substring(line, 6));
 		if (line != "") last = line;
 	}
+	if (SELFDEN_PYTHON == "" && indexOf(transcript, "Cannot run program") < 0) return "";
 	return last;
 }
 
@@ -346,6 +692,8 @@ function execArray(a) {
 	if (n == 14) return exec(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13]);
 	if (n == 15) return exec(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14]);
 	if (n == 16) return exec(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]);
+	if (n == 17) return exec(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16]);
+	if (n == 18) return exec(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], a[17]);
 	fail("internal error: " + n + " command arguments; please report this.");
 }
 

@@ -7,9 +7,11 @@ Nothing is trained: it only has to be a real package that `selfden infer` runs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +47,44 @@ class MacroRun:
     returncode: int
 
 
-def run_macro(macro: str, argument: str, cwd: Path, timeout: float = 180.0) -> MacroRun:
-    """Run fiji_macros/<macro> in headless ImageJ with getArgument() = argument."""
-    command = ["java", "-Djava.awt.headless=true", "-jar", str(IMAGEJ_JAR), "-batch", str(MACRO_DIR / macro), argument]
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def path_without_selfden() -> list[str]:
+    """The PATH of the tests, less every folder that holds a `selfden`."""
+    folders = os.environ.get("PATH", "").split(os.pathsep)
+    return [folder for folder in folders if folder and not (Path(folder) / "selfden").exists()]
+
+
+def imagej_environment(home: Path, path: Sequence[Path]) -> dict[str, str]:
+    """Environment for ImageJ: HOME = home, PATH = path + the tests' PATH without selfden, and none
+    of the variables that name an environment (so the macro sees only the selfden a test gives it)."""
+    hidden = {"VIRTUAL_ENV", "CONDA_PREFIX", "PIPX_BIN_DIR"}
+    env = {key: value for key, value in os.environ.items() if key not in hidden}
+    env["HOME"] = str(home)
+    env["PATH"] = os.pathsep.join([*map(str, path), *path_without_selfden()])
+    return env
+
+
+def run_macro(
+    macro: str, argument: str, cwd: Path, home: Path, path: Sequence[Path] = (), timeout: float = 180.0
+) -> MacroRun:
+    """Run fiji_macros/<macro> in headless ImageJ with getArgument() = argument.
+
+    home is ImageJ's home folder (user.home and HOME): its preferences, hence the remembered selfden,
+    live there, so each home is a fresh ImageJ. path: folders put before the PATH, which otherwise
+    holds no selfden.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    java = shutil.which("java") or "java"
+    command = [java, "-Djava.awt.headless=true", f"-Duser.home={home}", "-jar", str(IMAGEJ_JAR),
+               "-batch", str(MACRO_DIR / macro), argument]
+    env = imagej_environment(home, path)
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     return MacroRun(done.stdout + done.stderr, done.returncode)
+
+
+def remembered_selfden(home: Path) -> str | None:
+    """The selfden the macros remembered in ImageJ's preferences folder under home, if any."""
+    file = home / ".imagej" / "selfden_executable.txt"
+    return file.read_text().strip() if file.is_file() else None
 
 
 FAKE_SELFDEN = """\
@@ -59,9 +94,13 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-# Stand-in for `selfden infer MODEL IMAGE -o OUT ...`: records its arguments, writes the image
-# as float32 to OUT and, with --std, a map of ones to OUT_std.tif.
+# Stand-in for `selfden infer MODEL IMAGE -o OUT ...`: answers --version like selfden (the macros
+# check it), records its arguments, writes the image as float32 to OUT and, with --std, a map of
+# ones to OUT_std.tif.
 args = sys.argv[1:]
+if args == ["--version"]:
+    print("selfden 0.0+fake")
+    sys.exit(0)
 Path(sys.argv[0] + ".args").write_text("\\n".join(args))
 image, out = args[2], Path(args[4])
 data = tifffile.imread(image).astype(np.float32)

@@ -3,6 +3,11 @@ Fiji runs) against the real `selfden` executable and a hand-built ONNX model fol
 
 Each ImageJ launch starts a JVM, so each scenario runs once (module fixtures) and several tests
 read its result. Every path handed to the macros holds spaces and a single quote.
+
+No test tells the macros where the real selfden is: they find it on the PATH given to ImageJ (the
+venv's bin folder) or remember it from an earlier run. Every ImageJ run has its own home folder
+(ImageJ's preferences, hence the remembered selfden, live there), and apart from the folders a
+test adds, its PATH holds no selfden and no VIRTUAL_ENV/CONDA_PREFIX points at one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from fiji_helpers import (
     build_mean_model,
     fake_selfden,
     imagej_missing_reason,
+    path_without_selfden,
+    remembered_selfden,
     run_macro,
     selfden_executable,
 )
@@ -28,6 +35,7 @@ from PIL import Image
 
 IMAGEJ_MISSING = imagej_missing_reason()
 SHAPE = (3, 40, 50)  # frames, y, x
+VENV_BIN = selfden_executable().parent  # put on ImageJ's PATH where a test wants selfden found there
 
 
 def imagej(test: Any) -> Any:
@@ -82,13 +90,19 @@ def single(workspace: Path, model: Path) -> dict[str, Any]:
     temp.mkdir(parents=True)
     image = folder / "noisy cell's stack.tif"
     _write_imagej_stack(image, _stack(1))
-    argument = (
-        f"model=[{model}] input=[{image}] output=[{folder / 'macro result.tif'}] "
-        f"selfden=[{selfden_executable()}] device=cpu tmpdir=[{temp}]"
-    )
-    run = run_macro("selfden_denoise.ijm", argument, cwd=folder)
+    home = folder / "imagej home"
+    argument = f"model=[{model}] input=[{image}] output=[{folder / 'macro result.tif'}] device=cpu tmpdir=[{temp}]"
+    run = run_macro("selfden_denoise.ijm", argument, cwd=folder, home=home, path=[VENV_BIN])
     direct = _selfden_infer(model, image, folder / "direct.tif")
-    return {"run": run, "direct": direct, "folder": folder, "temp": temp}
+    return {"run": run, "direct": direct, "folder": folder, "temp": temp, "home": home}
+
+
+@imagej
+def test_denoise_macro_finds_selfden_on_the_path_when_none_is_given(single: dict[str, Any]) -> None:
+    run = single["run"]
+    assert f"[selfden] using {selfden_executable()} (selfden " in run.output, run.output
+    assert "found)" in run.output, run.output
+    assert remembered_selfden(single["home"]) == str(selfden_executable()), "the selfden found is remembered"
 
 
 @imagej
@@ -127,18 +141,28 @@ def test_denoise_macro_leaves_no_temporary_files_after_success(single: dict[str,
 
 
 @pytest.fixture(scope="module")
-def missing_model(workspace: Path) -> dict[str, Any]:
-    """The macro pointed at a model that does not exist, arguments one key=value per line."""
+def missing_model(workspace: Path, single: dict[str, Any]) -> dict[str, Any]:
+    """The macro pointed at a model that does not exist, arguments one key=value per line, run in the
+    ImageJ home of `single` (which remembered selfden) with no selfden on the PATH."""
     folder = workspace / "missing model"
     temp = folder / "temp"
     temp.mkdir(parents=True)
     image = folder / "it's noisy.tif"
     _write_imagej_stack(image, _stack(2))
     absent = folder / "no such 'model'"
-    lines = [f"model={absent}", f"input={image}", f"selfden={selfden_executable()}", f"tmpdir={temp}"]
-    run = run_macro("selfden_denoise.ijm", "\n".join(lines), cwd=folder)
+    lines = [f"model={absent}", f"input={image}", f"tmpdir={temp}"]
+    run = run_macro("selfden_denoise.ijm", "\n".join(lines), cwd=folder, home=single["home"])
     direct = _selfden_infer(absent, image, folder / "direct.tif")
     return {"run": run, "direct": direct, "temp": temp}
+
+
+@imagej
+def test_denoise_macro_uses_the_selfden_remembered_from_an_earlier_run(missing_model: dict[str, Any]) -> None:
+    assert not any((Path(folder) / "selfden").exists() for folder in path_without_selfden())
+    expected = f"[selfden] using {selfden_executable()} (selfden "
+    assert expected in missing_model["run"].output and "remembered from an earlier run)" in missing_model["run"].output, (
+        missing_model["run"].output
+    )
 
 
 @imagej
@@ -156,16 +180,60 @@ def test_denoise_macro_leaves_no_temporary_files_after_failure(missing_model: di
 
 
 @imagej
-def test_denoise_macro_says_how_to_fix_a_selfden_not_on_path(workspace: Path, model: Path) -> None:
+def test_denoise_macro_refuses_a_given_selfden_that_does_not_work_instead_of_looking_elsewhere(
+    workspace: Path, model: Path
+) -> None:
     folder = workspace / "no executable"
     temp = folder / "temp"
     temp.mkdir(parents=True)
     image = folder / "noisy.tif"
     _write_imagej_stack(image, _stack(3))
     argument = f"model=[{model}] input=[{image}] selfden=selfden-not-installed-here tmpdir=[{temp}]"
-    run = run_macro("selfden_denoise.ijm", argument, cwd=folder)
-    assert "selfden-not-installed-here" in run.output and "give its full path" in run.output, run.output
+    run = run_macro("selfden_denoise.ijm", argument, cwd=folder, home=folder / "home", path=[VENV_BIN])
+    assert "selfden=selfden-not-installed-here is not a working selfden" in run.output, run.output
+    assert "`which selfden`" in run.output and "[selfden] using" not in run.output, run.output
     assert _contents(temp) == [], run.output
+
+
+@pytest.fixture(scope="module")
+def nothing_found(workspace: Path, model: Path) -> dict[str, dict[str, Any]]:
+    """Both selfden macros with no selfden given, none remembered, none on the PATH or in the home."""
+    folder = workspace / "no selfden anywhere"
+    temp, inputs, outputs = folder / "temp", folder / "raw", folder / "denoised"
+    temp.mkdir(parents=True)
+    inputs.mkdir()
+    _write_imagej_stack(inputs / "noisy.tif", _stack(11))
+    arguments = {
+        "selfden_denoise.ijm": f"model=[{model}] input=[{inputs / 'noisy.tif'}] output=[{folder / 'out.tif'}] tmpdir=[{temp}]",
+        "selfden_denoise_folder.ijm": f"input=[{inputs}] output=[{outputs}] model=[{model}]",
+    }
+    runs = {}
+    for macro, argument in arguments.items():
+        home = folder / f"home for {macro}"
+        runs[macro] = {"run": run_macro(macro, argument, cwd=folder, home=home, timeout=60), "home": home}
+    return {"runs": runs, "folder": folder}
+
+
+@imagej
+@pytest.mark.parametrize("macro", ["selfden_denoise.ijm", "selfden_denoise_folder.ijm"])
+def test_macro_without_any_selfden_stops_saying_what_it_tried_and_how_to_give_the_path(
+    nothing_found: dict[str, Any], macro: str
+) -> None:
+    run, home = nothing_found["runs"][macro]["run"], nothing_found["runs"][macro]["home"]
+    assert "selfden was not found. Tried, in order:" in run.output, run.output
+    assert "selfden in every folder on the PATH" in run.output and "$VIRTUAL_ENV" in run.output, run.output
+    tried = [f"{home}/.local/bin/selfden", *(f"{folder}/selfden" for folder in path_without_selfden())]
+    assert all(f"\n  {path}\n" in run.output for path in tried), f"every path tried is logged:\n{run.output}"
+    assert "selfden=[/full/path/to/selfden]" in run.output and "`which selfden`" in run.output, run.output
+    assert "[selfden] using" not in run.output and "[selfden] done" not in run.output, run.output
+    assert remembered_selfden(home) is None, "nothing found, nothing remembered"
+
+
+@imagej
+def test_macros_without_any_selfden_leave_nothing_behind(nothing_found: dict[str, Any]) -> None:
+    folder = nothing_found["folder"]
+    left = [name for name in _contents(folder) if not name.startswith("home for")]
+    assert left == ["raw", "raw/noisy.tif", "temp"], left
 
 
 @imagej
@@ -181,7 +249,9 @@ def test_denoise_macro_passes_sampling_and_tta_options_and_opens_the_std_map(wor
         f"model=[{model}] input=[{image}] output=[{folder / 'result.tif'}] samples=5 std tta "
         f"selfden=[{selfden}] tmpdir=[{temp}]"
     )
-    run = run_macro("selfden_denoise.ijm", argument, cwd=folder)
+    # selfden on the PATH too: the one given wins.
+    run = run_macro("selfden_denoise.ijm", argument, cwd=folder, home=folder / "home", path=[VENV_BIN])
+    assert f"[selfden] using {selfden} (selfden 0.0+fake, given)" in run.output, run.output
     passed = Path(f"{selfden}.args").read_text().splitlines()
     assert passed[:2] == ["infer", str(model)] and passed[3] == "-o", passed
     # --overwrite: selfden writes into the macro's fresh private folder only.
@@ -202,10 +272,10 @@ def test_denoise_macro_refuses_an_existing_output_unless_told_to_overwrite(works
     result = folder / "result.tif"
     result.write_bytes(b"precious")
     argument = f"model=[{model}] input=[{image}] output=[{result}] selfden=[{selfden}] tmpdir=[{temp}]"
-    refused = run_macro("selfden_denoise.ijm", argument, cwd=folder)
+    refused = run_macro("selfden_denoise.ijm", argument, cwd=folder, home=folder / "home")
     assert f"{result} exists; pass overwrite=true" in refused.output, refused.output
     assert result.read_bytes() == b"precious" and not Path(f"{selfden}.args").exists(), "refused before any work"
-    replaced = run_macro("selfden_denoise.ijm", argument + " overwrite=true", cwd=folder)
+    replaced = run_macro("selfden_denoise.ijm", argument + " overwrite=true", cwd=folder, home=folder / "home")
     assert tifffile.imread(result).shape == SHAPE, replaced.output
     assert _contents(temp) == [], replaced.output
 
@@ -221,8 +291,9 @@ def batch(workspace: Path, model: Path) -> dict[str, Any]:
     Image.fromarray(_stack(6, (36, 44)).astype(np.uint8)).save(inputs / "plain.png")
     (inputs / "broken.tif").write_bytes(b"II*\x00 this is not a TIFF")
     (inputs / "notes.txt").write_text("not an image")
-    argument = f"input=[{inputs}] output=[{outputs}] model=[{model}] selfden=[{selfden_executable()}] device=cpu"
-    run = run_macro("selfden_denoise_folder.ijm", argument, cwd=workspace, timeout=300)
+    argument = f"input=[{inputs}] output=[{outputs}] model=[{model}] device=cpu"
+    home = workspace / "batch home"
+    run = run_macro("selfden_denoise_folder.ijm", argument, cwd=workspace, home=home, path=[VENV_BIN], timeout=300)
     return {"run": run, "inputs": inputs, "outputs": outputs}
 
 
@@ -254,10 +325,11 @@ def test_folder_macro_redoes_existing_results_only_with_overwrite(workspace: Pat
     outputs.mkdir()
     _write_imagej_stack(inputs / "cell.tif", _stack(10))
     (outputs / "cell_denoised.tif").write_bytes(b"earlier result")
-    argument = f"input=[{inputs}] output=[{outputs}] model=[{model}] selfden=[{selfden_executable()}] device=cpu"
-    skipped = run_macro("selfden_denoise_folder.ijm", argument, cwd=workspace)
+    argument = f"input=[{inputs}] output=[{outputs}] model=[{model}] device=cpu"
+    home = workspace / "redo home"
+    skipped = run_macro("selfden_denoise_folder.ijm", argument, cwd=workspace, home=home, path=[VENV_BIN])
     assert (outputs / "cell_denoised.tif").read_bytes() == b"earlier result", skipped.output
-    redone = run_macro("selfden_denoise_folder.ijm", argument + " overwrite=true", cwd=workspace)
+    redone = run_macro("selfden_denoise_folder.ijm", argument + " overwrite=true", cwd=workspace, home=home)
     log = (outputs / "selfden_batch_log.txt").read_text()
     assert "--overwrite" in log and "\tok\t" in log, f"{log}\n{redone.output}"
     assert tifffile.imread(outputs / "cell_denoised.tif").shape == SHAPE, redone.output
@@ -272,7 +344,7 @@ def deepimagej_dry_run(workspace: Path, model: Path) -> dict[str, Any]:
     _write_imagej_stack(image, _stack(7))
     # A relative output folder: the macro must hand deepImageJ an absolute path.
     argument = f"model=[{model}] input=[{image}] output=[deepimagej 'out'] dry_run"
-    run = run_macro("deepimagej_denoise.ijm", argument, cwd=folder)
+    run = run_macro("deepimagej_denoise.ijm", argument, cwd=folder, home=folder / "home")
     return {"run": run, "image": image, "output": folder / "deepimagej 'out'"}
 
 
@@ -325,9 +397,19 @@ def _shared_sections(text: str) -> dict[str, str]:
 
 def test_shared_macro_sections_are_identical_in_every_macro() -> None:
     reference = _shared_sections((MACRO_DIR / "selfden_denoise.ijm").read_text())
-    assert set(reference) == {"temporary copies", "running selfden", "cleanup, errors", "argument parsing"}
+    assert set(reference) == {"temporary copies", "finding selfden", "running selfden", "cleanup, errors", "argument parsing"}
     for name in ("selfden_denoise_folder.ijm", "deepimagej_denoise.ijm"):
         sections = _shared_sections((MACRO_DIR / name).read_text())
         assert sections, f"{name} has no shared sections"
         differing = [title for title, body in sections.items() if body != reference.get(title)]
         assert not differing, f"{name}: shared sections {differing} differ from selfden_denoise.ijm"
+
+
+def test_selfden_macros_start_programs_without_a_shell() -> None:
+    # The error text comes back through selfden's own Python (see pythonProgram in the macros), so
+    # Windows, which has no /bin/sh, shows the same messages as Linux.
+    for name in ("selfden_denoise.ijm", "selfden_denoise_folder.ijm"):
+        text = (MACRO_DIR / name).read_text()
+        started = re.findall(r"exec(?:Array)?\(([^,)]+)", text)
+        shells = [first for first in started if re.search(r"/bin/sh|cmd|bash|powershell", first)]
+        assert started and not shells, f"{name} starts {shells}"
