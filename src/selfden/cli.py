@@ -44,6 +44,21 @@ def _max_pixels_option() -> Any:
     )
 
 
+def require_training_extra(command: str) -> None:
+    """SelfdenError unless PyTorch is installed: an inference-only install leaves it out."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise SelfdenError(
+            f"selfden {command} needs PyTorch, which this inference-only installation leaves out; "
+            "install the training extra: pip install 'selfden[cpu,train]' (from a clone: pip install -e '.[cpu,train]')"
+        )
+
+
 def say(tag: str, style: str, message: object) -> None:
     """One line on stderr: a coloured tag, then ``message`` exactly as written."""
     flat = " ".join(str(message).split())
@@ -129,6 +144,7 @@ def train(
 ) -> None:
     """Train a denoiser on noisy images; ends by exporting RUN/model/ for `selfden infer` and Fiji."""
     with user_errors():
+        require_training_extra("train")
         from selfden import runs
 
         if resume:
@@ -359,6 +375,7 @@ def export(
 ) -> None:
     """Export a run as a bioimage.io package (ONNX weights) for selfden infer, Fiji and deepImageJ."""
     with user_errors():
+        require_training_extra("export")
         from selfden.runs import export_run
 
         written = export_run(run, output, validation=validation)
@@ -417,6 +434,7 @@ def noise_model(
 ) -> None:
     """Plot the noise model a dnnet run learned: noise std and skewness against the signal."""
     with user_errors():
+        require_training_extra("noise-model")
         from selfden.noise_model_plot import noise_model_report
 
         if output is not None:
@@ -456,6 +474,7 @@ def demo(
 ) -> None:
     """Make noisy data with known ground truth, train, export, denoise with onnxruntime, score."""
     with user_errors():
+        require_training_extra("demo")
         from selfden.demo import run_demo
         from selfden.training.progress import RichProgress
 

@@ -260,7 +260,8 @@ little; `--tile-size` overrides); for a 1024² image it computes a core of
 {suggested_tile_size(package_min_size(method), method.size_step, method.halo)} px (`config.selfden.tile_size`).
 
 ## Use
-- `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).{tta}
+- `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).{tta} Install selfden
+  for inference alone (no PyTorch) from a clone of its source repository: `pip install -e ".[cpu]"`.
 - deepImageJ (Fiji) or any bioimage.io consumer that runs ONNX (opset 17, IR 8).
 - PyTorch: `denoiser.pt` is the state dict of `{torch_callable}(**kwargs)` from `{ARCHITECTURE_FILE}` (needs only PyTorch) (kwargs in rdf.yaml), on normalised
   intensities, for fine-tuning or retraining.
