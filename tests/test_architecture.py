@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from selfden.export.architecture import ArchitectureError, bundle_source
+from selfden.export.architecture import ArchitectureError, bordered_architecture, bundle_source
+from selfden.export.border_graph import border_pads
+from selfden.export.package import package_min_size
+from selfden.export.reflect_border import ReflectBorder
 from selfden.methods import get_method
 from selfden.normalisation import Normalisation
 
@@ -45,22 +48,29 @@ with torch.no_grad():
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_architecture_file_rebuilds_the_exported_denoiser_without_selfden(name: str, tmp_path: Path) -> None:
+def test_architecture_file_rebuilds_the_exported_denoiser_in_its_reflect_border_without_selfden(
+    name: str, tmp_path: Path
+) -> None:
     torch.manual_seed(0)
     cls = get_method(name)
     method = cls(cls.config_class(**SMALL[name]), Normalisation(0.0, 1.0), torch.device("cpu"))
-    described = method.torch_architecture()
-    assert described is not None, f"{name} has no torch-only architecture"
+    plain = method.torch_architecture()
+    assert plain is not None, f"{name} has no torch-only architecture"
+    before, after = border_pads(method.halo, method.size_step)
+    described = bordered_architecture(plain, before, after)  # what a package ships
     (tmp_path / "architecture.py").write_text(bundle_source(described.modules))
     (tmp_path / "callable.json").write_text(json.dumps({"callable": described.callable, "kwargs": described.kwargs}))
     denoiser = method.export_graphs()["denoiser"].eval()
-    torch.save({k: v.contiguous() for k, v in denoiser.state_dict().items()}, tmp_path / "weights.pt")
-    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    state = ReflectBorder(denoiser, None, before, after).state_dict()
+    torch.save({k: v.contiguous() for k, v in state.items()}, tmp_path / "weights.pt")
+    size = package_min_size(method)
+    x = torch.rand(1, 1, size, size + method.size_step, generator=torch.Generator().manual_seed(1))
     np.save(tmp_path / "input.npy", x.numpy())
     done = subprocess.run([sys.executable, "-c", REBUILD, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (before, after), (before, after)), mode="reflect")  # = ONNX reflect
     with torch.no_grad():
-        expected = denoiser(x).numpy()
+        expected = denoiser(torch.from_numpy(padded)).numpy()[..., before : before + size, before : before + size + method.size_step]
     assert np.abs(np.load(tmp_path / "output.npy") - expected).max() < 1e-5
 
 

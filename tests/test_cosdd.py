@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from selfden.methods.base import Normalisation
 from selfden.methods.cosdd import Cosdd, CosddConfig
 from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, ar_dilations
 from selfden.methods.cosdd.config import CosddArch
+from selfden.methods.cosdd.sampler import PosteriorSampler
 
 onnx = pytest.importorskip("onnx", reason="the ONNX tests need the onnx package")
 ort = pytest.importorskip("onnxruntime", reason="the ONNX tests need onnxruntime")
@@ -184,8 +187,11 @@ def test_networks_run_on_sizes_other_than_the_training_crop() -> None:
     metrics = method.validation_step(torch.randn(2, 1, 48, 64))
     assert np.isfinite(metrics["val_loss"])
     assert method.denoise(torch.randn(1, 1, 37, 31)).shape == (1, 1, 37, 31)
-    sampler = method.export_graphs()["sampler"]
-    assert sampler(torch.randn(3, 1, 24, 40)).shape == (3, 1, 24, 40)
+    graphs = method.export_graphs()
+    encoder, decoder = graphs["sampler_encoder"], graphs["sampler_decoder"]
+    posts = encoder(torch.randn(1, 1, 24, 40))
+    eps = [torch.randn(s) for s in method.vae.latent_shapes(3, 24, 40)]
+    assert decoder(*(p.expand(3, -1, -1, -1) for p in posts), *eps).shape == (3, 1, 24, 40)
 
 
 # --- posterior collapse -----------------------------------------------------------------------------
@@ -258,12 +264,14 @@ def run_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray
 
 @pytest.fixture(scope="module")
 def graphs() -> dict[str, torch.nn.Module]:
+    """The exported graphs of a briefly trained model, plus the single-graph sampler older packages ship."""
     torch.set_num_threads(1)
     method = make_cosdd()
     rng = np.random.default_rng(0)
     for _ in range(2):
         method.training_step(row_noise_batch(4, 32, rng))
-    return method.export_graphs()
+    single = PosteriorSampler(copy.deepcopy(method.vae), copy.deepcopy(method.signal_decoder)).eval()
+    return {**method.export_graphs(), "sampler": single}
 
 
 def test_direct_denoiser_onnx_matches_torch(graphs: dict[str, torch.nn.Module], tmp_path: Path) -> None:
@@ -322,3 +330,79 @@ def test_size_auto_means_tiny_on_cpu_small_on_gpu_and_the_run_saves_the_choice(t
     assert (config.data.patch_size, config.data.batch_size) == (64, 4), "CPU crops default to 64² x 4"
     explicit = runs.new_run_config("cosdd", [image], {}, {"patch_size": 32}, {"device": "cpu", "max_steps": 1}, 0)
     assert explicit.data.patch_size == 32, "the user's choice wins over the method's CPU default"
+
+
+# --- the split sampler: encoder once per tile, decoder per sample ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def split_onnx(graphs: dict[str, torch.nn.Module], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The split graphs as export writes them (parity-checked against torch by export_graph)."""
+    from selfden.export.onnx_graphs import export_graph
+
+    folder = tmp_path_factory.mktemp("split")
+    paths = {name: folder / f"{name}.onnx" for name in ("sampler_encoder", "sampler_decoder")}
+    for name, path in paths.items():
+        report = export_graph(graphs[name], path, sizes=((32, 32), (40, 48)))
+        assert report.passed and not report.stochastic, report.format()
+    return paths
+
+
+def test_split_onnx_graphs_give_the_single_samplers_sample_for_the_same_noise(
+    graphs: dict[str, torch.nn.Module], split_onnx: dict[str, Path]
+) -> None:
+    shape = (3, 1, 24, 40)
+    x = torch.randn(1, 1, *shape[2:])
+    eps = [torch.randn(s) for s in graphs["sampler"].latent_shapes(shape[0], *shape[2:])]
+    encoder = ort.InferenceSession(str(split_onnx["sampler_encoder"]), providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(split_onnx["sampler_decoder"]), providers=["CPUExecutionProvider"])
+    posts = encoder.run(None, {"input": x.numpy()})
+    feeds = {f"post{i}": np.repeat(p, shape[0], axis=0) for i, p in enumerate(posts)}
+    feeds.update({f"eps{i}": e.numpy() for i, e in enumerate(eps)})
+    got = decoder.run(None, feeds)[0]
+    with torch.no_grad():
+        expected = graphs["sampler"](x.expand(shape), *eps).numpy()
+    assert got.shape == shape and np.abs(got - expected).max() < 1e-4, np.abs(got - expected).max()
+    assert np.abs(got[0] - got[1]).mean() > 1e-4, "different noise must give different samples"
+
+
+def test_the_split_decoder_costs_half_a_sampler_pass_and_the_split_adds_no_work(
+    graphs: dict[str, torch.nn.Module], split_onnx: dict[str, Path], tmp_path: Path
+) -> None:
+    from selfden.export.onnx_flops import count_macs
+
+    size = (64, 64)
+    shapes = graphs["sampler"].latent_shapes(1, *size)
+    full = export(graphs["sampler"], (torch.randn(1, 1, *size),), tmp_path / "sampler.onnx")
+    whole = count_macs(full, {"input": (1, 1, *size)})
+    encoder = count_macs(onnx.load(str(split_onnx["sampler_encoder"])), {"input": (1, 1, *size)})
+    inputs = {**{f"post{i}": (1, 2 * s[1], *s[2:]) for i, s in enumerate(shapes)},
+              **{f"eps{i}": s for i, s in enumerate(shapes)}}
+    decoder = count_macs(onnx.load(str(split_onnx["sampler_decoder"])), inputs)
+    assert encoder + decoder == whole, (encoder, decoder, whole)
+    # Measured 0.524 for the tiny preset (benchmarks/cosdd_sampling.py); this test model: see the message.
+    assert decoder <= 0.55 * whole, decoder / whole
+
+
+def test_an_exported_package_ships_the_split_sampler_hashed_and_samples_through_it(tmp_path: Path) -> None:
+    import yaml
+
+    from selfden.errors import ModelError
+    from selfden.export.package import export_package
+    from selfden.inference.predictor import load_predictor
+
+    os.environ.setdefault("BIOIMAGEIO_CACHE_PATH", str(tmp_path / "bioimageio-cache"))
+    raw = np.random.default_rng(2).normal(500.0, 50.0, (96, 96)).astype(np.float32)
+    package = export_package(make_cosdd(), tmp_path / "model", raw, {})
+    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    graphs = rdf["config"]["selfden"]["graphs"]
+    assert {"sampler_encoder", "sampler_decoder"} <= set(graphs) and "sampler" not in graphs, graphs
+    hashed = {a["source"] for a in rdf["attachments"] if a.get("sha256")}
+    assert {"sampler_encoder.onnx", "sampler_decoder.onnx"} <= hashed, rdf["attachments"]
+    with load_predictor(package, samples=4) as predictor:
+        mean, std = predictor.predict_mean_and_std(raw[:64, :64])
+    assert mean.shape == (64, 64) and np.isfinite(mean).all() and std.mean() > 0
+    with (package / "sampler_decoder.onnx").open("ab") as graph:
+        graph.write(b"\0")
+    with pytest.raises(ModelError, match="sampler_decoder.*sha256"):
+        load_predictor(package, samples=4)

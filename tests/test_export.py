@@ -125,7 +125,8 @@ def test_pytorch_state_dict_weights_rebuild_the_network_that_made_the_onnx_graph
     weights = yaml.safe_load((path / "rdf.yaml").read_text())["weights"]
     assert weights["onnx"]["parent"] == "pytorch_state_dict"
     arch = weights["pytorch_state_dict"]["architecture"]
-    assert (arch["source"], arch["callable"]) == ("architecture.py", "CaeNet")  # torch only: no selfden needed
+    assert (arch["source"], arch["callable"]) == ("architecture.py", "ReflectBorder")  # torch only: no selfden needed
+    assert arch["kwargs"]["network"] == "CaeNet" and (arch["kwargs"]["pad_before"], arch["kwargs"]["pad_after"]) == (32, 32)
     spec = importlib.util.spec_from_file_location("package_architecture", path / arch["source"])
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -134,14 +135,15 @@ def test_pytorch_state_dict_weights_rebuild_the_network_that_made_the_onnx_graph
     network.load_state_dict(torch.load(path / weights["pytorch_state_dict"]["source"], weights_only=True))
     x = torch.from_numpy(np.load(path / "test_input.npy")).float()
     x = (x - method.normalisation.offset) / method.normalisation.scale
-    expected = method.export_graphs()["denoiser"].eval()(x)
+    padded = torch.nn.functional.pad(x, (32, 32, 32, 32), mode="reflect")  # the border is part of the model
     with torch.no_grad():
+        expected = method.export_graphs()["denoiser"].eval()(padded)[..., 32:-32, 32:-32]
         assert torch.allclose(network(x), expected, atol=1e-5), "state dict + architecture must give the exported network"
 
 
 def test_package_folder_holds_the_model_folder_files(package) -> None:
     path, _, _ = package
-    expected = {"rdf.yaml", "denoiser.onnx", "denoiser.pt", "test_input.npy", "test_output.npy", "sample_input.tif",
+    expected = {"rdf.yaml", "denoiser.onnx", "denoiser_core.onnx", "denoiser.pt", "test_input.npy", "test_output.npy", "sample_input.tif",
                 "sample_output.tif", "cover.png", "README.md", "architecture.py"}
     assert set(os.listdir(path)) == expected, "stale files of the earlier export must be gone"
     assert not [p for p in os.listdir(path.parent) if p.startswith(".")], "temp folders left behind"
@@ -161,7 +163,8 @@ def test_package_rdf_describes_axes_processing_and_selfden_config(package) -> No
     selfden = rdf["config"]["selfden"]
     assert selfden["method"] == "cae" and selfden["halo"] == 32 and selfden["size_step"] == 32
     assert selfden["normalisation"] == {"offset": 400.0, "scale": 200.0}
-    assert selfden["graphs"] == {"denoiser": "denoiser.onnx"} and selfden["bottleneck"] == 2
+    assert selfden["graphs"] == {"denoiser": "denoiser.onnx", "core": "denoiser_core.onnx"} and selfden["bottleneck"] == 2
+    assert [a["source"] for a in rdf["attachments"]] == ["denoiser_core.onnx"] and rdf["attachments"][0]["sha256"]
     assert selfden["training"]["steps"] == 3
     assert [c["doi"] for c in rdf["cite"]][0] == "10.48550/arXiv.2110.11911"
 
@@ -217,3 +220,103 @@ def test_identity_normalisation_exports_without_processing_ops(tmp_path) -> None
     ops = [p["id"] for p in rdf["inputs"][0].get("preprocessing", []) + rdf["outputs"][0].get("postprocessing", [])]
     assert "scale_linear" not in ops, ops
     assert rdf["config"]["selfden"]["tile_size"] % rdf["config"]["selfden"]["size_step"] == 0
+
+
+# --- borders are part of the model ----------------------------------------------------------------
+
+
+def _tiny(method_name: str):
+    """A tiny network of each method, untrained (borders do not depend on training), non-trivial scaling."""
+    from selfden.methods.cosdd import Cosdd, CosddConfig
+    from selfden.methods.dnnet import Dnnet, DnnetConfig
+    from selfden.methods.noise2atom import Noise2Atom, Noise2AtomConfig
+
+    torch.manual_seed(0)
+    norm = Normalisation(400.0, 200.0)
+    built = {
+        "cae": lambda: Cae(CaeConfig(**TINY), norm, torch.device("cpu")),
+        "cosdd": lambda: Cosdd(CosddConfig(size="tiny", levels=4, features=8, latent_channels=4, components=3,
+                                           downsamplings=2), norm, torch.device("cpu")),
+        "dnnet": lambda: Dnnet(DnnetConfig(filters=8, noise_net_width=16), norm, torch.device("cpu")),
+        "noise2atom": lambda: Noise2Atom(Noise2AtomConfig(widths=(4, 8, 8, 16), residual_blocks=1, residual_width=16,
+                                                          critic_widths=(4, 8, 8, 16)), norm, torch.device("cpu")),
+    }  # fmt: skip
+    return built[method_name]()
+
+
+METHODS = ["cae", "cosdd", "dnnet", "noise2atom"]
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def method_package(request, tmp_path_factory):
+    """One package per method; export_package runs bioimageio.core's test_model for the ONNX and the
+    PyTorch weights (both must reproduce the test output, borders included) or raises."""
+    os.environ.setdefault("BIOIMAGEIO_CACHE_PATH", str(tmp_path_factory.mktemp("bioimageio-cache")))
+    raw = np.random.default_rng(2).normal(500.0, 50.0, (200, 232)).astype(np.float32)
+    path = export_package(_tiny(request.param), tmp_path_factory.mktemp(request.param) / "model", raw, {})
+    return path
+
+
+def _infer(package, image: np.ndarray, tmp_path, **options) -> np.ndarray:
+    from selfden.inference.predictor import denoise_files
+
+    np.save(tmp_path / "input.npy", image)
+    written = denoise_files(package, [tmp_path / "input.npy"], tmp_path / "output.npy", device="cpu", overwrite=True, **options)
+    return np.load(written[0])
+
+
+def test_selfden_infer_equals_the_package_test_output_everywhere_borders_included(method_package, tmp_path) -> None:
+    test_input = np.load(method_package / "test_input.npy")[0, 0]
+    expected = np.load(method_package / "test_output.npy")[0, 0]
+    # bioimageio.core's default tolerance for the ONNX weights (the rdf lists one only for PyTorch).
+    np.testing.assert_allclose(_infer(method_package, test_input, tmp_path), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_tiled_equals_untiled_everywhere(method_package, tmp_path) -> None:
+    rdf = yaml.safe_load((method_package / "rdf.yaml").read_text())
+    image = np.load(method_package / "test_input.npy")[0, 0]
+    whole = _infer(method_package, image, tmp_path)
+    step = rdf["config"]["selfden"]["size_step"]
+    tiled = _infer(method_package, image, tmp_path, tile_size=max(step, image.shape[0] // 3 // step * step))
+    # Border tiles see the same reflection as the whole image; what is left is the receptive field
+    # reaching past the halo between tiles (these random tiny networks: below 1e-5 of the output range).
+    spread = float(np.ptp(whole))
+    assert np.max(np.abs(tiled - whole)) <= 1e-3 * spread, f"tiled differs by {np.max(np.abs(tiled - whole)):.3g} of {spread:.3g}"
+
+
+def test_the_bordered_graph_run_by_plain_onnxruntime_equals_selfden_infer(method_package, tmp_path) -> None:
+    selfden = yaml.safe_load((method_package / "rdf.yaml").read_text())["config"]["selfden"]
+    low, step, (offset, scale) = selfden["min_size"], selfden["size_step"], selfden["normalisation"].values()
+    image = np.random.default_rng(3).normal(500.0, 50.0, (low + step, low + 3 * step)).astype(np.float32)
+    plain = run_onnx(method_package / "denoiser.onnx", ((image - offset) / scale)[None, None])[0, 0] * scale + offset
+    np.testing.assert_allclose(_infer(method_package, image, tmp_path), plain, rtol=1e-3, atol=1e-3)
+
+
+def test_the_border_pads_are_what_the_tiler_reads_around_a_whole_image() -> None:
+    from selfden.export.border_graph import border_pads
+    from selfden.inference.tiling import tile_image
+
+    for halo, step, size in [(28, 4, 60), (32, 32, 96), (20, 32, 96), (48, 8, 104)]:
+        before, after = border_pads(halo, step)
+        assert (before + after) % step == 0 and before == halo <= after < halo + step
+        (tile,) = tile_image((size, size + step), 4096, size, step, halo)
+        assert [(r.start, r.stop) for r in tile.read] == [(-before, size + after), (-before, size + step + after)]
+
+
+def test_the_reflect_border_repeats_no_edge_pixel_like_numpy_reflect(tmp_path) -> None:
+    from selfden.export.border_graph import add_reflect_border, border_of
+
+    class Shift(torch.nn.Module):  # output depends on the padded neighbours: a 3x3 box sum
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1) * 9
+
+    export_onnx(Shift(), tmp_path / "core.onnx")
+    bordered = add_reflect_border(onnx.load(str(tmp_path / "core.onnx")), 2, 3)
+    onnx.save(bordered, str(tmp_path / "bordered.onnx"))
+    x = np.random.default_rng(0).random((1, 1, 8, 9), dtype=np.float32)
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 3), (2, 3)), mode="reflect")
+    expected = run_onnx(tmp_path / "core.onnx", padded)[..., 2:-3, 2:-3]
+    assert np.allclose(run_onnx(tmp_path / "bordered.onnx", x), expected, atol=1e-5)
+    assert border_of(bordered) == (2, 3) and border_of(onnx.load(str(tmp_path / "core.onnx"))) is None
+    with pytest.raises(ExportError, match="already has"):
+        add_reflect_border(bordered, 2, 3)

@@ -165,6 +165,31 @@ def test_tiled_inference_matches_whole_image(mean_model: Path) -> None:
     assert np.abs(tiled - expected).max() < 1e-5 * SCALE, np.abs(tiled - expected).max()
 
 
+def _with_core(folder: Path, core_sha256: str | None = None) -> Path:
+    """``folder``'s model with an identity graph as weights and its mean as the core graph selfden tiles."""
+    save_graph(folder / "denoiser_core.onnx", "mean3")
+    save_graph(folder / "denoiser.onnx", "identity")  # stands for the bordered weights: must not be tiled
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    rdf["config"]["selfden"]["graphs"]["core"] = "denoiser_core.onnx"
+    rdf["attachments"] = [{"source": "denoiser_core.onnx", **({"sha256": core_sha256} if core_sha256 else {})}]
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    return folder
+
+
+def test_a_package_with_a_core_graph_is_tiled_with_its_core_not_its_weights(tmp_path: Path) -> None:
+    model = _with_core(write_model(tmp_path / "model"))
+    predictor = Predictor.from_path(model, device="cpu", tile_size=32)
+    assert predictor.runner.model_file == model / "denoiser_core.onnx"
+    image = noisy((70, 45), seed=3)
+    assert np.abs(predictor.predict_image(image) - mean3_reflect(image)).max() < 1e-5 * SCALE
+
+
+def test_a_core_graph_that_does_not_match_its_sha256_is_refused(tmp_path: Path) -> None:
+    model = _with_core(write_model(tmp_path / "model"), core_sha256="0" * 64)
+    with pytest.raises(ModelError, match="denoiser_core.onnx.*sha256"):
+        Predictor.from_path(model, device="cpu")
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (17, 40), (64, 64), (65, 33), (130, 7)])
 def test_any_image_size_gives_the_same_shape_back(identity_model: Path, mean_model: Path, shape: tuple[int, int]) -> None:
     image = noisy(shape, seed=1)

@@ -13,7 +13,9 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from selfden.errors import ModelError
-from selfden.inference.predictor import Predictor, denoise_files, load_predictor
+from selfden.inference.posterior_draws import SplitSource
+from selfden.inference.predictor import Predictor, denoise_files, load_predictor, model_files
+from selfden.inference.sample_count import AUTO_MAX_SAMPLES, AUTO_MIN_SAMPLES
 from selfden.inference.sampling import SamplingPredictor
 from test_predictor import OFFSET, SCALE, mean3_reflect, write_model
 
@@ -110,3 +112,127 @@ def test_samples_on_a_model_without_sampler_is_a_clear_error(tmp_path: Path) -> 
     folder = write_model(tmp_path / "plain")
     with pytest.raises(ModelError, match="no sampler graph"):
         load_predictor(folder, samples=10)
+
+
+# --- split sampler: encoder once per tile, decoder per sample ---------------------------------------
+
+
+def save_split_sampler(folder: Path, scale: float) -> None:
+    """encoder: post0 = mean3(x); decoder: post0 + scale * eps0 — the toy of a split COSDD sampler."""
+    weight = numpy_helper.from_array(np.full((1, 1, 3, 3), 1 / 9, np.float32), "w")
+    dims = ["b", 1, "y", "x"]
+    encoder = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["post0"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])], "encoder",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("post0", TensorProto.FLOAT, dims)], initializer=[weight],
+    )
+    gain = numpy_helper.from_array(np.array(scale, np.float32), "scale")
+    decoder = helper.make_graph(
+        [helper.make_node("Mul", ["eps0", "scale"], ["spread"]), helper.make_node("Add", ["post0", "spread"], ["output"])],
+        "decoder", [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("post0", "eps0")],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)], initializer=[gain],
+    )
+    for graph, name in ((encoder, "sampler_encoder.onnx"), (decoder, "sampler_decoder.onnx")):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, str(folder / name))
+
+
+def write_split_model(folder: Path, scale: float = SIGMA / 3) -> Path:
+    """A model folder as this version exports COSDD: the split sampler pair instead of one sampler."""
+    write_model(folder, tile_size=16)
+    save_split_sampler(folder, scale)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    rdf["config"]["selfden"]["graphs"].update(sampler_encoder="sampler_encoder.onnx", sampler_decoder="sampler_decoder.onnx")
+    rdf["config"]["selfden"]["default_samples"] = 20
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def split_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_split_model(tmp_path_factory.mktemp("models") / "split")
+
+
+def noisy_image(shape: tuple[int, int], sigma: float, seed: int = 0) -> np.ndarray:
+    """The smooth image plus white noise of ``sigma`` normalised units."""
+    return smooth_image(shape) + np.float32(sigma * SCALE) * np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def test_split_package_mmse_and_std_match_the_known_sample_distribution(split_model: Path) -> None:
+    image = smooth_image((40, 36))
+    with load_predictor(split_model, samples=400, tile_size=64) as predictor:
+        mean, std = predictor.predict_mean_and_std(image)
+    expected_mean = mean3_reflect((image - OFFSET) / SCALE) * SCALE + OFFSET
+    inner = (slice(2, -2), slice(2, -2))
+    expected_std = SIGMA / 3 * SCALE
+    assert np.abs(mean - expected_mean)[inner].max() < 5 * expected_std / np.sqrt(400)
+    assert np.median(std[inner]) == pytest.approx(expected_std, rel=0.05)
+
+
+def test_split_encoder_runs_once_per_tile_and_decoder_per_chunk(split_model: Path) -> None:
+    with load_predictor(split_model, samples=10, tile_size=16) as predictor:
+        assert isinstance(predictor.source, SplitSource)
+        predictor.max_batch = 3  # 10 samples -> decoder runs of 3, 3, 3, 1 per tile
+        shape = (40, 36)
+        predictor.predict_mean_and_std(smooth_image(shape))
+        tiles = predictor.plan(shape).n_tiles
+        assert tiles > 1 and predictor.source.encoder_runs == tiles, (tiles, predictor.source.encoder_runs)
+        assert predictor.tile_counts and set(predictor.tile_counts) == {10}
+
+
+def test_split_samples_are_reproducible_in_a_fresh_predictor(split_model: Path) -> None:
+    image = noisy_image((40, 36), 0.3)
+    outputs = []
+    for _ in range(2):
+        with load_predictor(split_model, samples=6, tile_size=16) as predictor:
+            outputs.append(predictor.predict_mean_and_std(image))
+    np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
+    np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
+    assert outputs[0][1].mean() > 0, "the samples must differ from one another"
+
+
+def test_model_files_of_a_split_package_name_both_sampler_graphs(split_model: Path) -> None:
+    with load_predictor(split_model, samples=4) as predictor:
+        names = [p.name for p in model_files(predictor)]
+    assert {"sampler_encoder.onnx", "sampler_decoder.onnx"} <= set(names), names
+
+
+def auto_count(model: Path, image: np.ndarray) -> tuple[list[int], np.ndarray]:
+    with load_predictor(model, samples="auto", tile_size=64) as predictor:
+        mean, _ = predictor.predict_mean_and_std(image)
+        return list(predictor.tile_counts), mean
+
+
+def test_samples_auto_draws_more_when_samples_spread_more_than_the_noise(tmp_path: Path) -> None:
+    image = noisy_image((40, 36), 0.5)
+    easy, _ = auto_count(write_split_model(tmp_path / "easy", scale=0.05), image)
+    hard, hard_mean = auto_count(write_split_model(tmp_path / "hard", scale=0.4), image)
+    assert easy == [AUTO_MIN_SAMPLES], easy
+    assert AUTO_MIN_SAMPLES < hard[0] < AUTO_MAX_SAMPLES, hard
+    again, again_mean = auto_count(tmp_path / "hard", image)
+    assert again == hard and np.array_equal(again_mean, hard_mean), "auto must be reproducible"
+
+
+def test_samples_auto_is_capped_when_the_samples_never_settle(tmp_path: Path) -> None:
+    counts, _ = auto_count(write_split_model(tmp_path / "wild", scale=20.0), noisy_image((24, 24), 0.1))
+    assert counts == [AUTO_MAX_SAMPLES]
+
+
+def test_old_single_sampler_package_also_samples_auto(cosdd_like_model: Path) -> None:
+    counts, mean = auto_count(cosdd_like_model, noisy_image((24, 24), 0.5))
+    assert AUTO_MIN_SAMPLES <= counts[0] <= AUTO_MAX_SAMPLES and np.isfinite(mean).all()
+
+
+def test_infer_cli_samples_auto_reports_how_many_samples_it_drew(split_model: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from selfden.cli import app
+
+    source = tmp_path / "in.tif"
+    tifffile.imwrite(source, noisy_image((24, 24), 0.5), photometric="minisblack")
+    result = CliRunner().invoke(app, ["infer", str(split_model), str(source), "-o", str(tmp_path / "o.tif"), "--samples", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "--samples auto:" in result.output and "posterior samples per tile" in result.output, result.output
+    bad = CliRunner().invoke(app, ["infer", str(split_model), str(source), "-o", str(tmp_path / "p.tif"), "--samples", "many"])
+    assert bad.exit_code != 0 and "expected a whole number of posterior samples or 'auto'" in bad.output, bad.output

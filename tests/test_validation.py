@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from selfden.errors import ModelError, SelfdenError  # noqa: E402
 from selfden.export.archive import write_package_zip  # noqa: E402
+from selfden.export.metadata import PackageMetadata, Person  # noqa: E402
 from selfden.export.package import export_package  # noqa: E402
 from selfden.export.validation import ValidationReport, validate_package  # noqa: E402
 from selfden.inference.predictor import denoise_files  # noqa: E402
@@ -52,7 +53,8 @@ def package(cache: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.manual_seed(0)
         method = Cae(TINY_CAE, Normalisation(400.0, 200.0), torch.device("cpu"))
         frame = np.random.default_rng(0).normal(500.0, 50.0, (128, 128)).astype(np.float32)
-        return export_package(method, tmp_path_factory.mktemp("export") / "model", frame, {"steps": 0})
+        named = PackageMetadata(authors=[Person(name="Test Author")])  # an upload-ready package names a person
+        return export_package(method, tmp_path_factory.mktemp("export") / "model", frame, {"steps": 0}, metadata=named)
     finally:
         torch.set_num_threads(threads)
 

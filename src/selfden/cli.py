@@ -277,7 +277,9 @@ def infer(
     ),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     tile_size: Optional[int] = typer.Option(None, help="Tile side in pixels (default: planned per image size within a 4 GiB working-memory budget)."),
-    samples: Optional[int] = typer.Option(None, help="COSDD: posterior samples to average (default: direct denoiser)."),
+    samples: Optional[str] = typer.Option(
+        None, help="COSDD: posterior samples to average, or 'auto' (until the mean settles; default: direct denoiser).",
+    ),
     std: bool = typer.Option(False, "--std", help="COSDD: also write the per-pixel standard deviation."),
     tta: bool = typer.Option(
         False, "--tta",
@@ -304,21 +306,26 @@ def infer(
 
     with user_errors():
         from selfden.inference.predictor import denoise_files
+        from selfden.inference.sample_count import auto_sample_counts, parse_samples
 
         try:
             cluster = scheduler or ("local" if dask else None)
-            with _frame_mapper(cluster, device) as mapper, _frame_progress() as on_progress:
+            with _frame_mapper(cluster, device) as mapper, _frame_progress() as on_progress, \
+                    auto_sample_counts() as auto_counts:
                 options: dict[str, Any] = {"device": device, "tile_size": tile_size, "on_progress": on_progress,
                                            "resume": resume, "mapper": mapper, "tta": tta, "overwrite": overwrite,
                                            "max_pixels": max_pixels}
                 if samples is not None or std:
-                    options.update(samples=samples, std=std)
+                    options.update(samples=parse_samples(samples), std=std)
                 written = denoise_files(model, inputs, output, **options)
         except InferenceInterrupted as stop:
             say("interrupted", "yellow", stop)
             raise typer.Exit(130) from None
         for path in written:
             out.print(f"wrote {path}")
+        if auto_counts:
+            out.print(f"--samples auto: {sum(auto_counts) / len(auto_counts):.0f} posterior samples per tile on average "
+                      f"({min(auto_counts)}-{max(auto_counts)} over {len(auto_counts)} batch(es) of tiles)")
         if not written:
             out.print("nothing left to do: every output was already finished (--resume)")
 
@@ -372,13 +379,32 @@ def export(
     validation: list[str] = typer.Option(
         [], "--validation", help="A measured result for the README's Validation section (repeatable)."
     ),
+    author: list[str] = typer.Option([], "--author", help="An author's name (repeatable; a person, not software)."),
+    github_user: list[str] = typer.Option(
+        [], "--github-user", help="The GitHub user of the --author given just before (repeatable, in order)."
+    ),
+    maintainer: list[str] = typer.Option([], "--maintainer", metavar="GITHUB_USER", help="A maintainer's GitHub user (repeatable)."),
+    git_repo: Optional[str] = typer.Option(None, "--git-repo", metavar="URL", help="https URL of the source repository."),
+    name: Optional[str] = typer.Option(None, "--name", help="Package name: what the model is for."),
+    description: Optional[str] = typer.Option(None, "--description", help="One or two sentences: modality, noise, sample."),
+    tag: list[str] = typer.Option([], "--tag", help="An extra tag, e.g. the imaging modality (repeatable)."),
+    training_data: Optional[str] = typer.Option(
+        None, "--training-data", help="The README's 'Training data' section: what the frames are, their origin and licence."
+    ),
+    metadata: Optional[Path] = typer.Option(
+        None, "--metadata", metavar="FILE.yaml", help="The same as YAML (name, description, authors, maintainers, "
+        "git_repo, tags, training_data); options given here override it.",
+    ),
 ) -> None:
     """Export a run as a bioimage.io package (ONNX weights) for selfden infer, Fiji and deepImageJ."""
     with user_errors():
         require_training_extra("export")
+        from selfden.export.metadata import PackageMetadata, load_metadata, metadata_from_options
         from selfden.runs import export_run
 
-        written = export_run(run, output, validation=validation)
+        given = metadata_from_options(author, github_user, maintainer, git_repo, name, description, tag, training_data)
+        described = (load_metadata(metadata) if metadata is not None else PackageMetadata()).merged(given)
+        written = export_run(run, output, validation=validation, metadata=described)
         out.print(f"wrote {written}")
 
 

@@ -275,11 +275,13 @@ def export_run(
     sample_raw: np.ndarray | None = None,
     validation: Sequence[str] = (),
     device: str | None = None,
+    metadata: Any = None,
 ) -> Path:
     """Export a run's best checkpoint (else its last; the last first for methods whose
     ``export_best_checkpoint`` is False) as a bioimage.io package folder.
 
     ``validation``: measured results (one sentence each) for the package README's Validation section.
+    ``metadata``: a ``selfden.export.metadata.PackageMetadata`` (names, people, purpose, data).
     """
     from selfden.export.ownership import check_export_target, run_identity
     from selfden.export.package import export_package
@@ -309,11 +311,12 @@ def export_run(
     # --tta may average over the orientations the training crops were drawn in.
     symmetries = config.data.orientations(method.config.training_orientations())
     if target.suffix.lower() != ".zip":
-        return export_package(method, target, sample_raw, info, symmetries)
+        return export_package(method, target, sample_raw, info, symmetries, metadata)
     from selfden.export.archive import write_package_zip
 
     with tempfile.TemporaryDirectory(prefix="selfden-export-") as temp:
-        return write_package_zip(export_package(method, Path(temp) / "model", sample_raw, info, symmetries), target)
+        package = export_package(method, Path(temp) / "model", sample_raw, info, symmetries, metadata)
+        return write_package_zip(package, target)
 
 
 def training_progress(run_dir: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 import selfden
+from selfden.methods.base import TorchArchitecture
 
 ARCHITECTURE_FILE = "architecture.py"
 
@@ -41,6 +42,11 @@ def bundle_source(modules: Sequence[ModuleType]) -> str:
     if leftover:
         raise ArchitectureError(f"bundled architecture still imports {', '.join(leftover)}")
     return source
+
+
+def module_source(module: ModuleType) -> str:
+    """The source of one torch-only module as it is bundled (no ``from __future__``), to append to a file."""
+    return _without_internal_imports(inspect.getsource(module), module.__name__, set())
 
 
 def _without_internal_imports(source: str, name: str, bundled: set[str]) -> str:
@@ -70,3 +76,12 @@ def _internal_imports(tree: ast.Module) -> list[str]:
         elif isinstance(node, ast.Import):
             found += [a.name for a in node.names if _is_internal(a.name)]
     return found
+
+
+def bordered_architecture(described: TorchArchitecture, pad_before: int, pad_after: int) -> TorchArchitecture:
+    """``described`` inside ``ReflectBorder``: the PyTorch weights then compute the bordered ONNX graph."""
+    from selfden.export import reflect_border
+
+    kwargs = {"network": described.callable, "network_kwargs": dict(described.kwargs),
+              "pad_before": int(pad_before), "pad_after": int(pad_after)}  # fmt: skip
+    return TorchArchitecture((*described.modules, reflect_border), "ReflectBorder", kwargs)

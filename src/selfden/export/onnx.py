@@ -48,13 +48,14 @@ class ParityReport:
     ir_version: int
     opset: int
     stochastic: bool
+    compared: str = ""  # what was compared, when not torch (e.g. the reflect border against its core graph)
 
     @property
     def passed(self) -> bool:
         return max(self.max_abs_diff) <= self.atol
 
     def format(self) -> str:
-        kind = "fresh-session reproducibility" if self.stochastic else "onnxruntime vs torch"
+        kind = self.compared or ("fresh-session reproducibility" if self.stochastic else "onnxruntime vs torch")
         diffs = ", ".join(f"{s[0]}x{s[2]}x{s[3]}: {d:.2e}" for s, d in zip(self.shapes, self.max_abs_diff))
         verdict = "passed" if self.passed else "FAILED"
         return f"{self.path.name} (IR {self.ir_version}, opset {self.opset}): {kind} max |diff| {diffs} (atol {self.atol:g}) {verdict}"

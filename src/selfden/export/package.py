@@ -22,8 +22,11 @@ import numpy as np
 import yaml
 
 import selfden
-from selfden.export.architecture import ARCHITECTURE_FILE, bundle_source
-from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport, export_onnx
+from selfden.export.architecture import ARCHITECTURE_FILE, bordered_architecture, bundle_source
+from selfden.export.border_graph import CORE, border_pads, write_bordered
+from selfden.export.metadata import SELFDEN_CITATION, UNKNOWN_AUTHOR, PackageMetadata, Person
+from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport
+from selfden.export.onnx_graphs import export_graph
 from selfden.export.ownership import check_same_run
 from selfden.inference.symmetry import IDENTITY_ONLY, check_names
 from selfden.inference.tile_plan import suggested_tile_size
@@ -45,6 +48,7 @@ def export_package(
     sample_raw: np.ndarray,
     training_info: dict[str, Any],
     symmetries: Sequence[str] = IDENTITY_ONLY,
+    metadata: PackageMetadata | None = None,
 ) -> Path:
     """Export ``method`` as a tested bioimage.io package folder at ``out_dir``; returns its path.
 
@@ -52,6 +56,7 @@ def export_package(
     ``training_info``: plain values, recorded under ``config.selfden.training``; ``name``,
     ``description`` and ``authors`` (list of names) are used for the package when present.
     ``symmetries``: the orientations training showed the model (``selfden infer --tta`` averages them).
+    ``metadata``: names, authors, maintainers, git_repo, tags and the training data's description.
     An existing ``out_dir`` is replaced only if it is an earlier selfden export (or empty);
     with ``training_info["run_id"]`` (exports of a run), only one of the same run holding
     nothing but the files it wrote.
@@ -66,9 +71,14 @@ def export_package(
     try:
         staging = build / "staging"
         staging.mkdir()
-        description = _describe(method, staging, sample_raw, _plain(training_info), check_names(symmetries))
-        package = _save(description, build / "package")
+        metadata = metadata or PackageMetadata()
+        description = _describe(method, staging, sample_raw, _plain(training_info), check_names(symmetries), metadata)
+        # test_model asks GitHub about every github_user, which fails offline: test a copy without them.
+        offline = _without_github_users(description)
+        package = _save(offline, build / "tested")
         _test_package(package)
+        if offline is not description:
+            package = _save(description, build / "package")
         _check_replaceable(out_dir, run_id)  # again: the folder may have changed while we built
         _swap_in(package, out_dir)
     finally:
@@ -118,7 +128,8 @@ def _check_replaceable(out_dir: Path, run_id: str | None = None) -> None:
 
 
 def _describe(
-    method: Method, staging: Path, sample_raw: np.ndarray, info: dict[str, Any], symmetries: tuple[str, ...]
+    method: Method, staging: Path, sample_raw: np.ndarray, info: dict[str, Any], symmetries: tuple[str, ...],
+    metadata: PackageMetadata,
 ) -> Any:
     """Write every file of the package into ``staging`` and return its ModelDescr."""
     test_input = crop_for_test_tensor(method, sample_raw)  # first: a bad sample should fail before the slow steps
@@ -130,23 +141,37 @@ def _describe(
     np.save(staging / TEST_OUTPUT, test_output[None, None])
     _write_tif(staging / SAMPLE_INPUT, test_input[None, None])
     _write_tif(staging / SAMPLE_OUTPUT, test_output[None, None])
-    _write_cover(staging / COVER, test_input, test_output)
-    readme = _readme(method, info, reports, (test_input, test_output), symmetries, architecture.callable)
+    _write_cover(staging / COVER, staging / graphs[DENOISER], sample_raw, method)
+    readme = _readme(method, info, reports, (test_input, test_output), symmetries, architecture.callable, metadata)
     (staging / README).write_text(readme, encoding="utf-8")
-    return _model_descr(method, staging, graphs, info, symmetries, architecture)
+    if not metadata.github_users:
+        return _model_descr(method, staging, graphs, info, symmetries, architecture, metadata)
+    from bioimageio.spec import ValidationContext
+
+    # bioimageio looks every github_user up on GitHub while validating; export runs offline (the
+    # zoo's CI, online, checks them on upload). Files are still hashed when the folder is saved.
+    with ValidationContext(perform_io_checks=False):
+        return _model_descr(method, staging, graphs, info, symmetries, architecture, metadata)
 
 
 def _export_graphs(method: Method, staging: Path) -> tuple[dict[str, str], list[ParityReport]]:
-    """Every graph of ``export_graphs()`` as ``<name>.onnx``, each checked against torch."""
+    """Every graph of ``export_graphs()`` as ``<name>.onnx``, each checked against torch; the denoiser's
+    is the core (``denoiser_core.onnx``, tiled by selfden infer) and ``denoiser.onnx`` wraps it in the
+    reflect border (the weights every other tool runs)."""
     modules = method.export_graphs()
     if DENOISER not in modules:
         raise ExportError(f"method {method.name} exports {sorted(modules)}, expected a {DENOISER!r} graph; this is a bug")
     size, step = _parity_base_size(method), method.size_step
     sizes = ((size, size), (size + step, size + 2 * step))
-    files, reports = {}, []
+    files, reports = {DENOISER: f"{DENOISER}.onnx"}, []
     for name, module in modules.items():
-        files[name] = f"{name}.onnx"
-        reports.append(export_onnx(module, staging / files[name], sizes=sizes))
+        key = CORE if name == DENOISER else name  # the plain network, which selfden infer tiles itself
+        files[key] = f"{DENOISER}_core.onnx" if name == DENOISER else f"{name}.onnx"
+        reports.append(export_graph(module, staging / files[key], sizes=sizes))
+    # The weights every other tool runs: the core inside selfden's reflect border (border_graph.py).
+    low = package_min_size(method)
+    border_sizes = ((low, low), (low + step, low + 2 * step))
+    reports.append(write_bordered(staging / files[CORE], staging / files[DENOISER], method.halo, step, border_sizes))
     return files, reports
 
 
@@ -198,7 +223,10 @@ def _save_state_dict(method: Method, path: Path) -> None:
     """The denoiser graph's weights for PyTorch users (fine-tuning, retraining): plain tensors only."""
     import torch
 
-    state = {k: v.detach().cpu().contiguous() for k, v in method.export_graphs()[DENOISER].state_dict().items()}
+    from selfden.export.reflect_border import ReflectBorder
+
+    wrapped = ReflectBorder(method.export_graphs()[DENOISER], None, *border_pads(method.halo, method.size_step))
+    state = {k: v.detach().cpu().contiguous() for k, v in wrapped.state_dict().items()}
     torch.save(state, path)
 
 
@@ -208,16 +236,16 @@ def _write_tif(path: Path, array: np.ndarray) -> None:
     tifffile.imwrite(path, array)
 
 
-def _write_cover(path: Path, noisy: np.ndarray, denoised: np.ndarray) -> None:
-    """Noisy | denoised side by side (2:1), both shown with the noisy crop's display range."""
-    from PIL import Image
+def _write_cover(path: Path, onnx_path: Path, sample_raw: np.ndarray, method: Method) -> None:
+    """Noisy | denoised from a square crop of the real sample frame (no mirror padding shown)."""
+    from selfden.export.cover import denoise_crop, square_crop, write_cover
+    from selfden.inference.tiling import valid_size
 
-    low, high = np.percentile(noisy, (0.5, 99.5))
-    pair = np.concatenate([noisy, denoised], axis=1)
-    scaled = np.clip((pair - low) / max(float(high - low), 1e-12), 0.0, 1.0)
-    image = Image.fromarray((scaled * 255).round().astype(np.uint8))
-    height = noisy.shape[0]
-    image.resize((2 * height, height), Image.Resampling.BILINEAR).save(path, optimize=True)
+    crop = square_crop(np.asarray(sample_raw, dtype=np.float32))
+    min_size, step = package_min_size(method), method.size_step
+    denoised = denoise_crop(crop, lambda n: valid_size(max(n, min_size), min_size, step),
+                            lambda x: predict_raw(onnx_path, x, method))
+    write_cover(path, crop, denoised, method.name)
 
 
 def _readme(
@@ -227,11 +255,14 @@ def _readme(
     test: tuple[np.ndarray, np.ndarray],
     symmetries: tuple[str, ...],
     torch_callable: str,
+    metadata: PackageMetadata,
 ) -> str:
     """The package's documentation: method, training data, settings, measured validation, limits, citations."""
     cites = "\n".join(f"- {c.text}" + (f" (doi:{c.doi})" if c.doi else f" ({c.url})" if c.url else "") for c in method.citations)
+    cites += f"\n- {SELFDEN_CITATION}"
     parity = "\n".join(f"- {r.format()}" for r in reports)
     inputs = ", ".join(f"`{name}`" for name in info.get("inputs", [])) or "(not recorded)"
+    inputs = f"{metadata.training_data}\n\nFiles: {inputs}." if metadata.training_data else f"Files: {inputs}."
     settings = {k: info[k] for k in ("method_config", "data", "trainer", "seed") if k in info}
     settings_lines = "\n".join(f"- {k}: `{json.dumps(v)}`" for k, v in settings.items()) or "- (not recorded)"
     progress = _training_progress(info)
@@ -244,9 +275,9 @@ def _readme(
         f"them ({len(symmetries)}x the time)."
         if len(symmetries) > 1 else ""
     )
-    return f"""# {_name(method, info)}
+    return f"""# {_name(method, info, metadata)}
 
-{_description(method, info)}
+{_description(method, info, metadata)}
 
 ## Method
 {method.summary or method.name}
@@ -263,6 +294,9 @@ little; `--tile-size` overrides); for a 1024² image it computes a core of
 - `selfden infer` with this folder as the model (tiled, any image size, CPU or CUDA).{tta} Install selfden
   for inference alone (no PyTorch) from a clone of its source repository: `pip install -e ".[cpu]"`.
 - deepImageJ (Fiji) or any bioimage.io consumer that runs ONNX (opset 17, IR 8).
+- Borders: the ONNX weights reflect-pad the input by the halo inside the graph, run the network and crop, so
+  bioimageio.core, deepImageJ and `selfden infer` give the same pixels up to the image edge (`selfden infer`
+  tiles the plain network, `denoiser_core.onnx`, with the same reflect padding).
 - PyTorch: `denoiser.pt` is the state dict of `{torch_callable}(**kwargs)` from `{ARCHITECTURE_FILE}` (needs only PyTorch) (kwargs in rdf.yaml), on normalised
   intensities, for fine-tuning or retraining.
 
@@ -309,13 +343,26 @@ def _training_progress(info: dict[str, Any]) -> str:
     return f"- Training: {', '.join(parts)}." if parts else "- Training progress: not recorded."
 
 
-def _name(method: Method, info: dict[str, Any]) -> str:
-    return str(info.get("name") or f"selfden {method.name} denoiser")
+def _name(method: Method, info: dict[str, Any], metadata: PackageMetadata) -> str:
+    return str(metadata.name or info.get("name") or f"selfden {method.name} denoiser")
 
 
-def _description(method: Method, info: dict[str, Any]) -> str:
+def _description(method: Method, info: dict[str, Any], metadata: PackageMetadata) -> str:
     default = f"Self-supervised {method.name} denoiser trained with selfden on noisy images alone."
-    return str(info.get("description") or default)
+    return str(metadata.description or info.get("description") or default)
+
+
+def _people(kind: Any, people: Sequence[Person]) -> list[Any]:
+    """bioimage.io Author or Maintainer entries (``kind``) for ``people``."""
+    return [kind(**person.model_dump(exclude_none=True)) for person in people]
+
+
+def _without_github_users(descr: Any) -> Any:
+    """``descr`` with no github_user anywhere (itself when it has none), for testing offline."""
+    if not descr.maintainers and not any(a.github_user for a in descr.authors):
+        return descr
+    authors = [a.model_copy(update={"github_user": None}) for a in descr.authors]
+    return descr.model_copy(update={"authors": authors, "maintainers": []})
 
 
 def _plain(info: dict[str, Any]) -> dict[str, Any]:
@@ -356,6 +403,7 @@ def _model_descr(
     info: dict[str, Any],
     symmetries: tuple[str, ...],
     architecture: TorchArchitecture,
+    metadata: PackageMetadata,
 ) -> Any:
     from bioimageio.spec.model import v0_5 as bio
 
@@ -374,14 +422,16 @@ def _model_descr(
     ]  # fmt: skip
     channel = bio.ChannelAxis(channel_names=[bio.Identifier("c0")])
     return bio.ModelDescr(
-        name=_name(method, info),
-        description=_description(method, info),
-        authors=[bio.Author(name=str(n)) for n in (info.get("authors") or ["selfden"])],
+        name=_name(method, info, metadata),
+        description=_description(method, info, metadata),
+        authors=_people(bio.Author, metadata.authors or [Person(name=n) for n in info.get("authors") or [UNKNOWN_AUTHOR]]),
+        maintainers=_people(bio.Maintainer, metadata.maintainers),
+        **({"git_repo": metadata.git_repo} if metadata.git_repo else {}),
         cite=[_cite_entry(bio, c) for c in method.citations],
         license=bio.LicenseId("MIT"),
         documentation=bio.FileDescr(source=staging / README),
         covers=[bio.FileDescr(source=staging / COVER)],
-        tags=["denoising", "self-supervised", "selfden", method.name, "onnx", "2d"],
+        tags=list(dict.fromkeys(["denoising", "self-supervised", "selfden", method.name, "onnx", "2d", *metadata.tags])),
         inputs=[
             bio.InputTensorDescr(
                 id=inp, axes=[bio.BatchAxis(), channel, *space_in], test_tensor=bio.FileDescr(source=staging / TEST_INPUT),
@@ -407,7 +457,7 @@ def _model_descr(
 
 
 def _weights(bio: Any, staging: Path, graphs: dict[str, str], described: TorchArchitecture) -> Any:
-    """ONNX (what deepImageJ and selfden infer run), converted from the PyTorch state dict
+    """ONNX (what deepImageJ and bioimageio run: the core network inside its reflect border), converted from the PyTorch state dict
     (architecture: ``architecture.py``, written by ``_write_architecture``)."""
     import torch
 
@@ -428,6 +478,7 @@ def _write_architecture(method: Method, staging: Path) -> TorchArchitecture:
     described = method.torch_architecture()
     if described is None:
         raise ExportError(f"method {method.name} does not describe its network (torch_architecture); this is a bug")
+    described = bordered_architecture(described, *border_pads(method.halo, method.size_step))
     (staging / ARCHITECTURE_FILE).write_text(bundle_source(described.modules), encoding="utf-8")
     return described
 

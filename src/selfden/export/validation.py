@@ -613,7 +613,17 @@ def _upload_checks(package: _Package) -> list[Check]:
     offline = "fine on upload, but bioimageio.core's test_model then queries GitHub and fails offline"
     detail = f"github_user {', '.join(users)}: {offline}" if users else "none"
     github = Check("no github_user", not users, detail, warning=True)
-    return [no_id, github, *_file_checks(package)]
+    return [no_id, github, _check_authors(rdf), *_file_checks(package)]
+
+
+def _check_authors(rdf: Mapping[str, Any]) -> Check:
+    """People, not software or placeholders, as authors: the zoo's reviewers ask who to credit."""
+    names = [str(p.get("name", "")) for p in rdf.get("authors") or [] if isinstance(p, Mapping)]
+    stand_ins = [n for n in names if n.startswith("Unknown author") or n.lower() in ("selfden", "selfden user", "")]
+    if not names or stand_ins:
+        fix = "export again with selfden export --author 'Your Name' (and --maintainer GITHUB_USER) before uploading"
+        return Check("authors named", False, f"author {', '.join(map(repr, stand_ins)) or 'missing'}: {fix}", warning=True)
+    return Check("authors named", True, ", ".join(names))
 
 
 def _github_users(rdf: Mapping[str, Any]) -> list[str]:

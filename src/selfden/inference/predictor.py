@@ -161,7 +161,7 @@ class Predictor:
         rdf, temp = locate_rdf(Path(model_path))
         try:
             spec = read_spec(rdf)
-            runner = create_runner(spec.weights, device, spec.output_id, threads)
+            runner = create_runner(tiled_graph(spec), device, spec.output_id, threads)
             predictor = cls(spec, runner, tile_size, tile_batch, tta=tta)
         except BaseException:
             if temp is not None:
@@ -317,6 +317,15 @@ def trained_orientations(model_path: str | os.PathLike[str]) -> tuple[str, ...]:
             temp.cleanup()
 
 
+def tiled_graph(spec: ModelSpec) -> Path:
+    """The graph the tiler runs: the package's plain core network (``config.selfden.graphs.core``) when
+    it has one, its weights otherwise. Weights with a core wrap it in the reflect border the tiler
+    does itself (export/border_graph.py), so tiling the core pays that padding once, at the image edge."""
+    graphs = spec.config_selfden.get("graphs")
+    core = graphs.get("core") if isinstance(graphs, dict) else None
+    return spec.weights.parent / str(core) if core else spec.weights  # read_spec checked it: inside, hashed
+
+
 def _suggested_tile(spec: ModelSpec) -> int:
     value = spec.config_selfden.get("tile_size")
     if isinstance(value, int) and value > 0:
@@ -444,7 +453,7 @@ def load_predictor(
     device: Device = "auto",
     tile_size: int | None = None,
     tile_batch: int = DEFAULT_TILE_BATCH,
-    samples: int | None = None,
+    samples: int | str | None = None,  # a count, or "auto" (inference/sample_count.py)
     std: bool = False,
     threads: int | None = None,
     tta: bool = False,
@@ -465,10 +474,10 @@ def load_predictor(
 
 def model_files(predictor: Predictor) -> list[Path]:
     """The files whose contents decide the outputs: rdf.yaml and the graphs it runs."""
-    files = [predictor.spec.rdf_path, predictor.spec.weights]
-    sampler = getattr(predictor.runner, "model_file", None)
-    if sampler is not None and sampler not in files:
-        files.append(sampler)
+    # The core graph too: read_spec insists on it even when only sampling graphs run (Dask workers).
+    files = list(dict.fromkeys([predictor.spec.rdf_path, predictor.spec.weights, tiled_graph(predictor.spec)]))
+    graphs = getattr(predictor, "graph_files", [getattr(predictor.runner, "model_file", None)])  # sampling graphs
+    files.extend(f for f in graphs if f is not None and f not in files)
     return files
 
 
@@ -522,7 +531,7 @@ def denoise_files(
     tile_size: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     tile_batch: int = DEFAULT_TILE_BATCH,
-    samples: int | None = None,
+    samples: int | str | None = None,  # a count, or "auto" (inference/sample_count.py)
     std: bool = False,
     resume: bool = False,
     mapper: FrameMapper | None = None,

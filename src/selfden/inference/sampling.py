@@ -3,31 +3,55 @@
 COSDD's sampler graph maps a noisy tile to one posterior sample of the clean signal; the
 average of many samples is the MMSE estimate, their spread an uncertainty map (Salmon &
 Krull, WACV 2025). Running the N copies of a tile as one batch instead of N sequential
-runs is what makes this affordable; batches are chunked so memory stays bounded.
+runs is what makes this affordable; batches are chunked so memory stays bounded. Packages
+exported since the sampler was split run its deterministic encoder once per tile and only the
+decoder per sample (``posterior_draws.py``); ``--samples auto`` draws until the mean has
+settled (``sample_count.py``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from selfden.errors import ModelError, SelfdenError
+from selfden.errors import ModelError
 from selfden.images import ImageStack, StackWriter
+from selfden.inference.posterior_draws import (
+    DECODER,
+    ENCODER,
+    SAMPLER,
+    SingleGraphDraws,
+    SplitSource,
+    open_split,
+    sampler_graphs,
+)
 from selfden.inference.predictor import Predictor
 from selfden.inference.processing import apply_steps
 from selfden.inference.runtime import Device, OnnxRunner, create_runner
+from selfden.inference.sample_count import (
+    AUTO,
+    AUTO_CHUNK,
+    AUTO_LOG_MESSAGE,
+    SampleCount,
+    parse_samples,
+    settled,
+)
 
-DEFAULT_SAMPLES = 100
+logger = logging.getLogger(__name__)
+
+#: For packages that state no ``default_samples``: the MMSE of 32 samples came within 0.1 dB (0.075)
+#: of 100 samples' on the stripe suite (benchmarks/cosdd_sampling.py; RESULTS.md), 24 did not (0.14).
+DEFAULT_SAMPLES = 32
 #: Tile copies per session run: bounded so a 100-sample request does not need 100 tiles of memory.
 DEFAULT_MAX_BATCH = 32
 
 
 def sampler_file(predictor: Predictor) -> Path | None:
-    """The sampler graph named in the package's ``config.selfden.graphs``, if any."""
-    name = predictor.config_selfden.get("graphs", {}).get("sampler")
-    return predictor.spec.weights.parent / name if name else None
+    """The old single sampler graph named in the package's ``config.selfden.graphs``, if any."""
+    return sampler_graphs(predictor.config_selfden, predictor.spec.weights.parent).get(SAMPLER)
 
 
 def mixture_mean_and_std(outputs: Iterable[np.ndarray]) -> np.ndarray:
@@ -52,47 +76,68 @@ def mixture_mean_and_std(outputs: Iterable[np.ndarray]) -> np.ndarray:
 
 
 class SamplingPredictor(Predictor):
-    """A Predictor whose tiles go through the sampler ``n_samples`` times: outputs (mean, std)."""
+    """A Predictor whose tiles get ``n_samples`` posterior samples (or "auto": until settled): outputs (mean, std).
 
-    def __init__(self, base: Predictor, sampler: OnnxRunner, n_samples: int, max_batch: int = DEFAULT_MAX_BATCH):
+    ``source`` is a ``SplitSource`` (encoder once per tile, decoder per sample), or None for
+    packages with the old single sampler graph, which is then ``runner`` (for split packages
+    ``runner`` is the package's denoiser: only its provider is reported).
+    """
+
+    def __init__(self, base: Predictor, sampler: OnnxRunner, n_samples: SampleCount,
+                 max_batch: int = DEFAULT_MAX_BATCH, source: SplitSource | None = None):
         tile_size = None if base.auto_tiles else base.tile_size  # None: planned per image size, as the base
         super().__init__(base.spec, sampler, tile_size, base.tile_batch, base.overlap, tta=base.tta)
         self._cleanup = base._cleanup  # a .zip's extraction lives as long as either object
         base._cleanup = None
-        if n_samples < 1:
-            raise SelfdenError(f"--samples {n_samples}: need at least 1 posterior sample")
-        self.n_samples = n_samples
+        self.n_samples: SampleCount = parse_samples(n_samples)  # type: ignore[assignment]
         self.max_batch = max(max_batch, 1)
+        self.source = source  # None: the old single sampler graph, ``runner``
+        self.graph_files = list(source.files) if isinstance(source, SplitSource) else [sampler.model_file]
+        self.tile_counts: list[int] = []  # samples each tile of the last run_tiles batch took
 
     @classmethod
-    def from_predictor(cls, base: Predictor, n_samples: int | None, device: Device = "auto") -> SamplingPredictor:
-        """Wrap a loaded COSDD package; ModelError when the package has no sampler graph."""
-        path = sampler_file(base)
-        if path is None:
-            raise ModelError(
-                f"{base.spec.weights.parent}: this model has no sampler graph; --samples and --std need a COSDD model"
-            )
+    def from_predictor(cls, base: Predictor, n_samples: SampleCount | None, device: Device = "auto") -> SamplingPredictor:
+        """Wrap a loaded COSDD package; ModelError when the package has no sampler graphs."""
+        graphs = sampler_graphs(base.config_selfden, base.spec.weights.parent)
         count = n_samples or int(base.config_selfden.get("default_samples", DEFAULT_SAMPLES))
-        return cls(base, create_runner(path, device), count)
+        if ENCODER in graphs and DECODER in graphs:
+            return cls(base, base.runner, count, source=open_split(graphs[ENCODER], graphs[DECODER], device))
+        if SAMPLER in graphs:
+            return cls(base, create_runner(graphs[SAMPLER], device), count)
+        raise ModelError(
+            f"{base.spec.weights.parent}: this model has no sampler graph; --samples and --std need a COSDD model"
+        )
 
     def run_tiles(self, batch: np.ndarray) -> np.ndarray:
         """(B, Py, Px) tiles -> (B, 2, Py, Px): per-pixel mean and std over the samples."""
-        return np.stack([self._mean_and_std(tile) for tile in batch])
+        self.tile_counts = []
+        out = np.stack([self._mean_and_std(tile) for tile in batch])
+        if self.n_samples == AUTO:
+            counts = self.tile_counts
+            logger.info(AUTO_LOG_MESSAGE, round(float(np.mean(counts))), min(counts), max(counts), len(counts))
+        return out
 
     def _mean_and_std(self, tile: np.ndarray) -> np.ndarray:
         total = np.zeros(tile.shape, np.float64)
         total_sq = np.zeros(tile.shape, np.float64)
+        draws = self.source.start(tile) if self.source else SingleGraphDraws(self.runner, tile)
         done = 0
-        while done < self.n_samples:
-            count = min(self.max_batch, self.n_samples - done, max(1, self.max_pixels // tile.size))  # memory budget
-            copies = np.broadcast_to(tile, (count, 1, *tile.shape))
-            samples = self.runner.run(copies)[:, 0].astype(np.float64)
+        while not self._enough(tile, total, total_sq, done):
+            wanted = AUTO_CHUNK if self.n_samples == AUTO else int(self.n_samples) - done
+            count = min(self.max_batch, wanted, max(1, self.max_pixels // tile.size))  # memory budget
+            samples = draws.draw(count).astype(np.float64)
             total += samples.sum(axis=0)
             total_sq += np.square(samples).sum(axis=0)
             done += count
+        self.tile_counts.append(done)
         mean = total / done
         variance = np.maximum(total_sq / done - np.square(mean), 0.0)
         return np.stack([mean, np.sqrt(variance)]).astype(np.float32)
+
+    def _enough(self, tile: np.ndarray, total: np.ndarray, total_sq: np.ndarray, done: int) -> bool:
+        if self.n_samples == AUTO:
+            return settled(tile, total, total_sq, done)
+        return done >= int(self.n_samples)
 
     def combine_orientations(self, outputs: Iterable[np.ndarray]) -> np.ndarray:
         return mixture_mean_and_std(outputs)

@@ -65,7 +65,7 @@ from selfden.methods.cosdd.config import CosddArch, CosddConfig
 from selfden.methods.cosdd.direct_denoiser import DirectDenoiser
 from selfden.methods.cosdd.ladder_vae import LadderVAE
 from selfden.methods.cosdd.objective import collapse_message, is_collapsed, kl_weight, kl_with_free_bits
-from selfden.methods.cosdd.sampler import PosteriorSampler
+from selfden.methods.cosdd.split_sampler import SamplerDecoder, SamplerEncoder
 from selfden.methods.cosdd.signal_decoder import SignalDecoder
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,8 @@ class Cosdd(Method):
         "plus noise from an autoregressive noise model that sees up to 40 pixels along one axis, so noise "
         "correlated along rows or columns (scan lines, camera read-out) is modelled and removed. The main "
         "weights are the direct denoiser, trained to predict the mean of the posterior samples; the sampler "
-        "graph (an attachment) draws posterior samples for MMSE averaging and uncertainty in `selfden infer`."
+        "graphs (attachments: an encoder run once per tile, a decoder run per sample) draw posterior samples "
+        "for MMSE averaging and uncertainty in `selfden infer`."
     )
     limitations: ClassVar[tuple[str, ...]] = (
         "Noise correlated along both axes at once, or over more than 40 pixels, is not fully modelled.",
@@ -101,10 +102,12 @@ class Cosdd(Method):
         Cite(
             text="Salmon, B. & Krull, A. Unsupervised Denoising for Signal-Dependent and Row-Correlated "
             "Imaging Noise. WACV 2025.",
+            doi="10.48550/arXiv.2310.07887",
             url="https://arxiv.org/abs/2310.07887",
         ),
         Cite(
             text="Salmon, B. & Krull, A. Direct Unsupervised Denoising. ICCV Workshops 2023.",
+            doi="10.48550/arXiv.2310.18116",
             url="https://arxiv.org/abs/2310.18116",
         ),
     )
@@ -251,7 +254,12 @@ class Cosdd(Method):
 
     def export_graphs(self) -> dict[str, nn.Module]:
         """Copies on CPU in eval mode: exporting never disturbs training."""
-        graphs = {"denoiser": self.direct, "sampler": PosteriorSampler(self.vae, self.signal_decoder)}
+        # The sampler ships split: encoder once per tile, decoder per sample (split_sampler.py).
+        graphs = {
+            "denoiser": self.direct,
+            "sampler_encoder": SamplerEncoder(self.vae),
+            "sampler_decoder": SamplerDecoder(self.vae, self.signal_decoder),
+        }
         plain = {"device": "cpu", "dtype": torch.float32, "memory_format": torch.contiguous_format}
         return {name: copy.deepcopy(net).to(**plain).eval() for name, net in graphs.items()}
 

@@ -1,4 +1,8 @@
-"""The exported posterior sampler: noisy tile -> one sample of the clean signal."""
+"""The single-graph posterior sampler: noisy tile -> one sample of the clean signal.
+
+Packages exported before the split (``split_sampler.py``) ship it as ``sampler.onnx``; it stays
+the reference the split graphs are tested against.
+"""
 
 from __future__ import annotations
 
