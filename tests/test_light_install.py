@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import yaml
 
 from fiji_helpers import imagej_missing_reason, remembered_selfden, run_macro
 
@@ -56,10 +55,9 @@ def test_the_inference_only_install_reproduces_every_shipped_package(package: Pa
     done = light("selfden", "infer", package, tmp_path / "input.npy", "-o", tmp_path / "output.npy", "--device", "cpu")
     assert done.returncode == 0, done.stderr
     expected, output = np.load(package / "test_output.npy")[0, 0], np.load(tmp_path / "output.npy")
-    halo = int(yaml.safe_load((package / "rdf.yaml").read_text())["config"]["selfden"]["halo"])
-    inner = (slice(halo, -halo or None),) * 2  # the border band differs by design (see test_shipped_models)
-    worst = float(np.max(np.abs(output[inner] - expected[inner]))) / (float(np.std(expected)) or 1.0)
-    assert worst < 5e-3, f"{package.name}: differs from test_output.npy by {worst:.2e} of its std"
+    # Everywhere, borders included: the weights reflect-pad inside the graph as selfden infer does.
+    # bioimageio.core's default tolerance for ONNX weights (the rdf lists one only for PyTorch).
+    np.testing.assert_allclose(output, expected, rtol=1e-3, atol=1e-3, err_msg=package.name)
 
 
 def test_the_inference_only_install_validates_a_package_with_its_onnx_weights(tmp_path: Path) -> None:
