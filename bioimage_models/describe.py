@@ -3,7 +3,7 @@
 The shipped packages are demos: each was trained on one of selfden's synthetic suites
 (``selfden.synth``), not on real measurements. This script writes that into each package's
 ``rdf.yaml`` (name, description, tags) and README (title, description, "Training data"), then
-updates the README's sha256 and validates the package. Pixels and graphs are untouched; running
+recomputes the files' sha256 and validates the package. Pixels and graphs are untouched; running
 it twice changes nothing.
 
     python bioimage_models/describe.py
@@ -11,12 +11,13 @@ it twice changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 from pathlib import Path
 
 import yaml
+
+from selfden.export.border_package import write_rdf
 
 HERE = Path(__file__).resolve().parent
 DEMO = "Demo trained on synthetic data with known ground truth; retrain on your own frames (selfden train) before use."
@@ -81,8 +82,7 @@ def describe(folder: Path, meta: dict) -> None:
     readme_path.write_text(readme)
     rdf["name"], rdf["description"] = meta["name"], meta["description"]
     rdf["tags"] = list(dict.fromkeys([*rdf.get("tags", []), *meta["tags"]]))
-    rdf["documentation"]["sha256"] = hashlib.sha256(readme_path.read_bytes()).hexdigest()
-    rdf_path.write_text(yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True))
+    write_rdf(folder, rdf)  # as build.py --from-package writes it: same layout, every sha256 recomputed
 
 
 def _files_line(section: str) -> str:

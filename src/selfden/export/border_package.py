@@ -73,10 +73,10 @@ def _rebuild(root: Path) -> None:
     attachments = rdf.setdefault("attachments", [])
     if not any(a.get("source") == core for a in attachments):
         attachments.insert(0, {"source": core})
-    _write_rdf(root, rdf)  # hashes first: read_spec below checks them
+    write_rdf(root, rdf)  # hashes first: read_spec below checks them
     _remake_outputs(root, rdf)
     _note_in_readme(root / rdf["documentation"]["source"], core)
-    _write_rdf(root, rdf)
+    write_rdf(root, rdf)
 
 
 def _load(root: Path) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def _note_in_readme(readme: Path, core: str) -> None:
     readme.write_text(text, encoding="utf-8")
 
 
-def _write_rdf(root: Path, rdf: dict[str, Any]) -> None:
+def write_rdf(root: Path, rdf: dict[str, Any]) -> None:
     """rdf.yaml with every named file's sha256 recomputed."""
     for entry in _file_entries(rdf):
         if (root / entry["source"]).is_file():
