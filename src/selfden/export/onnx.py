@@ -13,9 +13,10 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -74,14 +75,25 @@ def export_onnx(
     ``atol``; graphs with random nodes are instead checked for identical draws in two fresh
     sessions, and for output shapes matching torch.
     """
-    path = Path(path)
-    module = copy.deepcopy(module).cpu().float().eval()
+
+    def write_and_check(copy_: torch.nn.Module, tmp: Path) -> ParityReport:
+        _torch_export(copy_, tmp, sizes[0])
+        return _parity(copy_, tmp, _normalise_model(tmp), sizes, atol)
+
+    return write_checked(module, Path(path), write_and_check)
+
+
+def write_checked(
+    module: torch.nn.Module, path: Path, write_and_check: Callable[[Any, Path], ParityReport]
+) -> ParityReport:
+    """Export a CPU float32 eval copy of ``module`` to a temporary file beside ``path`` with
+    ``write_and_check`` (which returns its parity report), and move it to ``path`` only if the
+    check passed: a failed export leaves nothing behind."""
+    copied = copy.deepcopy(module).cpu().float().eval()
     workdir = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", dir=path.parent))
     try:
         tmp = workdir / path.name
-        _torch_export(module, tmp, sizes[0])
-        model = _normalise_model(tmp)
-        report = _parity(module, tmp, model, sizes, atol)
+        report = write_and_check(copied, tmp)
         if not report.passed:
             raise ExportError(f"ONNX export failed its parity check: {report.format()}; this is a bug, please report it")
         os.replace(tmp, path)

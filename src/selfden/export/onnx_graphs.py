@@ -8,11 +8,6 @@ tensor) and the same parity rule (deterministic graphs match torch within ``atol
 
 from __future__ import annotations
 
-import copy
-import logging
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +24,8 @@ from selfden.export.onnx import (
     _max_diff,
     _normalise_model,
     export_onnx,
+    write_checked,
 )
-
-logger = logging.getLogger(__name__)
-
 
 def has_named_inputs(module: torch.nn.Module) -> bool:
     """Whether ``module`` describes its own inputs (and so needs ``export_named``)."""
@@ -48,28 +41,20 @@ def export_graph(module: torch.nn.Module, path: Path, sizes: Sequence[tuple[int,
 
 def export_named(module: Any, path: Path, sizes: Sequence[tuple[int, int]], atol: float = 1e-4) -> ParityReport:
     """Write ``module`` to ``path`` and check onnxruntime against torch on ``example_inputs`` of each size."""
-    path = Path(path)
-    module = copy.deepcopy(module).cpu().float().eval()
-    workdir = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", dir=path.parent))
-    try:
-        tmp = workdir / path.name
-        names = [*module.input_names, *module.output_names]
+
+    def write_and_check(copy_: Any, tmp: Path) -> ParityReport:
+        names = [*copy_.input_names, *copy_.output_names]
         with warnings.catch_warnings(record=True), torch.no_grad():
             warnings.simplefilter("always")  # the TorchScript exporter's tracer warnings are noise here
             torch.onnx.export(
-                module, module.example_inputs(1, *sizes[0]), str(tmp), dynamo=False, opset_version=OPSET,
-                input_names=module.input_names, output_names=module.output_names,
+                copy_, copy_.example_inputs(1, *sizes[0]), str(tmp), dynamo=False, opset_version=OPSET,
+                input_names=copy_.input_names, output_names=copy_.output_names,
                 dynamic_axes={n: DYNAMIC_AXES for n in names},
             )  # fmt: skip
         model = _normalise_model(tmp)
-        report = _named_parity(module, tmp, model.ir_version, _default_opset(model), sizes, atol)
-        if not report.passed:
-            raise ExportError(f"ONNX export failed its parity check: {report.format()}; this is a bug, please report it")
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    logger.info("%s", report.format())
-    return ParityReport(path, report.shapes, report.max_abs_diff, atol, report.ir_version, report.opset, False)
+        return _named_parity(copy_, tmp, model.ir_version, _default_opset(model), sizes, atol)
+
+    return write_checked(module, Path(path), write_and_check)
 
 
 def _named_parity(
