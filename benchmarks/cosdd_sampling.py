@@ -31,8 +31,8 @@ import quality
 
 from selfden.export.onnx_flops import count_macs
 from selfden.inference.predictor import Predictor
-from selfden.inference.processing import apply_steps
-from selfden.inference.runtime import create_session
+from selfden.package.processing import apply_steps
+from selfden.package.runtime import create_session
 from selfden.inference.sampling import SamplingPredictor
 
 CHECKPOINTS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 100)

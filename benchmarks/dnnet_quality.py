@@ -116,7 +116,7 @@ def true_noise(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def noise_fit(record: dict[str, Any], synth_set: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Learned vs true noise std over the central 90% of the clean signal, and the figure."""
     from selfden.methods.dnnet import noise_model_curve
-    from selfden.noise_model_plot import noise_model_report
+    from selfden.methods.dnnet.noise_model_plot import noise_model_report
     from selfden.runs import load_method
 
     run_dir = Path(record["run_dir"])

@@ -7,7 +7,7 @@
    train on the stack, denoise it with the package, and report the consecutive-frame
    similarity (CSS, the paper's metric without ground truth) of the raw frames, the denoised
    frames and a 3-frame running mean; atom-option and failure-mode warnings from
-   ``selfden.atom_check``; a before/after figure ``figures/noise2atom_stem.png``.
+   ``selfden.methods.noise2atom.atom_check``; a before/after figure ``figures/noise2atom_stem.png``.
 
     python benchmarks/noise2atom_quality.py --minutes 15
     python benchmarks/noise2atom_quality.py --minutes 1 --skip-atoms      # STEM part only
@@ -95,7 +95,7 @@ def run_atoms(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _suite_diagnostics(suite: Any, record: dict[str, Any]) -> list[str]:
-    from selfden.atom_check import diagnose_run
+    from selfden.methods.noise2atom.atom_check import diagnose_run
 
     denoised = quality.read_stack(Path(record["run_dir"]).parent / "denoised.tif")
     return diagnose_run(suite.noisy[:16], denoised[:16])
@@ -115,7 +115,7 @@ def print_atoms(summary: dict[str, Any]) -> None:
 def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
     """CSS of raw, denoised and 3-frame-mean STEM frames, with warnings and a figure."""
     from selfden import runs
-    from selfden.atom_check import check_atom_options, diagnose_run
+    from selfden.methods.noise2atom.atom_check import check_atom_options, diagnose_run
     from selfden.inference.predictor import denoise_files
     from selfden.metrics import css
 

@@ -92,7 +92,7 @@ def inference_table(method: Any, package: Path, whole: int, tile_shape: tuple[in
     """(a): onnxruntime vs torch eager on one whole image and on a batch of tiles."""
     import torch
 
-    from selfden.inference.runtime import create_session
+    from selfden.package.runtime import create_session
 
     threads = common.cpu_count()
     torch.set_num_threads(threads)
@@ -128,7 +128,7 @@ def tiling_table(
 ) -> tuple[dict[str, Any], tuple[int, int], int]:
     """(b): the Predictor on a ``size``² image vs its tiles run through the session alone."""
     from selfden.inference.predictor import Predictor
-    from selfden.inference.tiling import tile_image
+    from selfden.geometry.tiles import tile_image
 
     predictor = Predictor.from_path(package, "cpu")
     spec = predictor.spec

@@ -24,8 +24,8 @@ from typing import Any
 import common  # benchmarks/common.py (the script's folder is on sys.path)
 import numpy as np
 
-from selfden.inference.rdf import ModelSpec, read_spec
-from selfden.inference.tile_plan import fixed_plan, plan_tiles, run_pixel_budget
+from selfden.package.rdf import ModelSpec, read_spec
+from selfden.geometry.tile_plan import fixed_plan, plan_tiles, run_pixel_budget
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bioimage_models"
 SIZES = [128, 512, 1024, 4096]
@@ -65,7 +65,7 @@ def _bare_graph_seconds(spec: ModelSpec, image: np.ndarray, frames: int) -> floa
     """The ONNX graph alone on the image's pixels: one run per frame at the smallest valid size."""
     import onnxruntime as ort
 
-    from selfden.inference.tiling import valid_size
+    from selfden.geometry.tiles import valid_size
 
     session = ort.InferenceSession(str(spec.weights), providers=["CPUExecutionProvider"])
     size = [valid_size(n, m, s) for n, m, s in zip(image.shape, spec.min_size, spec.size_step)]

@@ -220,7 +220,7 @@ def test_infer_tta_averages_the_eight_orientations_cae_trained_with(
     import yaml
 
     from selfden.inference.predictor import Predictor
-    from selfden.inference.symmetry import DIHEDRAL, transform, untransform
+    from selfden.geometry.orientations import DIHEDRAL, transform, untransform
 
     run, data = trained_run
     rdf = yaml.safe_load((run / "model" / "rdf.yaml").read_text())

@@ -14,7 +14,7 @@ import torch
 from pydantic import ValidationError
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-from selfden.inference.symmetry import DIHEDRAL, transform
+from selfden.geometry.orientations import DIHEDRAL, transform
 from selfden.methods import get_method
 from selfden.methods.base import Normalisation
 from selfden.methods.cosdd import Cosdd, CosddConfig

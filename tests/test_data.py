@@ -18,7 +18,7 @@ from selfden.data import (
     validation_batches,
 )
 from selfden.errors import InputError
-from selfden.inference.symmetry import DIHEDRAL, IDENTITY_ONLY
+from selfden.geometry.orientations import DIHEDRAL, IDENTITY_ONLY
 from selfden.methods.base import Normalisation
 
 IDENTITY = Normalisation(offset=0.0, scale=1.0)

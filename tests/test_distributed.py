@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from selfden.cli import app
 from selfden.training import TrainerConfig, train
-from selfden.training import distributed
+from selfden.training import data_parallel
 from toy_method import ToyBlur
 
 PATCH = 16
@@ -43,10 +43,10 @@ def _crops(rng: np.random.Generator, n: int) -> np.ndarray:
 def _train_rank(out_dir: Path) -> dict[str, Any]:
     """One rank's training (module level so spawned ranks can run it); each rank gets its own folder
     so that anything a rank > 0 wrote would show."""
-    rank = distributed.current()
+    rank = data_parallel.current()
     method = ToyBlur()
     rng = np.random.default_rng(SEED)  # the trainer re-keys it to seed + rank on ranks > 0
-    crops = distributed.per_rank_batch(GLOBAL_BATCH, rank.world_size)
+    crops = data_parallel.per_rank_batch(GLOBAL_BATCH, rank.world_size)
     result = train(method, lambda: _crops(rng, crops), _val_batches(), out_dir / f"rank{rank.rank}", _config(),
                    data_rng=rng)
     torch.save(method.net.state_dict(), out_dir / f"weights{rank.rank}.pt")
@@ -65,7 +65,7 @@ def _single_process(run_dir: Path, streams: list[np.random.Generator]) -> tuple[
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out_dir = tmp_path_factory.mktemp("ddp")
-    return out_dir, distributed.run_ranks(2, "gloo", _train_rank, out_dir)
+    return out_dir, data_parallel.run_ranks(2, "gloo", _train_rank, out_dir)
 
 
 def test_two_processes_match_one_process_on_the_same_global_batch(
@@ -108,11 +108,11 @@ def test_only_rank_zero_writes_metrics_and_checkpoints(two_rank_run: tuple[Path,
 def _gradient_rank(rank: int, port: int, x: torch.Tensor, y: torch.Tensor, out: Path) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
-    distributed.run_ranks(1, "gloo", _gradient_step, x, y, out)
+    data_parallel.run_ranks(1, "gloo", _gradient_step, x, y, out)
 
 
 def _gradient_step(x: torch.Tensor, y: torch.Tensor, out: Path) -> None:
-    rank = distributed.current()
+    rank = data_parallel.current()
     assert rank.world_size == 2, rank
     model, optimizer = _linear()
     half = slice(rank.rank * 4, rank.rank * 4 + 4)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from scipy.ndimage import gaussian_filter
 
 from selfden.errors import InputError, SelfdenError
-from selfden.inference.symmetry import DIHEDRAL
+from selfden.geometry.orientations import DIHEDRAL
 from selfden.methods import get_method
 from selfden.methods.base import Normalisation
 from selfden.methods.dnnet import Dnnet, DnnetConfig, empirical_noise, noise_model_curve
@@ -337,7 +337,7 @@ def test_noise_model_report_draws_a_trained_run_and_refuses_other_methods(tmp_pa
     batches = [random_crops(torch.randn(2, 1, 64, 64), rng, batch=2).numpy()]
     train(method, lambda: batches[0], batches, run_dir, TrainerConfig(max_steps=3, write_report=False))
 
-    from selfden.noise_model_plot import noise_model_report
+    from selfden.methods.dnnet.noise_model_plot import noise_model_report
 
     png = noise_model_report(run_dir, tmp_path / "noise.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -294,7 +294,7 @@ def test_the_bordered_graph_run_by_plain_onnxruntime_equals_selfden_infer(method
 
 def test_the_border_pads_are_what_the_tiler_reads_around_a_whole_image() -> None:
     from selfden.export.border_graph import border_pads
-    from selfden.inference.tiling import tile_image
+    from selfden.geometry.tiles import tile_image
 
     for halo, step, size in [(28, 4, 60), (32, 32, 96), (20, 32, 96), (48, 8, 104)]:
         before, after = border_pads(halo, step)

@@ -22,7 +22,6 @@ import pytest
 import tifffile
 from fiji_helpers import (
     MACRO_DIR,
-    MacroRun,
     build_mean_model,
     fake_selfden,
     imagej_missing_reason,

@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from selfden.errors import ModelError, SelfdenError
-from selfden.inference.package_files import ZipLimits, extract_zip
+from selfden.package.files import ZipLimits, extract_zip
 from selfden.inference.predictor import locate_rdf
-from selfden.inference.rdf import read_spec
+from selfden.package.rdf import read_spec
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bioimage_models" / "noise2atom-atoms"
 SELFDEN = [sys.executable, "-m", "selfden.cli"]

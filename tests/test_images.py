@@ -12,9 +12,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from selfden import images
+from selfden.io import images
 from selfden.errors import InputError
-from selfden.images import StackWriter, check_output_path, open_image
+from selfden.io.images import StackWriter, check_output_path, open_image
 
 
 def assert_one_line_naming(error: pytest.ExceptionInfo[InputError], path: Path) -> None:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from selfden import atom_check, synth
+from selfden import synth
+from selfden.methods.noise2atom import atom_check
 from selfden.errors import SelfdenError
 from selfden.methods import get_method
 from selfden.methods.base import Normalisation

@@ -22,10 +22,10 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from selfden.errors import InputError, ModelError, SelfdenError  # noqa: E402
-from selfden.images import StackWriter, open_image  # noqa: E402
+from selfden.io.images import open_image  # noqa: E402
 from selfden.inference.predictor import Predictor, Progress, denoise_files  # noqa: E402
-from selfden.inference.rdf import ProcessingStep  # noqa: E402
-from selfden.inference.processing import apply_steps  # noqa: E402
+from selfden.package.rdf import ProcessingStep  # noqa: E402
+from selfden.package.processing import apply_steps  # noqa: E402
 
 OFFSET, SCALE = 100.0, 50.0  # the model's normalisation: x_norm = (x - OFFSET) / SCALE
 
@@ -452,21 +452,19 @@ def test_output_naming_rules(tmp_path: Path, identity_model: Path) -> None:
     assert written == [tmp_path / "results" / "s_denoised.tif"]
 
 
-def test_stack_writer_and_predict_stack_bound_memory_per_frame(tmp_path: Path, identity_model: Path) -> None:
+def test_denoise_files_reports_every_frame_of_a_stack_and_writes_it_whole(tmp_path: Path, identity_model: Path) -> None:
     source = tmp_path / "stack.npy"
     np.save(source, noisy((5, 16, 16)))
-    stack = open_image(source)
-    predictor = Predictor.from_path(identity_model, device="cpu")
     done: list[tuple[int, int]] = []
-    with StackWriter(tmp_path / "out.npy", stack.shape, stack.axes, stack.metadata, inputs=[source]) as writer:
-        predictor.predict_stack(stack, writer, on_frame=lambda i, n: done.append((i, n)))
-    assert done == [(i, 5) for i in range(1, 6)]
+    denoise_files(identity_model, [source], tmp_path / "out.npy", device="cpu",
+                  on_progress=lambda p: done.append((p.frame, p.n_frames)))
+    assert done == [(i, 5) for i in range(0, 6)]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.load(source), atol=1e-4)
 
 
 def test_inference_imports_neither_torch_nor_bioimageio() -> None:
     code = (
-        "import sys, selfden.images, selfden.inference.predictor\n"
+        "import sys, selfden.io.images, selfden.inference.predictor\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'bioimageio'))\n"
         "assert not heavy, heavy\n"
     )

@@ -19,11 +19,11 @@ import tifffile
 pytest.importorskip("onnxruntime")
 from test_predictor import mean3_reflect, noisy, write_model  # noqa: E402
 
-from selfden import images  # noqa: E402
+from selfden.io import images  # noqa: E402
 from selfden.errors import InputError  # noqa: E402
-from selfden.images import open_image  # noqa: E402
+from selfden.io.images import open_image  # noqa: E402
 from selfden.inference.predictor import Predictor, Progress, denoise_files  # noqa: E402
-from selfden.inference.resumable import PROGRESS_FILE, InferenceInterrupted, partial_dir  # noqa: E402
+from selfden.io.resumable_writer import PROGRESS_FILE, InferenceInterrupted, partial_dir  # noqa: E402
 
 N_FRAMES = 8
 
@@ -208,7 +208,7 @@ def test_zarr_output_is_ome_zarr_with_shape_and_scale(tmp_path: Path, model: Pat
 
 def test_zarr_inputs_plain_and_ome_are_read_frame_by_frame(tmp_path: Path) -> None:
     zarr = pytest.importorskip("zarr")
-    from selfden.inference.zarr_store import create_ngff
+    from selfden.io.zarr_store import create_ngff
 
     data = noisy((2, 3, 16, 12)).astype(np.uint16)
     plain = zarr.open_array(str(tmp_path / "plain.zarr"), mode="w", shape=data.shape, chunks=(1, 1, 16, 12), dtype=data.dtype)
@@ -230,7 +230,7 @@ def test_zarr_inputs_plain_and_ome_are_read_frame_by_frame(tmp_path: Path) -> No
 def test_dask_output_equals_the_single_process_output(tmp_path: Path, model: Path, stack_file: Path) -> None:
     """Two in-process (threaded) workers: process workers give the same bytes but start slowly."""
     pytest.importorskip("distributed")
-    from selfden.inference.distributed import _PREDICTORS, dask_frames
+    from selfden.inference.dask_cluster import _PREDICTORS, dask_frames
 
     single = denoise_files(model, [stack_file], tmp_path / "single.tif", device="cpu")[0]
     with dask_frames("local", "cpu", n_workers=2, processes=False) as mapper:
@@ -263,7 +263,7 @@ def test_cli_resume_continues_and_refuses_without_the_flag(tmp_path: Path, model
 
 def test_dask_runs_on_an_existing_cluster_by_address(tmp_path: Path, model: Path, stack_file: Path) -> None:
     distributed = pytest.importorskip("distributed")
-    from selfden.inference.distributed import dask_frames
+    from selfden.inference.dask_cluster import dask_frames
 
     single = denoise_files(model, [stack_file], tmp_path / "single.npy", device="cpu")[0]
     with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
@@ -276,7 +276,7 @@ def test_dask_runs_on_an_existing_cluster_by_address(tmp_path: Path, model: Path
 def test_dask_process_workers_give_the_single_process_bytes(tmp_path: Path, model: Path, stack_file: Path) -> None:
     """Separate worker processes (what --dask starts): about 5 s, mostly starting them."""
     pytest.importorskip("distributed")
-    from selfden.inference.distributed import dask_frames
+    from selfden.inference.dask_cluster import dask_frames
 
     single = denoise_files(model, [stack_file], tmp_path / "single.tif", device="cpu")[0]
     with dask_frames("local", "cpu", n_workers=2, processes=True) as mapper:

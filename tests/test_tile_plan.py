@@ -11,8 +11,8 @@ import yaml
 
 from selfden.errors import ModelError
 from selfden.inference.predictor import Predictor, denoise_files
-from selfden.inference.tile_plan import MEMORY_BUDGET_BYTES, TARGET_OVERHEAD, plan_tiles, run_pixel_budget
-from selfden.inference.tiling import tile_image, valid_size
+from selfden.geometry.tile_plan import MEMORY_BUDGET_BYTES, TARGET_OVERHEAD, plan_tiles, run_pixel_budget
+from selfden.geometry.tiles import tile_image, valid_size
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bioimage_models"
 # (min_size, size_step, halo, measured working bytes per input pixel) of the shipped packages.

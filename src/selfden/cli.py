@@ -18,7 +18,7 @@ from rich.text import Text
 
 from selfden import __version__
 from selfden.errors import SelfdenError, os_error_message, require_suffix
-from selfden.image_limits import DEFAULT_MAX_PIXELS
+from selfden.io.limits import DEFAULT_MAX_PIXELS
 
 app = typer.Typer(
     name="selfden",
@@ -36,7 +36,7 @@ out = Console(markup=False)
 
 
 def _max_pixels_option() -> Any:
-    """--max-pixels, shared by every command that reads images (see selfden.image_limits)."""
+    """--max-pixels, shared by every command that reads images (see selfden.io.limits)."""
     return typer.Option(
         None, "--max-pixels", min=1, metavar="N",
         help=f"Refuse images whose frames declare more than N pixels, before decoding them "
@@ -226,8 +226,8 @@ def _check_atom_options(method_config: dict[str, Any], inputs: list[Path], max_p
     """For methods that simulate atoms, warn when the simulated peaks look unlike those in the data."""
     if "atom_spacing" not in method_config or "atom_sigma" not in method_config:
         return
-    from selfden.atom_check import check_atom_options
-    from selfden.images import open_image
+    from selfden.methods.noise2atom.atom_check import check_atom_options
+    from selfden.io.images import open_image
 
     spacing, sigma = method_config["atom_spacing"], tuple(method_config["atom_sigma"])
     for warning in check_atom_options([open_image(p, max_pixels) for p in inputs], spacing, sigma):
@@ -302,7 +302,7 @@ def infer(
     max_pixels: Optional[int] = _max_pixels_option(),
 ) -> None:
     """Denoise images with onnxruntime (no PyTorch needed); stacks of any length, resumable."""
-    from selfden.inference.resumable import InferenceInterrupted
+    from selfden.io.resumable_writer import InferenceInterrupted
 
     with user_errors():
         from selfden.inference.predictor import denoise_files
@@ -336,7 +336,7 @@ def _frame_mapper(dask: str | None, device: str) -> Iterator[Any]:
     if dask is None:
         yield None
         return
-    from selfden.inference.distributed import dask_frames
+    from selfden.inference.dask_cluster import dask_frames
 
     console.print("starting a local Dask cluster" if dask == "local" else f"connecting to Dask at {dask}")
     with dask_frames(dask, device) as mapper:  # type: ignore[arg-type]
@@ -436,7 +436,7 @@ def noise(
 ) -> None:
     """Measure the noise's spatial correlation along x and y and suggest COSDD's direction."""
     with user_errors():
-        from selfden.images import open_image
+        from selfden.io.images import open_image
         from selfden.noise_analysis import measure_noise_correlation
 
         if plot is not None:
@@ -461,7 +461,7 @@ def noise_model(
     """Plot the noise model a dnnet run learned: noise std and skewness against the signal."""
     with user_errors():
         require_training_extra("noise-model")
-        from selfden.noise_model_plot import noise_model_report
+        from selfden.methods.dnnet.noise_model_plot import noise_model_report
 
         if output is not None:
             require_suffix(output, (".png",), "the noise-model plot")
@@ -478,8 +478,8 @@ def css(
     with user_errors():
         import numpy as np
 
-        from selfden.image_limits import check_stack
-        from selfden.images import open_image
+        from selfden.io.limits import check_stack
+        from selfden.io.images import open_image
         from selfden.metrics import css as consecutive_similarity
 
         for path in stacks:

@@ -16,8 +16,8 @@ from typing import Protocol
 import numpy as np
 
 from selfden.errors import InputError
-from selfden.inference.symmetry import IDENTITY_ONLY, check_names
-from selfden.inference.symmetry import transform as orient
+from selfden.geometry.orientations import IDENTITY_ONLY, check_names
+from selfden.geometry.orientations import transform as orient
 from selfden.normalisation import Normalisation, NormalisationKind
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 class StackLike(Protocol):
-    """What data.py needs from an image stack (``selfden.images.ImageStack`` fits)."""
+    """What data.py needs from an image stack (``selfden.io.images.ImageStack`` fits)."""
 
     path: Path
 

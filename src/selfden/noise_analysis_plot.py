@@ -5,13 +5,12 @@ matplotlib's Agg canvas only (no pyplot state), so it runs headless and without 
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from selfden.io.atomic import atomic_write
 from selfden.noise_analysis import NoiseCorrelation
 
 
@@ -35,11 +34,6 @@ def plot_noise_correlation(result: NoiseCorrelation, out_png: Path) -> Path:
 
 def _save(fig: Figure, out_png: Path) -> Path:
     """Write to a temporary file beside the target, then rename: no half-written PNG."""
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.{secrets.token_hex(4)}.tmp.png")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, out_png)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(out_png) as handle:
+        fig.savefig(handle, format="png")
     return out_png

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from selfden.io.atomic import atomic_write
 
 _NON_METRIC_KEYS = frozenset({"step", "elapsed_seconds", "kind"})
 #: At most this many metric panels (loss first), so a chatty method keeps a readable report.
@@ -201,14 +201,6 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, out_png: Path) -> Path:
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    # a plain open (not mkstemp) so the PNG gets umask permissions, not owner-only ones
-    tmp = out_png.with_name(f".{out_png.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            fig.savefig(handle, format="png", dpi=_DPI)
-        os.replace(tmp, out_png)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(out_png) as handle:
+        fig.savefig(handle, format="png", dpi=_DPI)
     return out_png

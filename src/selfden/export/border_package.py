@@ -27,7 +27,7 @@ from selfden.export import reflect_border
 from selfden.export.architecture import module_source
 from selfden.export.border_graph import CORE, border_of, border_pads, write_bordered
 from selfden.export.onnx import INPUT_NAME, ExportError
-from selfden.inference.package_files import sha256_of
+from selfden.package.files import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def _remake_outputs(root: Path, rdf: Mapping[str, Any]) -> None:
     import tifffile
 
     from selfden.export.cover import denoise_crop, square_crop, write_cover
-    from selfden.inference.rdf import read_spec
-    from selfden.inference.tiling import valid_size
+    from selfden.package.rdf import read_spec
+    from selfden.geometry.tiles import valid_size
 
     spec = read_spec(root / "rdf.yaml")
     run = _raw_runner(spec)
@@ -144,7 +144,7 @@ def _remake_outputs(root: Path, rdf: Mapping[str, Any]) -> None:
 def _raw_runner(spec: Any) -> Any:
     import onnxruntime as ort
 
-    from selfden.inference.processing import apply_steps
+    from selfden.package.processing import apply_steps
 
     session = ort.InferenceSession(str(spec.weights), providers=["CPUExecutionProvider"])
 

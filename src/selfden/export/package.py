@@ -28,8 +28,8 @@ from selfden.export.metadata import SELFDEN_CITATION, UNKNOWN_AUTHOR, PackageMet
 from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport
 from selfden.export.onnx_graphs import export_graph
 from selfden.export.ownership import check_same_run
-from selfden.inference.symmetry import IDENTITY_ONLY, check_names
-from selfden.inference.tile_plan import suggested_tile_size
+from selfden.geometry.orientations import IDENTITY_ONLY, check_names
+from selfden.geometry.tile_plan import suggested_tile_size
 from selfden.methods.base import Method, TorchArchitecture
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def _write_tif(path: Path, array: np.ndarray) -> None:
 def _write_cover(path: Path, onnx_path: Path, sample_raw: np.ndarray, method: Method) -> None:
     """Noisy | denoised from a square crop of the real sample frame (no mirror padding shown)."""
     from selfden.export.cover import denoise_crop, square_crop, write_cover
-    from selfden.inference.tiling import valid_size
+    from selfden.geometry.tiles import valid_size
 
     crop = square_crop(np.asarray(sample_raw, dtype=np.float32))
     min_size, step = package_min_size(method), method.size_step

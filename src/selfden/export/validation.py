@@ -29,8 +29,8 @@ import numpy as np
 import yaml
 
 from selfden.errors import ModelError, one_line
-from selfden.inference.package_files import URL, extract_zip, files_outside, outside_message, referenced_files
-from selfden.inference.package_files import sha256_of
+from selfden.package.files import URL, extract_zip, files_outside, outside_message, referenced_files
+from selfden.package.files import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _check_inside(package: _Package) -> Check:
 def _check_sizes(package: _Package) -> Check:
     """Every tensor and image file the rdf names declares at most DEFAULT_MAX_PIXELS values."""
     from selfden.errors import InputError
-    from selfden.image_limits import DEFAULT_MAX_PIXELS, check_declared_size, describe
+    from selfden.io.limits import DEFAULT_MAX_PIXELS, check_declared_size, describe
 
     name = "file sizes within limits"
     for ref in referenced_files(package.rdf):
@@ -525,7 +525,7 @@ def _first_input_files(rdf: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 def _read_image(path: Path) -> np.ndarray:
     """A sample image's pixels, through selfden's own readers (header limits, truncation checks)."""
-    from selfden.images import open_image
+    from selfden.io.images import open_image
 
     with open_image(path) as stack:
         return np.stack([stack.frame(i) for i in range(len(stack))]).reshape(stack.shape)
@@ -556,8 +556,8 @@ def _network_input(package: _Package, model: Any) -> tuple[dict[str, np.ndarray]
     from onnx.helper import tensor_dtype_to_np_dtype
 
     from selfden.errors import ModelError
-    from selfden.inference.processing import apply_steps
-    from selfden.inference.rdf import read_spec
+    from selfden.package.processing import apply_steps
+    from selfden.package.rdf import read_spec
 
     first = next(i for i in model.graph.input if i.name in _graph_inputs(model))
     raw = np.load(package.root / str(_first_input_files(package.rdf)[0]))

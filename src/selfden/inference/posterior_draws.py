@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from selfden.errors import ModelError
-from selfden.inference.runtime import Device, OnnxRunner, create_session
+from selfden.package.runtime import Device, OnnxRunner, create_session
 
 ENCODER, DECODER, SAMPLER = "sampler_encoder", "sampler_decoder", "sampler"
 

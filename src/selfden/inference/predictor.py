@@ -20,11 +20,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from selfden.errors import InputError, ModelError, SelfdenError
-from selfden.images import IMAGE_SUFFIXES, ImageStack, StackWriter, check_output_path, open_image
-from selfden.inference.package_files import extract_zip
-from selfden.inference.processing import apply_steps
-from selfden.inference.rdf import ModelSpec, find_rdf, read_spec
-from selfden.inference.resumable import (
+from selfden.io.images import IMAGE_SUFFIXES, ImageStack, check_output_path, open_image
+from selfden.package.files import extract_zip
+from selfden.package.processing import apply_steps
+from selfden.package.rdf import ModelSpec, find_rdf, read_spec
+from selfden.io.resumable_writer import (
     OUTPUT_SUFFIXES,
     InferenceInterrupted,
     ResumableWriter,
@@ -36,10 +36,10 @@ from selfden.inference.resumable import (
     partial_dir,
     refuse_partial,
 )
-from selfden.inference.runtime import Device, OnnxRunner, create_runner
-from selfden.inference.symmetry import IDENTITY_ONLY, check_names, running_mean, self_ensemble
-from selfden.inference.tile_plan import TilePlan, fixed_plan, plan_tiles, run_pixel_budget
-from selfden.inference.tiling import run_tiled, tile_image
+from selfden.package.runtime import Device, OnnxRunner, create_runner
+from selfden.geometry.orientations import IDENTITY_ONLY, check_names, running_mean, self_ensemble
+from selfden.geometry.tile_plan import TilePlan, fixed_plan, plan_tiles, run_pixel_budget
+from selfden.geometry.tiles import run_tiled, tile_image
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Predictor:
         """Load a model folder, run folder or .zip package (ModelError if unusable).
 
         ``threads``: CPU threads for onnxruntime (default: all cores). ``tta``: average over
-        the orientations the model was trained with (see ``selfden.inference.symmetry``).
+        the orientations the model was trained with (see ``selfden.geometry.orientations``).
         """
         rdf, temp = locate_rdf(Path(model_path))
         try:
@@ -280,22 +280,6 @@ class Predictor:
         outputs = [self.predict_oriented(n) for n in normalised] if self.tta else self.predict_tiled_many(normalised)
         return [np.asarray(apply_steps(out[0], spec.postprocessing, {spec.input_id: r}), np.float32)
                 for out, r in zip(outputs, raws)]
-
-    def predict_stack(
-        self,
-        stack: ImageStack,
-        writer: StackWriter,
-        on_frame: Callable[[int, int], None] | None = None,
-    ) -> None:
-        """Denoise every frame of ``stack`` into ``writer``, one frame in memory at a time.
-
-        ``on_frame(done, total)`` is called after each frame.
-        """
-        total = len(stack)
-        for index in range(total):
-            writer.write(self.predict_image(stack.frame(index)))
-            if on_frame is not None:
-                on_frame(index + 1, total)
 
 
 def model_symmetries(spec: ModelSpec) -> tuple[str, ...]:
@@ -551,7 +535,7 @@ def denoise_files(
     deviation to ``<stem>_std.tif``. ``tta`` averages every frame over the flips and
     rotations the model was trained with (8x the work). Inputs whose frames declare more than
     ``max_pixels`` pixels are refused before decoding (see ``image_limits``). ``mapper``
-    computes the frames (default: in this process; see ``selfden.inference.distributed`` for Dask).
+    computes the frames (default: in this process; see ``selfden.inference.dask_cluster`` for Dask).
     """
     paths = expand_inputs([Path(p) for p in inputs])
     output = Path(output)

@@ -12,13 +12,12 @@ settled (``sample_count.py``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from selfden.errors import ModelError
-from selfden.images import ImageStack, StackWriter
 from selfden.inference.posterior_draws import (
     DECODER,
     ENCODER,
@@ -29,8 +28,8 @@ from selfden.inference.posterior_draws import (
     sampler_graphs,
 )
 from selfden.inference.predictor import Predictor
-from selfden.inference.processing import apply_steps
-from selfden.inference.runtime import Device, OnnxRunner, create_runner
+from selfden.package.processing import apply_steps
+from selfden.package.runtime import Device, OnnxRunner, create_runner
 from selfden.inference.sample_count import (
     AUTO,
     AUTO_CHUNK,
@@ -156,19 +155,3 @@ class SamplingPredictor(Predictor):
 
     def predict_image(self, frame: np.ndarray) -> np.ndarray:
         return self.predict_mean_and_std(frame)[0]
-
-    def predict_stack_with_std(
-        self,
-        stack: ImageStack,
-        writer: StackWriter,
-        std_writer: StackWriter,
-        on_frame: Callable[[int, int], None] | None = None,
-    ) -> None:
-        """Like ``predict_stack``, also writing each frame's standard deviation to ``std_writer``."""
-        total = len(stack)
-        for index in range(total):
-            mean, std = self.predict_mean_and_std(stack.frame(index))
-            writer.write(mean)
-            std_writer.write(std)
-            if on_frame is not None:
-                on_frame(index + 1, total)

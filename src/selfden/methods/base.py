@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from selfden.inference.symmetry import DIHEDRAL
+from selfden.geometry.orientations import DIHEDRAL
 from selfden.normalisation import Normalisation, NormalisationKind
 
 __all__ = ["Cite", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "average_gradients", "reseed_for_rank"]
@@ -32,7 +32,7 @@ class MethodConfig(BaseModel):
         return self
 
     def training_orientations(self) -> tuple[str, ...]:
-        """Orientations (names from ``selfden.inference.symmetry``) that leave the modelled noise's
+        """Orientations (names from ``selfden.geometry.orientations``) that leave the modelled noise's
         statistics unchanged: training crops are drawn in them at random, and ``--tta`` may
         average over them. All eight flips and quarter turns unless a method says otherwise."""
         return DIHEDRAL

@@ -17,7 +17,7 @@ import torch
 
 from selfden.errors import SelfdenError
 from selfden.methods.base import Method
-from selfden.training.atomic import atomic_write
+from selfden.io.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 

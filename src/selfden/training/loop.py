@@ -23,7 +23,7 @@ from selfden.training.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from selfden.training import distributed
+from selfden.training import data_parallel
 from selfden.training.config import TrainerConfig
 from selfden.training.device import autocast_context, batch_to_device, seed_everything, uses_bf16
 from selfden.training.metrics_log import MetricsLog
@@ -55,7 +55,7 @@ def train(
     is checkpointed too, so a resumed run draws the crops an uninterrupted run would have.
     Raises :class:`TrainingDiverged` when a loss becomes NaN or infinite.
 
-    Inside a data-parallel group (see :mod:`selfden.training.distributed`) every rank calls this
+    Inside a data-parallel group (see :mod:`selfden.training.data_parallel`) every rank calls this
     with its own ``next_batch``; the logged train metrics are averaged over ranks, rank 0 alone
     validates, writes files and reports progress, and its decisions (stop, validate) are shared.
     """
@@ -84,7 +84,7 @@ class _Run:
             raise ValueError("train() needs at least one validation batch")
         _check_device(method.device, config)
         self.method, self.next_batch, self.paths, self.config = method, next_batch, paths, config
-        self.rank = distributed.current()
+        self.rank = data_parallel.current()
         self.progress = progress if self.rank.is_main else None
         self.data_rng = data_rng
         self.device = method.device
@@ -111,7 +111,7 @@ class _Run:
             self._start_fresh()
         if self.rank.distributed:
             self._split_random_streams()
-            distributed.barrier()  # every rank has read last.pt before rank 0 may replace it
+            data_parallel.barrier()  # every rank has read last.pt before rank 0 may replace it
         self.carried = self.counters.elapsed_seconds
         self.last_val_elapsed = self.last_checkpoint_elapsed = self.carried
 
@@ -178,12 +178,12 @@ class _Run:
     def _loop(self) -> StopReason:
         while True:
             # rank 0's clock decides for everyone, so all ranks stop, validate and anneal alike
-            reason, fraction = distributed.broadcast((self._budget_spent(), self._budget_fraction()))
+            reason, fraction = data_parallel.broadcast((self._budget_spent(), self._budget_fraction()))
             if reason is not None:
                 return reason
             self.method.on_budget_progress(fraction)
             self._train_step()
-            validated = distributed.broadcast(self._validation_due())
+            validated = data_parallel.broadcast(self._validation_due())
             if validated:
                 self._validate()
                 if self._patience_exhausted():
@@ -216,7 +216,7 @@ class _Run:
         batch = batch_to_device(self.next_batch(), self.device)
         with autocast_context(self.device, self.bf16):
             metrics = _as_floats(self.method.training_step(batch))
-        metrics = distributed.mean_metrics(metrics, self.device)
+        metrics = data_parallel.mean_metrics(metrics, self.device)
         self._require_finite(metrics, "loss", "training_step", self.counters.step + 1)
         self.counters.step += 1
         for key, value in metrics.items():
@@ -241,7 +241,7 @@ class _Run:
 
     def _validate(self) -> None:
         # Rank 0 validates; every rank gets its metrics so schedulers and early stopping agree.
-        metrics = distributed.broadcast(self._average_validation() if self.rank.is_main else None)
+        metrics = data_parallel.broadcast(self._average_validation() if self.rank.is_main else None)
         self._require_finite(metrics, "val_loss", "validation_step", self.counters.step)
         if self.rank.is_main:
             self.log.write(self.counters.step, self.elapsed(), "val", metrics)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from selfden.training.atomic import atomic_write
+from selfden.io.atomic import atomic_write
 
 MetricKind = Literal["train", "val"]
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from selfden.inference.symmetry import DIHEDRAL
+from selfden.geometry.orientations import DIHEDRAL
 from selfden.methods.base import MethodConfig
 
 Direction = Literal["x", "y", "none"]

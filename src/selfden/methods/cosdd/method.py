@@ -57,7 +57,7 @@ from torch import nn
 
 from selfden.errors import SelfdenError
 from selfden.methods.base import (
-    Cite, Method, MethodConfig, Normalisation, NormalisationKind, TorchArchitecture, reseed_for_rank,
+    Cite, Method, Normalisation, NormalisationKind, TorchArchitecture, reseed_for_rank,
 )
 from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, mixture_nll
 from selfden.methods.cosdd import blocks, direct_denoiser

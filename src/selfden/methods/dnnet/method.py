@@ -224,7 +224,7 @@ class Dnnet(Method):
         A trainer may call this after training with its validation batches (normalised tensors).
         """
         from selfden.methods.dnnet.noise_model import empirical_noise
-        from selfden.noise_model_plot import plot_noise_model
+        from selfden.methods.dnnet.noise_model_plot import plot_noise_model
 
         curve = self.noise_curve() if self.nnet is not None else None
         empirical = empirical_noise(self, val_batches)

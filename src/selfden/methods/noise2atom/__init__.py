@@ -4,7 +4,7 @@ Wang, Henninen, Keller, Erni, "Noise2Atom: unsupervised denoising for scanning t
 electron microscopy images", Applied Microscopy 50:23 (2020), doi:10.1186/s42649-020-00041-8.
 
 Real noisy crops on one side, simulated clean atom images (``atom_spacing``, ``atom_sigma``:
-match them to the data, see ``selfden.atom_check``) on the other. Ms2c (noisy -> clean) is
+match them to the data, see ``selfden.methods.noise2atom.atom_check``) on the other. Ms2c (noisy -> clean) is
 trained to fool a WGAN-GP critic into taking its output for a simulation, while Mc2s
 (clean -> noisy) closes two cycles: clean -> noisy -> clean, and noisy -> clean -> noisy on
 the low frequencies (a fixed Gaussian low-pass filter), which ties Ms2c's output to the input.

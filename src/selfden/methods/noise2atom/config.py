@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from selfden.inference.symmetry import IDENTITY_ONLY
+from selfden.geometry.orientations import IDENTITY_ONLY
 from selfden.methods.base import MethodConfig
 
 #: Inputs must be multiples of this: the generators downsample three times by 2.

@@ -1,11 +1,11 @@
-"""Failure-mode checks of a trained Noise2Atom on raw frames (wraps ``selfden.atom_check``)."""
+"""Failure-mode checks of a trained Noise2Atom on raw frames (wraps ``selfden.methods.noise2atom.atom_check``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from selfden.atom_check import diagnose_run
+from selfden.methods.noise2atom.atom_check import diagnose_run
 from selfden.methods.noise2atom.method import Noise2Atom
 
 

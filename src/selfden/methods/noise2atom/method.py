@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from selfden import atom_check
+from selfden.methods.noise2atom import atom_check
 from selfden.errors import SelfdenError
 from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, TorchArchitecture
 from selfden.methods.noise2atom.config import SIZE_STEP, Noise2AtomConfig

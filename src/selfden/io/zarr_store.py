@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from selfden import image_limits
+from selfden.io import limits
 from selfden.errors import InputError
-from selfden.images import ImageMetadata, ImageStack, _imagej_to_ome, _native, _ome_pixels, _one_line, _validate
+from selfden.io.images import ImageMetadata, ImageStack, _imagej_to_ome, _native, _ome_pixels, _one_line, _validate
 
 #: Frames wider or taller than this are split into several chunks.
 MAX_CHUNK_SIDE = 2048
@@ -72,8 +72,8 @@ def open_zarr(path: Path, max_pixels: int | None = None) -> ImageStack:
     _validate(path, shape, dtype)
     if len(shape) not in _DEFAULT_AXES:
         raise InputError(f"{path}: array has {len(shape)} dimensions, expected 2 to 5 (up to TZCYX)")
-    image_limits.check_frame(path, shape, max_pixels)
-    image_limits.check_block(path, "chunk", tuple(int(c) for c in array.chunks), max_pixels)
+    limits.check_frame(path, shape, max_pixels)
+    limits.check_block(path, "chunk", tuple(int(c) for c in array.chunks), max_pixels)
     axes = axes or _DEFAULT_AXES[len(shape)]
     return ImageStack(path, shape, axes, _native(dtype), _metadata(axes, scales), _ZarrSource(array))
 

@@ -34,9 +34,9 @@ from typing import IO, Any
 import numpy as np
 
 from selfden.errors import InputError, SelfdenError
-from selfden.images import IMAGE_SUFFIXES, ImageMetadata, _cast, check_output_path
-from selfden.inference.output_lock import LOCK_FILE, OutputLock, busy_error, claim_partial, is_locked
-from selfden.inference.output_stores import Store, create_data, open_store
+from selfden.io.images import IMAGE_SUFFIXES, ImageMetadata, _cast, check_output_path
+from selfden.io.output_lock import LOCK_FILE, OutputLock, busy_error, claim_partial, is_locked
+from selfden.io.output_stores import Store, create_data, open_store
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selfden.inference import tiling
-from selfden.inference.tiling import Stitcher, batched, read_tile, tile_image, valid_size
+from selfden.geometry import tiles as tiling
+from selfden.geometry.tiles import Stitcher, batched, read_tile, tile_image, valid_size
 
 SHAPES = [(1, 1), (2, 7), (5, 3), (31, 37), (64, 64), (65, 33), (203, 157), (1000, 777)]
 

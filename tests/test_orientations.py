@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 from selfden.errors import ModelError  # noqa: E402
 from selfden.inference.predictor import Predictor, denoise_files, load_predictor  # noqa: E402
 from selfden.inference.sampling import mixture_mean_and_std  # noqa: E402
-from selfden.inference.symmetry import DIHEDRAL, transform, untransform  # noqa: E402
+from selfden.geometry.orientations import DIHEDRAL, transform, untransform  # noqa: E402
 from test_predictor import OFFSET, SCALE, mean3_reflect, noisy, write_model  # noqa: E402
 from test_sampling import smooth_image, write_sampler_model  # noqa: E402
 

@@ -28,7 +28,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from selfden import image_limits
+from selfden.io import limits
 from selfden.errors import InputError
 from selfden.errors import one_line as _one_line
 
@@ -249,13 +249,13 @@ def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
     level is read); reading it needs the ``zarr`` package (``pip install selfden[scale]``).
     Raises InputError naming the file when it is missing, not an image, corrupt, truncated,
     sparse, empty, of an unsupported layout or dtype, or when its header declares frames (or
-    tiles, chunks) of more than ``max_pixels`` pixels (None: ``image_limits.DEFAULT_MAX_PIXELS``,
+    tiles, chunks) of more than ``max_pixels`` pixels (None: ``limits.DEFAULT_MAX_PIXELS``,
     2**30); that is checked before anything is decoded.
     """
     path = Path(path)
-    limit = image_limits.resolve(max_pixels)
+    limit = limits.resolve(max_pixels)
     if path.suffix.lower() == ".zarr" and path.is_dir():
-        from selfden.inference.zarr_store import open_zarr
+        from selfden.io.zarr_store import open_zarr
 
         return open_zarr(path, limit)
     suffix = _check_file(path)
@@ -355,7 +355,7 @@ def _open_tiff(path: Path, max_pixels: int) -> ImageStack:
     try:
         with _TifffileProblems() as problems, tifffile.TiffFile(path) as tif:
             if not tif.series:
-                problem = image_limits.tiff_problem(path)  # tifffile reads a directory beyond the end as none
+                problem = limits.tiff_problem(path)  # tifffile reads a directory beyond the end as none
                 raise InputError(f"{path}: {problem or 'the TIFF file holds no images'}; copy or export it again")
             if len(tif.series) > 1:
                 log.warning("%s holds %d image series; using the first", path, len(tif.series))
@@ -365,25 +365,25 @@ def _open_tiff(path: Path, max_pixels: int) -> ImageStack:
                 raise InputError(f"{path}: TIFF pages have mixed or unknown pixel types; expected one type")
             dtype = np.dtype(series.dtype)
             _validate(path, shape, dtype)
-            image_limits.check_frame(path, shape, max_pixels)
-            image_limits.check_tiff(path, series.keyframe, max_pixels)
+            limits.check_frame(path, shape, max_pixels)
+            limits.check_tiff(path, series.keyframe, max_pixels)
             axes = _stack_axes(series.axes, shape, path)
             metadata = _tiff_metadata(tif)
             mappable = series.dataoffset is not None
             if mappable:
-                image_limits.check_extent(path, series.dataoffset + math.prod(shape) * dtype.itemsize)
+                limits.check_extent(path, series.dataoffset + math.prod(shape) * dtype.itemsize)
             else:
-                image_limits.check_pages(path, series.pages, math.prod(shape[:-2]))
+                limits.check_pages(path, series.pages, math.prod(shape[:-2]))
                 series.pages[0].asarray()  # a missing codec (e.g. LZW without imagecodecs) shows now
         if problems.messages:
             raise InputError(
-                f"{path}: {image_limits.tiff_problem(path) or 'the TIFF file is corrupt'} "
+                f"{path}: {limits.tiff_problem(path) or 'the TIFF file is corrupt'} "
                 f"({_one_line(problems.messages[0])}); export it again (e.g. open and save again in Fiji)"
             )
     except InputError:
         raise
     except Exception as error:
-        raise image_limits.tiff_error(path, error) from error
+        raise limits.tiff_error(path, error) from error
     frame_shape = (shape[-2], shape[-1])
     source = _MemmapSource(lambda: tifffile.memmap(path, mode="r"), frame_shape) if mappable else _TiffPageSource(path)
     return ImageStack(path, shape, axes, _native(dtype), metadata, source)
@@ -406,12 +406,12 @@ def _tiff_metadata(tif: tifffile.TiffFile) -> ImageMetadata:
 
 
 def _open_png(path: Path, max_pixels: int) -> ImageStack:
-    size = image_limits.png_size(path)
+    size = limits.png_size(path)
     if size is not None:  # a PNG is decoded whole: check its declared size first
-        image_limits.check_frame(path, size, max_pixels)
+        limits.check_frame(path, size, max_pixels)
     try:
-        with image_limits.pillow_limit(path, max_pixels), Image.open(path, formats=["PNG"]) as image:
-            image_limits.check_frame(path, image.size[::-1], max_pixels)
+        with limits.pillow_limit(path, max_pixels), Image.open(path, formats=["PNG"]) as image:
+            limits.check_frame(path, image.size[::-1], max_pixels)
             image.load()
             data = _png_gray(image, path)
         _validate(path, data.shape, data.dtype)
@@ -448,7 +448,7 @@ def _open_npy(path: Path, max_pixels: int) -> ImageStack:
     with open(path, "rb") as handle:
         if handle.read(6) != b"\x93NUMPY":
             raise InputError(f"{path}: not a .npy file (no NumPy header); save arrays with numpy.save")
-    image_limits.check_npy(path, max_pixels)
+    limits.check_npy(path, max_pixels)
     try:
         data = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as error:

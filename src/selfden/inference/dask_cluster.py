@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from selfden.errors import SelfdenError
-from selfden.images import ImageStack
+from selfden.io.images import ImageStack
 from selfden.inference.predictor import Predictor, load_predictor, model_files
-from selfden.inference.resumable import files_digest
-from selfden.inference.runtime import Device, _cpu_count
+from selfden.io.resumable_writer import files_digest
+from selfden.package.runtime import Device, _cpu_count
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from selfden.errors import ModelError
-from selfden.inference.package_files import (
+from selfden.package.files import (
     REMOTE,
     FileRef,
     files_outside,

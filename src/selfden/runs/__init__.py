@@ -8,7 +8,6 @@ these functions and only prints.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import tempfile
 from collections.abc import Sequence
@@ -22,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfden import __version__
 from selfden.errors import InputError, SelfdenError
-from selfden.inference.symmetry import IDENTITY_ONLY
-from selfden.run_checks import check_crops, check_run_dir, checkpoint_progress, has_checkpoint
-from selfden.run_checks import first_line as _first_line, removed_if_untrained, validated
+from selfden.geometry.orientations import IDENTITY_ONLY
+from selfden.io.atomic import atomic_write_text
+from selfden.runs.checks import check_crops, check_run_dir, checkpoint_progress, has_checkpoint
+from selfden.runs.checks import first_line as _first_line, removed_if_untrained, validated
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 def save_run_config(run_dir: Path, config: RunConfig) -> None:
     """Write RUN/config.yaml atomically."""
-    _atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
 def new_run_config(
@@ -150,7 +150,7 @@ def resolve_direction(
         return options, None
     if options.get("direction", "auto") != "auto":
         return options, None
-    from selfden.images import open_image
+    from selfden.io.images import open_image
     from selfden.noise_analysis import measure_noise_correlation
 
     result = measure_noise_correlation([open_image(p, max_pixels) for p in inputs])
@@ -164,7 +164,7 @@ def correlated_noise_warning(method: str, inputs: Sequence[Path], max_pixels: in
 
     if not get_method(method).assumes_independent_noise:
         return None
-    from selfden.images import open_image
+    from selfden.io.images import open_image
     from selfden.noise_analysis import measure_noise_correlation
 
     try:
@@ -190,46 +190,46 @@ def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: 
     """
     from selfden.methods import get_method
     from selfden.training import TrainerConfig, resolve_device
-    from selfden.training import distributed
+    from selfden.training import data_parallel
     from selfden.training.signals import sigterm_as_interrupt
 
     trainer_config = validated(TrainerConfig, {**config.trainer, "seed": config.seed}, "trainer option")
     method_config = validated(get_method(config.method).config_class, config.method_config, f"{config.method} option")
     check_crops(config.method, method_config, config.data.patch_size, config.data.batch_size)
-    world_size = distributed.world_size_for(trainer_config.devices)
-    distributed.per_rank_batch(config.data.batch_size, world_size)
-    backend = distributed.backend_for(resolve_device(trainer_config.device))
-    launched = distributed.torchrun_world()
+    world_size = data_parallel.world_size_for(trainer_config.devices)
+    data_parallel.per_rank_batch(config.data.batch_size, world_size)
+    backend = data_parallel.backend_for(resolve_device(trainer_config.device))
+    launched = data_parallel.torchrun_world()
     if launched is not None and not launched.is_main:  # rank 0 checks and cleans the folder
         restore = resume and has_checkpoint(run_dir)
-        return distributed.run_ranks(world_size, backend, _train_rank, config, run_dir, restore, progress=progress)
+        return data_parallel.run_ranks(world_size, backend, _train_rank, config, run_dir, restore, progress=progress)
     restore = check_run_dir(run_dir, resume)
     with sigterm_as_interrupt(), removed_if_untrained(run_dir):
-        return distributed.run_ranks(world_size, backend, _train_rank, config, run_dir, restore, progress=progress)
+        return data_parallel.run_ranks(world_size, backend, _train_rank, config, run_dir, restore, progress=progress)
 
 
 def _train_rank(config: RunConfig, run_dir: Path, resume: bool, progress: Any = None) -> RunResult | None:
     """One process's part of :func:`train_run`; rank 0 (the only one without a group) writes and exports."""
-    from selfden.images import open_image
+    from selfden.io.images import open_image
     from selfden.methods import get_method
     from selfden.normalisation import Normalisation
     from selfden.training import TrainerConfig, resolve_device, seed_everything, train
-    from selfden.training import distributed
+    from selfden.training import data_parallel
 
-    rank = distributed.current()
+    rank = data_parallel.current()
     stacks = [open_image(Path(p), config.data.max_pixels) for p in config.data.inputs]
     method_cls = get_method(config.method)
     if rank.is_main and config.normalisation is None:
         config = _with_normalisation(config, stacks, method_cls.normalisation_kind)
-    config = distributed.broadcast(config)  # torchrun ranks may have drawn other seeds; rank 0's config rules
+    config = data_parallel.broadcast(config)  # torchrun ranks may have drawn other seeds; rank 0's config rules
     norm = Normalisation(**config.normalisation)
     trainer_config = TrainerConfig.model_validate({**config.trainer, "seed": config.seed})
     seed_everything(config.seed)  # the same on every rank: identical initial weights
-    device = distributed.rank_device(resolve_device(trainer_config.device))
+    device = data_parallel.rank_device(resolve_device(trainer_config.device))
     method = method_cls(method_cls.config_class.model_validate(config.method_config), norm, device)
 
     data_rng = np.random.default_rng(config.seed)
-    crops = distributed.per_rank_batch(config.data.batch_size, rank.world_size)
+    crops = data_parallel.per_rank_batch(config.data.batch_size, rank.world_size)
     next_batch, val_batches, val_frame = _training_data(
         config, stacks, norm, method.config.training_orientations(), data_rng, crops
     )
@@ -418,7 +418,7 @@ def _training_data(
 
 
 def _sample_frame(config: RunConfig) -> np.ndarray:
-    from selfden.images import open_image
+    from selfden.io.images import open_image
 
     stack = open_image(Path(config.data.inputs[0]), config.data.max_pixels)
     return np.asarray(stack.frame(len(stack) - 1), dtype=np.float32)
@@ -428,16 +428,3 @@ def _plain(stats: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {k: (list(v) if isinstance(v, tuple) else float(v)) for k, v in asdict(stats).items()}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a run's config is for everyone who reads the run
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from selfden.inference.rdf import ProcessingStep
+from selfden.package.rdf import ProcessingStep
 
 
 def _scale_range(image: np.ndarray, params: Mapping[str, object], references: Mapping[str, np.ndarray]) -> np.ndarray:

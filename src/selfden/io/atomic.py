@@ -28,3 +28,9 @@ def atomic_write(path: Path, binary: bool = True) -> Iterator[IO[Any]]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) in one rename; on any error ``path`` is untouched."""
+    with atomic_write(path, binary=False) as handle:
+        handle.write(text)

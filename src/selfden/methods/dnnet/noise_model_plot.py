@@ -8,13 +8,13 @@ numpy + matplotlib (Agg canvas); :func:`noise_model_report` loads a trained run,
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from selfden.errors import InputError
+from selfden.io.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def noise_model_report(
 def _validation_crops(config: Any, normalisation: Any) -> list[np.ndarray]:
     """The run's fixed validation batches, drawn exactly as ``selfden.runs.train_run`` drew them."""
     from selfden.data import split_train_val, validation_batches
-    from selfden.images import open_image
+    from selfden.io.images import open_image
 
     data = config.data
     stacks = [open_image(Path(p), data.max_pixels) for p in data.inputs]  # the run's own image limit
@@ -103,13 +103,7 @@ def _validation_crops(config: Any, normalisation: Any) -> list[np.ndarray]:
 
 def _save(fig: Any, out_png: Path) -> Path:
     """Write to a temporary name and rename into place (a crash leaves no half-written PNG)."""
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=_DPI)
-        os.replace(tmp, out_png)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(out_png) as handle:
+        fig.savefig(handle, format="png", dpi=_DPI)
     log.info("wrote %s", out_png)
     return out_png

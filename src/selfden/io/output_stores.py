@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from selfden.images import ImageMetadata, _tiff_options
+from selfden.io.images import ImageMetadata, _tiff_options
 
 
 class Store(Protocol):
@@ -70,13 +70,13 @@ class _PngFile(_ContiguousFile):
 
 class _ZarrGroup:
     def __init__(self, path: Path) -> None:
-        from selfden.inference.zarr_store import open_level0
+        from selfden.io.zarr_store import open_level0
 
         self.path = path
         self._array = open_level0(path)
 
     def put(self, index: int, frame: np.ndarray) -> None:
-        from selfden.inference.zarr_store import write_frame
+        from selfden.io.zarr_store import write_frame
 
         write_frame(self._array, index, frame)
 
@@ -109,7 +109,7 @@ def create_data(folder: Path, suffix: str, shape: tuple[int, ...], axes: str, dt
                 metadata: ImageMetadata) -> Path:
     """The empty output inside ``folder`` (pixels all zero; sparse where the file system allows)."""
     if suffix == ".zarr":
-        from selfden.inference.zarr_store import create_ngff
+        from selfden.io.zarr_store import create_ngff
 
         create_ngff(folder / "data.zarr", shape, axes, dtype, metadata)
         return folder / "data.zarr"

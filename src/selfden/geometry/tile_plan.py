@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from selfden.errors import ModelError
-from selfden.inference.tiling import axis_layout
+from selfden.geometry.tiles import axis_layout
 
 Pair = tuple[int, int]
 
