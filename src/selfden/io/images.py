@@ -1,11 +1,9 @@
-"""Read and write image stacks: TIFF (ImageJ/OME metadata kept), PNG and NPY.
+"""Read image stacks: TIFF (ImageJ/OME metadata kept), PNG and NPY; the TIFF options outputs are written with.
 
 Big stacks are read frame by frame (memory-mapped when the file allows it, else page by
-page) and written frame by frame, so memory is bounded by a frame, not by the file.
-What a header declares (frame size, truncation, unwritten strips) is checked by
-``image_limits`` before anything is decoded. Writes go to a hidden temporary file in the
-target folder that is renamed on success only; an input image is never overwritten.
-Never imports torch.
+page), so memory is bounded by a frame, not by the file. What a header declares (frame
+size, truncation, unwritten strips) is checked by ``limits`` before anything is decoded.
+Outputs are written by ``resumable_writer``. Never imports torch.
 """
 
 from __future__ import annotations
@@ -14,14 +12,10 @@ import logging
 import math
 import mmap
 import os
-import queue
-import secrets
-import threading
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
@@ -483,118 +477,6 @@ def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.
             )
 
 
-class _Target(Protocol):
-    def put(self, frame: np.ndarray) -> None: ...
-
-    def finish(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-_DONE = object()
-_ABORT = object()
-
-
-class _Aborted(Exception):
-    """Raised inside tifffile's frame iterator to stop an unfinished write."""
-
-
-class _TiffTarget:
-    """Streams frames into ``tifffile.imwrite`` running in a helper thread.
-
-    tifffile pulls pages from an iterator, our writer pushes them: a queue of two frames
-    joins the two, so memory stays at a couple of frames whatever the stack size.
-    """
-
-    def __init__(self, temp: Path, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)
-        self._error: BaseException | None = None
-        args = (temp, shape, dtype, options)
-        self._thread = threading.Thread(target=self._run, args=args, daemon=True, name="selfden-tiff-writer")
-        self._thread.start()
-
-    def _frames(self) -> Iterator[np.ndarray]:
-        while True:
-            item = self._queue.get()
-            if item is _ABORT:
-                raise _Aborted
-            if item is _DONE:
-                return
-            yield item
-
-    def _run(self, temp: Path, shape: tuple[int, ...], dtype: np.dtype, options: dict[str, Any]) -> None:
-        try:
-            tifffile.imwrite(temp, self._frames(), shape=shape, dtype=dtype, **options)
-        except BaseException as error:  # handed to the caller's thread in _send
-            self._error = error
-
-    def _send(self, item: object) -> None:
-        while True:
-            if self._error is not None:
-                raise OSError(f"writing the TIFF failed: {_one_line(self._error)}") from self._error
-            if not self._thread.is_alive():
-                return
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def put(self, frame: np.ndarray) -> None:
-        self._send(frame)
-
-    def finish(self) -> None:
-        self._send(_DONE)
-        self._thread.join()
-        if self._error is not None:
-            raise OSError(f"writing the TIFF failed: {_one_line(self._error)}") from self._error
-
-    def abort(self) -> None:
-        while self._thread.is_alive():
-            try:
-                self._queue.put(_ABORT, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        self._thread.join()
-
-
-class _NpyTarget:
-    """Writes the .npy header, then raw frames one after another."""
-
-    def __init__(self, temp: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self._fh = open(temp, "wb")  # noqa: SIM115 - closed in finish/abort
-        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_2_0(self._fh, header)
-
-    def put(self, frame: np.ndarray) -> None:
-        self._fh.write(np.ascontiguousarray(frame).tobytes())
-
-    def finish(self) -> None:
-        self._fh.close()
-
-    def abort(self) -> None:
-        self._fh.close()
-
-
-class _PngTarget:
-    """A single 8- or 16-bit frame, saved with Pillow at the end."""
-
-    def __init__(self, temp: Path) -> None:
-        self._temp = temp
-        self._frame: np.ndarray | None = None
-
-    def put(self, frame: np.ndarray) -> None:
-        self._frame = frame
-
-    def finish(self) -> None:
-        assert self._frame is not None
-        Image.fromarray(self._frame).save(self._temp, format="PNG")
-
-    def abort(self) -> None:
-        self._frame = None
-
-
 def _imagej_compatible(axes: str, dtype: np.dtype) -> bool:
     order = "TZCYX"
     positions = [order.find(a) for a in axes]
@@ -625,128 +507,9 @@ def _tiff_options(shape: tuple[int, ...], axes: str, dtype: np.dtype, meta: Imag
 
 
 def _cast(frame: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """A private copy in the output type (the caller may reuse its buffer while the copy
-    waits in the writer's queue); integers are rounded and clipped rather than wrapped."""
+    """A private copy in the output type (the caller may reuse its buffer while the frame is
+    written); integers are rounded and clipped rather than wrapped."""
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         return np.clip(np.rint(frame), info.min, info.max).astype(dtype)
     return np.array(frame, dtype=dtype)
-
-
-def _temp_path(path: Path) -> Path:
-    """A fresh hidden file beside ``path``, created with the user's default permissions."""
-    while True:
-        temp = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
-        try:
-            os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return temp
-        except FileExistsError:
-            continue
-
-
-class StackWriter:
-    """Writes a stack frame by frame to ``path``, atomically.
-
-    Frames go to ``.NAME.partial-XXXX`` in the same folder, renamed to ``path`` when the
-    ``with`` block ends normally and every frame was written; on any error the temporary
-    file is deleted and nothing appears at ``path``. The format follows the suffix:
-    .tif/.tiff (ImageJ or OME metadata written back), .npy, .png (2-D, 8/16-bit only).
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        shape: Sequence[int],
-        axes: str,
-        metadata: ImageMetadata | None = None,
-        dtype: np.typing.DTypeLike = np.float32,
-        inputs: Sequence[str | os.PathLike[str]] = (),
-    ) -> None:
-        self.path = Path(path)
-        self.shape = tuple(int(s) for s in shape)
-        self.axes = axes
-        self.metadata = metadata or ImageMetadata()
-        self.dtype = np.dtype(dtype)
-        self._check(inputs)
-        self._count = 0
-        self._temp: Path | None = None
-        self._target: _Target | None = None
-
-    @property
-    def frame_shape(self) -> tuple[int, int]:
-        return self.shape[-2], self.shape[-1]
-
-    @property
-    def n_frames(self) -> int:
-        return math.prod(self.shape[:-2])
-
-    def _check(self, inputs: Sequence[str | os.PathLike[str]]) -> None:
-        suffix = self.path.suffix.lower()
-        if suffix not in IMAGE_SUFFIXES:
-            raise InputError(f"{self.path}: unsupported output type; use one of {', '.join(IMAGE_SUFFIXES)}")
-        if len(self.axes) != len(self.shape) or not self.axes.endswith("YX"):
-            raise ValueError(f"axes '{self.axes}' do not describe shape {self.shape} ending in YX")
-        if suffix == ".png" and (len(self.shape) != 2 or self.dtype.kind != "u" or self.dtype.itemsize > 2):
-            raise InputError(
-                f"{self.path}: PNG holds one 8- or 16-bit image, not shape {self.shape} of "
-                f"{self.dtype}; write .tif instead (keeps float32 and stacks)"
-            )
-        if not self.path.parent.is_dir():
-            raise InputError(f"{self.path}: the output folder {self.path.parent} does not exist")
-        if self.path.is_dir():
-            raise InputError(f"{self.path}: is a folder; give an output file name")
-        check_output_path(self.path, inputs)
-
-    def __enter__(self) -> StackWriter:
-        self._temp = _temp_path(self.path)
-        try:
-            self._target = self._open_target(self._temp)
-        except BaseException:
-            self._temp.unlink(missing_ok=True)
-            raise
-        return self
-
-    def _open_target(self, temp: Path) -> _Target:
-        suffix = self.path.suffix.lower()
-        if suffix == ".npy":
-            return _NpyTarget(temp, self.shape, self.dtype)
-        if suffix == ".png":
-            return _PngTarget(temp)
-        options = _tiff_options(self.shape, self.axes, self.dtype, self.metadata)
-        return _TiffTarget(temp, self.shape, self.dtype, options)
-
-    def write(self, frame: np.ndarray) -> None:
-        """Append the next 2-D frame (cast to the writer's dtype)."""
-        if self._target is None:
-            raise RuntimeError("StackWriter.write() called outside its with-block")
-        if self._count >= self.n_frames:
-            raise ValueError(f"{self.path}: all {self.n_frames} frames were already written")
-        if tuple(frame.shape) != self.frame_shape:
-            raise ValueError(f"frame of shape {frame.shape} does not match {self.frame_shape}")
-        self._target.put(_cast(frame, self.dtype))
-        self._count += 1
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._target is not None and self._temp is not None
-        target, temp = self._target, self._temp
-        self._target = None
-        if exc_type is None and self._count != self.n_frames:
-            target.abort()
-            temp.unlink(missing_ok=True)
-            raise RuntimeError(f"{self.path}: only {self._count} of {self.n_frames} frames were written")
-        if exc_type is not None:
-            target.abort()
-            temp.unlink(missing_ok=True)
-            return
-        try:
-            target.finish()
-            os.replace(temp, self.path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        log.info("wrote %s (%s, %s)", self.path, "x".join(map(str, self.shape)), self.dtype)
