@@ -12,10 +12,12 @@ import pytest
 import tifffile
 from PIL import Image
 
-from selfden.io import images
 from selfden.errors import InputError
 from selfden.inference.predictor import denoise_files
-from selfden.io.images import ImageMetadata, check_output_path, open_image
+from selfden.io import metadata as io_metadata
+from selfden.io.metadata import ImageMetadata
+from selfden.io.paths import check_output_path
+from selfden.io.reading import open_image
 from selfden.io.resumable_writer import ResumableWriter, partial_dir
 
 
@@ -234,7 +236,7 @@ def test_writer_keeps_ome_physical_sizes(tmp_path: Path) -> None:
 
 
 def test_large_output_is_written_as_bigtiff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images, "BIGTIFF_THRESHOLD", 1000)
+    monkeypatch.setattr(io_metadata, "BIGTIFF_THRESHOLD", 1000)
     target = tmp_path / "big.tif"
     with writer(target, (3, 16, 16), "TYX") as out:
         for index in range(3):

@@ -20,7 +20,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from selfden.errors import InputError, ModelError, SelfdenError
-from selfden.io.images import IMAGE_SUFFIXES, ImageStack, check_output_path, open_image
+from selfden.io.paths import IMAGE_SUFFIXES, check_output_path
+from selfden.io.reading import open_image
+from selfden.io.stack import ImageStack
 from selfden.package.files import extract_zip
 from selfden.package.processing import apply_steps
 from selfden.package.rdf import ModelSpec, find_rdf, read_spec

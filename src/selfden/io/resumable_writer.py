@@ -34,9 +34,10 @@ from typing import IO, Any
 import numpy as np
 
 from selfden.errors import InputError, SelfdenError
-from selfden.io.images import IMAGE_SUFFIXES, ImageMetadata, _cast, check_output_path
+from selfden.io.metadata import ImageMetadata
 from selfden.io.output_lock import LOCK_FILE, OutputLock, busy_error, claim_partial, is_locked
 from selfden.io.output_stores import Store, create_data, open_store
+from selfden.io.paths import IMAGE_SUFFIXES, check_output_path
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,15 @@ def existing_error(target: Path) -> InputError:
 
 
 # --- the writer ------------------------------------------------------------------------------------
+
+
+def _cast(frame: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A private copy in the output type (the caller may reuse its buffer while the frame is
+    written); integers are rounded and clipped rather than wrapped."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(frame), info.min, info.max).astype(dtype)
+    return np.array(frame, dtype=dtype)
 
 
 class ResumableWriter:
