@@ -23,7 +23,8 @@ from selfden.io import metadata as io_metadata  # noqa: E402
 from selfden.errors import InputError  # noqa: E402
 from selfden.io.reading import open_image  # noqa: E402
 from selfden.inference.predictor import Predictor, Progress, denoise_files  # noqa: E402
-from selfden.io.resumable_writer import PROGRESS_FILE, InferenceInterrupted, partial_dir  # noqa: E402
+from selfden.io.progress import PROGRESS_FILE  # noqa: E402
+from selfden.io.resumable_writer import InferenceInterrupted, partial_dir  # noqa: E402
 
 N_FRAMES = 8
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from selfden.errors import InputError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+#: An output may also be an OME-Zarr group (a folder).
+OUTPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".zarr")
 
 
 def check_image_file(path: Path) -> str:
@@ -47,3 +49,16 @@ def check_output_path(output: str | os.PathLike[str], inputs: Sequence[str | os.
                 "choose another output file or folder"
             )
 
+
+def check_output_target(target: Path, inputs: Sequence[Path], need_folder: bool = True) -> None:
+    """Refuse unsupported types, missing folders, inputs, and (for Zarr) existing stores."""
+    suffix = target.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"{target}: unsupported output type; use one of {', '.join(OUTPUT_SUFFIXES)}")
+    if need_folder and not target.parent.is_dir():
+        raise InputError(f"{target}: the output folder {target.parent} does not exist")
+    if suffix == ".zarr" and target.exists():
+        raise InputError(f"{target}: already exists; selfden does not replace a Zarr store: delete it or choose another name")
+    if suffix != ".zarr" and target.is_dir():
+        raise InputError(f"{target}: is a folder; give an output file name")
+    check_output_path(target, inputs)
