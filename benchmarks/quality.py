@@ -258,7 +258,7 @@ def _cpu_seconds() -> float:
 
 
 def read_stack(path: Path) -> np.ndarray:
-    from selfden.io.images import open_image
+    from selfden.io.reading import open_image
 
     with open_image(path) as stack:
         return np.stack([np.asarray(stack.frame(i), dtype=np.float32) for i in range(len(stack))])

@@ -24,7 +24,7 @@ from PIL import Image
 
 from selfden.errors import InputError, SelfdenError
 from selfden.io.limits import DEFAULT_MAX_PIXELS, describe
-from selfden.io.images import open_image
+from selfden.io.reading import open_image
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bioimage_models"
 SELFDEN = [sys.executable, "-m", "selfden.cli"]

@@ -29,7 +29,8 @@ pytest.importorskip("onnxruntime")
 from selfden.errors import SelfdenError  # noqa: E402
 from selfden.export.ownership import check_export_target, run_identity  # noqa: E402
 from selfden.inference.predictor import Progress, denoise_files  # noqa: E402
-from selfden.io.resumable_writer import CHECKSUM_FILE, PROGRESS_FILE, InferenceInterrupted, partial_dir  # noqa: E402
+from selfden.io.progress import CHECKSUM_FILE, PROGRESS_FILE  # noqa: E402
+from selfden.io.resumable_writer import InferenceInterrupted, partial_dir  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bioimage_models" / "dnnet-poisson-gaussian"
 SELFDEN = [sys.executable, "-m", "selfden.cli"]

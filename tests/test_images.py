@@ -12,9 +12,13 @@ import pytest
 import tifffile
 from PIL import Image
 
-from selfden.io import images
 from selfden.errors import InputError
-from selfden.io.images import StackWriter, check_output_path, open_image
+from selfden.inference.predictor import denoise_files
+from selfden.io import metadata as io_metadata
+from selfden.io.metadata import ImageMetadata
+from selfden.io.paths import check_output_path
+from selfden.io.reading import open_image
+from selfden.io.resumable_writer import ResumableWriter, partial_dir
 
 
 def assert_one_line_naming(error: pytest.ExceptionInfo[InputError], path: Path) -> None:
@@ -190,6 +194,13 @@ def test_nan_or_inf_frame_raises_input_error(tmp_path: Path, bad: float) -> None
 
 
 # --- writing ------------------------------------------------------------------------------
+# ResumableWriter is the one writer (selfden.inference.predictor drives it); ``{}`` is its
+# fingerprint: nothing but the layout decides these frames.
+
+
+def writer(target: Path, shape: tuple[int, ...], axes: str, metadata: ImageMetadata | None = None,
+           dtype: np.typing.DTypeLike = np.float32, inputs: tuple[Path, ...] = (), overwrite: bool = False) -> ResumableWriter:
+    return ResumableWriter(target, shape, axes, metadata or ImageMetadata(), dtype, {}, inputs=inputs, overwrite=overwrite)
 
 
 def test_writer_roundtrip_keeps_imagej_axes_spacing_and_resolution(tmp_path: Path) -> None:
@@ -199,9 +210,9 @@ def test_writer_roundtrip_keeps_imagej_axes_spacing_and_resolution(tmp_path: Pat
     tifffile.imwrite(source, data, imagej=True, resolution=(4.0, 4.0), metadata=metadata)
     stack = open_image(source)
     target = tmp_path / "out.tif"
-    with StackWriter(target, stack.shape, stack.axes, stack.metadata, inputs=[source]) as writer:
+    with writer(target, stack.shape, stack.axes, stack.metadata, inputs=(source,)) as out:
         for index in range(len(stack)):
-            writer.write(stack.frame(index) / 2)
+            out.write(stack.frame(index) / 2)
     with tifffile.TiffFile(target) as tif:
         series, ij = tif.series[0], tif.imagej_metadata
         assert (series.shape, series.axes, series.dtype) == ((2, 3, 8, 10), "TZYX", np.float32)
@@ -216,49 +227,57 @@ def test_writer_keeps_ome_physical_sizes(tmp_path: Path) -> None:
     tifffile.imwrite(source, np.zeros((3, 8, 8), np.uint16), ome=True, metadata=meta)
     stack = open_image(source)
     target = tmp_path / "out.ome.tif"
-    with StackWriter(target, stack.shape, stack.axes, stack.metadata) as writer:
+    with writer(target, stack.shape, stack.axes, stack.metadata) as out:
         for index in range(len(stack)):
-            writer.write(stack.frame(index))
+            out.write(stack.frame(index))
     with tifffile.TiffFile(target) as tif:
         assert tif.is_ome and tif.series[0].axes == "ZYX"
         assert 'PhysicalSizeX="0.1"' in tif.ome_metadata and 'PhysicalSizeZ="0.7"' in tif.ome_metadata
 
 
 def test_large_output_is_written_as_bigtiff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images, "BIGTIFF_THRESHOLD", 1000)
+    monkeypatch.setattr(io_metadata, "BIGTIFF_THRESHOLD", 1000)
     target = tmp_path / "big.tif"
-    with StackWriter(target, (3, 16, 16), "TYX") as writer:
+    with writer(target, (3, 16, 16), "TYX") as out:
         for index in range(3):
-            writer.write(np.full((16, 16), index, np.float32))
+            out.write(np.full((16, 16), index, np.float32))
     with tifffile.TiffFile(target) as tif:
         assert tif.is_bigtiff and tif.series[0].shape == (3, 16, 16)
         assert tif.series[0].asarray()[2, 0, 0] == 2
 
 
 def test_writer_leaves_nothing_when_the_block_fails(tmp_path: Path) -> None:
+    """A failure caused by the input or the model leaves nothing; any other failure (an
+    interruption) leaves only the hidden partial folder, for --resume, never the target."""
     target = tmp_path / "out.tif"
-    with pytest.raises(KeyError):
-        with StackWriter(target, (3, 8, 8), "TYX") as writer:
-            writer.write(np.zeros((8, 8)))
-            raise KeyError("interrupted")
+    with pytest.raises(InputError):
+        with writer(target, (3, 8, 8), "TYX") as out:
+            out.write(np.zeros((8, 8)))
+            raise InputError("the input is at fault")
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+    with pytest.raises(KeyError):
+        with writer(target, (3, 8, 8), "TYX") as out:
+            out.write(np.zeros((8, 8)))
+            raise KeyError("interrupted")
+    assert list(tmp_path.iterdir()) == [partial_dir(target)], list(tmp_path.iterdir())
 
 
-def test_writer_leaves_nothing_when_frames_are_missing(tmp_path: Path) -> None:
+def test_writer_leaves_no_output_when_frames_are_missing(tmp_path: Path) -> None:
+    target = tmp_path / "out.npy"
     with pytest.raises(RuntimeError, match="1 of 3 frames"):
-        with StackWriter(tmp_path / "out.npy", (3, 8, 8), "TYX") as writer:
-            writer.write(np.zeros((8, 8)))
-    assert list(tmp_path.iterdir()) == []
+        with writer(target, (3, 8, 8), "TYX") as out:
+            out.write(np.zeros((8, 8)))
+    assert list(tmp_path.iterdir()) == [partial_dir(target)], "the frames done are kept for --resume"
 
 
-def test_writer_replaces_atomically_and_uses_a_hidden_partial_file(tmp_path: Path) -> None:
+def test_writer_replaces_atomically_and_uses_a_hidden_partial_folder(tmp_path: Path) -> None:
     target = tmp_path / "out.tif"
     target.write_text("old result")
-    with StackWriter(target, (8, 8), "YX") as writer:
-        partial = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.tif.partial-")]
-        assert len(partial) == 1, list(tmp_path.iterdir())
+    with writer(target, (8, 8), "YX", overwrite=True) as out:
+        partial = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.tif.partial")]
+        assert partial == [partial_dir(target).name], list(tmp_path.iterdir())
         assert target.read_text() == "old result", "the old file must stay until the new one is complete"
-        writer.write(np.ones((8, 8)))
+        out.write(np.ones((8, 8)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
     assert tifffile.imread(target).dtype == np.float32
 
@@ -270,29 +289,31 @@ def test_writer_refuses_to_overwrite_an_input(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     for target in (source, tmp_path / "sub" / ".." / "in.tif", tmp_path / "hardlink.tif"):
         with pytest.raises(InputError, match="refusing to overwrite") as error:
-            StackWriter(target, (4, 24, 32), "TYX", inputs=[source])
+            writer(target, (4, 24, 32), "TYX", inputs=(source,), overwrite=True)
         assert_one_line_naming(error, target)
     check_output_path(tmp_path / "other.tif", [source])
 
 
 def test_npy_and_png_outputs(tmp_path: Path) -> None:
-    with StackWriter(tmp_path / "out.npy", (2, 4, 5), "TYX") as writer:
-        writer.write(np.zeros((4, 5)))
-        writer.write(np.ones((4, 5)))
+    with writer(tmp_path / "out.npy", (2, 4, 5), "TYX") as out:
+        out.write(np.zeros((4, 5)))
+        out.write(np.ones((4, 5)))
     assert np.load(tmp_path / "out.npy").shape == (2, 4, 5)
-    with StackWriter(tmp_path / "out.png", (4, 5), "YX", dtype=np.uint16) as writer:
-        writer.write(np.full((4, 5), 70000.0))  # clipped, not wrapped
+    with writer(tmp_path / "out.png", (4, 5), "YX", dtype=np.uint16) as out:
+        out.write(np.full((4, 5), 70000.0))  # clipped, not wrapped
     assert open_image(tmp_path / "out.png").frame(0).max() == 65535
-    with pytest.raises(InputError, match="PNG"):
-        StackWriter(tmp_path / "float.png", (4, 5), "YX", dtype=np.float32)
+    source = tmp_path / "float.tif"
+    tifffile.imwrite(source, np.zeros((4, 5), np.float32))
+    with pytest.raises(InputError, match="PNG"):  # refused while planning, before the model is loaded
+        denoise_files(tmp_path / "no-model", [source], tmp_path / "float.png")
 
 
 def test_writing_a_big_stack_keeps_memory_bounded(tmp_path: Path) -> None:
     frame = np.ones((256, 256), np.float32)
     tracemalloc.start()
-    with StackWriter(tmp_path / "big.tif", (200, 256, 256), "TYX") as writer:
+    with writer(tmp_path / "big.tif", (200, 256, 256), "TYX") as out:
         for _ in range(200):
-            writer.write(frame)
+            out.write(frame)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 5_000_000, f"peak {peak} bytes while writing a 52 MB stack"

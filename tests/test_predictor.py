@@ -22,7 +22,7 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from selfden.errors import InputError, ModelError, SelfdenError  # noqa: E402
-from selfden.io.images import open_image  # noqa: E402
+from selfden.io.reading import open_image  # noqa: E402
 from selfden.inference.predictor import Predictor, Progress, denoise_files  # noqa: E402
 from selfden.package.rdf import ProcessingStep  # noqa: E402
 from selfden.package.processing import apply_steps  # noqa: E402
@@ -464,7 +464,7 @@ def test_denoise_files_reports_every_frame_of_a_stack_and_writes_it_whole(tmp_pa
 
 def test_inference_imports_neither_torch_nor_bioimageio() -> None:
     code = (
-        "import sys, selfden.io.images, selfden.inference.predictor\n"
+        "import sys, selfden.io.reading, selfden.inference.predictor\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'bioimageio'))\n"
         "assert not heavy, heavy\n"
     )

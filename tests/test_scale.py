@@ -19,11 +19,12 @@ import tifffile
 pytest.importorskip("onnxruntime")
 from test_predictor import mean3_reflect, noisy, write_model  # noqa: E402
 
-from selfden.io import images  # noqa: E402
+from selfden.io import metadata as io_metadata  # noqa: E402
 from selfden.errors import InputError  # noqa: E402
-from selfden.io.images import open_image  # noqa: E402
+from selfden.io.reading import open_image  # noqa: E402
 from selfden.inference.predictor import Predictor, Progress, denoise_files  # noqa: E402
-from selfden.io.resumable_writer import PROGRESS_FILE, InferenceInterrupted, partial_dir  # noqa: E402
+from selfden.io.progress import PROGRESS_FILE  # noqa: E402
+from selfden.io.resumable_writer import InferenceInterrupted, partial_dir  # noqa: E402
 
 N_FRAMES = 8
 
@@ -180,7 +181,7 @@ def test_resume_skips_files_already_finished(tmp_path: Path, model: Path, monkey
 def test_large_output_is_bigtiff_with_shape_and_calibration(
     tmp_path: Path, model: Path, stack_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(images, "BIGTIFF_THRESHOLD", 1000)
+    monkeypatch.setattr(io_metadata, "BIGTIFF_THRESHOLD", 1000)
     target = tmp_path / "big.tif"
     denoise_files(model, [stack_file], target, device="cpu")
     with tifffile.TiffFile(target) as tif:
@@ -213,7 +214,7 @@ def test_zarr_inputs_plain_and_ome_are_read_frame_by_frame(tmp_path: Path) -> No
     data = noisy((2, 3, 16, 12)).astype(np.uint16)
     plain = zarr.open_array(str(tmp_path / "plain.zarr"), mode="w", shape=data.shape, chunks=(1, 1, 16, 12), dtype=data.dtype)
     plain[:] = data
-    meta = images.ImageMetadata(imagej={"unit": "um", "spacing": 2.0}, resolution=(10.0, 10.0))
+    meta = io_metadata.ImageMetadata(imagej={"unit": "um", "spacing": 2.0}, resolution=(10.0, 10.0))
     ome = create_ngff(tmp_path / "ome.zarr", data.shape, "TZYX", np.dtype(np.uint16), meta)
     ome[:] = data
     for name in ("plain.zarr", "ome.zarr"):

@@ -227,7 +227,7 @@ def _check_atom_options(method_config: dict[str, Any], inputs: list[Path], max_p
     if "atom_spacing" not in method_config or "atom_sigma" not in method_config:
         return
     from selfden.methods.noise2atom.atom_check import check_atom_options
-    from selfden.io.images import open_image
+    from selfden.io.reading import open_image
 
     spacing, sigma = method_config["atom_spacing"], tuple(method_config["atom_sigma"])
     for warning in check_atom_options([open_image(p, max_pixels) for p in inputs], spacing, sigma):
@@ -436,7 +436,7 @@ def noise(
 ) -> None:
     """Measure the noise's spatial correlation along x and y and suggest COSDD's direction."""
     with user_errors():
-        from selfden.io.images import open_image
+        from selfden.io.reading import open_image
         from selfden.noise_analysis import measure_noise_correlation
 
         if plot is not None:
@@ -479,7 +479,7 @@ def css(
         import numpy as np
 
         from selfden.io.limits import check_stack
-        from selfden.io.images import open_image
+        from selfden.io.reading import open_image
         from selfden.metrics import css as consecutive_similarity
 
         for path in stacks:

@@ -58,7 +58,7 @@ class DemoResult:
 def run_demo(output: Path, minutes: float = 2.5, device: str = "auto", progress: Any = None) -> DemoResult:
     """Generate data, train, export, denoise with onnxruntime and score; files go under ``output``."""
     from selfden import runs, synth
-    from selfden.io.images import open_image
+    from selfden.io.reading import open_image
     from selfden.inference.predictor import denoise_files
     from selfden.metrics import affine_psnr
     from selfden.report import before_after_png

@@ -525,7 +525,7 @@ def _first_input_files(rdf: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 def _read_image(path: Path) -> np.ndarray:
     """A sample image's pixels, through selfden's own readers (header limits, truncation checks)."""
-    from selfden.io.images import open_image
+    from selfden.io.reading import open_image
 
     with open_image(path) as stack:
         return np.stack([stack.frame(i) for i in range(len(stack))]).reshape(stack.shape)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from selfden.errors import SelfdenError
-from selfden.io.images import ImageStack
+from selfden.io.stack import ImageStack
 from selfden.inference.predictor import Predictor, load_predictor, model_files
 from selfden.io.resumable_writer import files_digest
 from selfden.package.runtime import Device, _cpu_count

@@ -20,16 +20,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from selfden.errors import InputError, ModelError, SelfdenError
-from selfden.io.images import IMAGE_SUFFIXES, ImageStack, check_output_path, open_image
+from selfden.io.paths import IMAGE_SUFFIXES, OUTPUT_SUFFIXES, check_output_path, check_output_target
+from selfden.io.reading import open_image
+from selfden.io.stack import ImageStack
 from selfden.package.files import extract_zip
 from selfden.package.processing import apply_steps
 from selfden.package.rdf import ModelSpec, find_rdf, read_spec
 from selfden.io.resumable_writer import (
-    OUTPUT_SUFFIXES,
     InferenceInterrupted,
     ResumableWriter,
     check_output_free,
-    check_output_target,
     file_identity,
     files_digest,
     make_output_folder,

@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from selfden.io.images import ImageMetadata, _tiff_options
+from selfden.io.metadata import ImageMetadata, tiff_options
 
 
 class Store(Protocol):
@@ -115,7 +115,7 @@ def create_data(folder: Path, suffix: str, shape: tuple[int, ...], axes: str, dt
         return folder / "data.zarr"
     if suffix in (".tif", ".tiff"):
         path = folder / "data.tif"
-        tifffile.imwrite(path, shape=shape, dtype=dtype, **_tiff_options(shape, axes, dtype, metadata))
+        tifffile.imwrite(path, shape=shape, dtype=dtype, **tiff_options(shape, axes, dtype, metadata))
         return path
     path = folder / "data.npy"
     with open(path, "wb") as handle:

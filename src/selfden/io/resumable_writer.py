@@ -1,18 +1,18 @@
 """Resumable outputs: frames go into a partial store beside the target, then one rename.
 
 While a stack is denoised, ``.NAME.partial/`` beside the target holds the output file
-itself (a TIFF or .npy laid out contiguously, or an OME-Zarr group), ``progress.json``
-(frames done, and what produced them: input file, model digest, options),
-``checksums.crc32`` (the CRC-32 of every finished frame, 4 bytes each, kept out of the
-JSON so a long series does not rewrite a growing record after every frame) and ``lock``,
-which a live writer holds (``output_lock``). Frames are written in place at their offset,
-so memory holds one frame and a finished frame is never recomputed; ``--resume`` checks
-every finished frame against its checksum before continuing. At the end the file is
-renamed onto the target and the folder removed. An interrupted run (Ctrl-C, a killed
-process, a full disk) leaves the folder for ``--resume``; a failure caused by the input or
-the model removes it, since resuming would fail the same way, and so does a failed write
-before the first frame was saved. A full disk leaves the data file (sparse, holding only
-the frames written) with its records: exactly what ``--resume`` needs.
+itself (a TIFF or .npy laid out contiguously, or an OME-Zarr group; ``output_stores``),
+``progress.json`` (frames done, and what produced them: input file, model digest,
+options), ``checksums.crc32`` (the CRC-32 of every finished frame; both kept by
+``progress``) and ``lock``, which a live writer holds (``output_lock``). Frames are
+written in place at their offset, so memory holds one frame and a finished frame is
+never recomputed; ``--resume`` checks every finished frame against its checksum before
+continuing. At the end the file is renamed onto the target and the folder removed. An
+interrupted run (Ctrl-C, a killed process, a full disk) leaves the folder for
+``--resume``; a failure caused by the input or the model removes it, since resuming would
+fail the same way, and so does a failed write before the first frame was saved. A full
+disk leaves the data file (sparse, holding only the frames written) with its records:
+exactly what ``--resume`` needs.
 """
 
 from __future__ import annotations
@@ -22,29 +22,31 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
-import struct
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from selfden.errors import InputError, SelfdenError
-from selfden.io.images import IMAGE_SUFFIXES, ImageMetadata, _cast, check_output_path
+from selfden.io.metadata import ImageMetadata
 from selfden.io.output_lock import LOCK_FILE, OutputLock, busy_error, claim_partial, is_locked
 from selfden.io.output_stores import Store, create_data, open_store
+from selfden.io.paths import check_output_target
+from selfden.io.progress import (
+    FORMAT_VERSION,
+    FrameChecksums,
+    describe_mismatch,
+    frames_done,
+    progress_note,
+    read_progress,
+    save_progress,
+    verify_frames,
+)
 
 log = logging.getLogger(__name__)
-
-OUTPUT_SUFFIXES = (*IMAGE_SUFFIXES, ".zarr")
-PROGRESS_FILE = "progress.json"
-CHECKSUM_FILE = "checksums.crc32"
-_FORMAT_VERSION = 2  # 2: per-frame checksums
-_CHECKSUM = struct.Struct("<I")
 
 
 class InferenceInterrupted(KeyboardInterrupt):
@@ -130,10 +132,20 @@ def check_output_free(target: Path, overwrite: bool) -> None:
 
 
 def existing_error(target: Path) -> InputError:
+    """The refusal of an output that exists when --overwrite was not given."""
     return InputError(f"{target}: exists; pass --overwrite to replace it or choose another -o")
 
 
 # --- the writer ------------------------------------------------------------------------------------
+
+
+def _cast(frame: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A private copy in the output type (the caller may reuse its buffer while the frame is
+    written); integers are rounded and clipped rather than wrapped."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(frame), info.min, info.max).astype(dtype)
+    return np.array(frame, dtype=dtype)
 
 
 class ResumableWriter:
@@ -166,7 +178,7 @@ class ResumableWriter:
         self.folder = partial_dir(self.target)
         self.done = 0
         self._store: Store | None = None
-        self._sums: IO[bytes] | None = None
+        self._sums: FrameChecksums | None = None
         self._lock: OutputLock | None = None
         check_output_target(self.target, inputs)
 
@@ -176,7 +188,7 @@ class ResumableWriter:
 
     def _describe(self, fingerprint: Mapping[str, Any]) -> dict[str, Any]:
         layout = {"shape": list(self.shape), "axes": self.axes, "dtype": str(self.dtype), "format": self.suffix}
-        return {"version": _FORMAT_VERSION, "output": layout, **fingerprint}
+        return {"version": FORMAT_VERSION, "output": layout, **fingerprint}
 
     # --- opening -----------------------------------------------------------------------------
     def __enter__(self) -> ResumableWriter:
@@ -217,8 +229,8 @@ class ResumableWriter:
         data = create_data(self.folder, ".npy" if self.suffix == ".png" else self.suffix,
                            self.shape, self.axes, self.dtype, self.metadata)
         self._store = open_store(data, self.suffix, self._frame_bytes())
-        self._sums = open(self.folder / CHECKSUM_FILE, "w+b", buffering=0)  # noqa: SIM115 - closed in __exit__
-        self._save_progress(0)
+        self._sums = FrameChecksums.create(self.folder)
+        save_progress(self.folder, self.fingerprint, 0)
 
     def _reopen(self) -> None:
         if not self.resume:
@@ -231,48 +243,15 @@ class ResumableWriter:
                 f"{self.target}: cannot resume: {problem}; rerun with the original settings, "
                 f"or delete {self.folder} to start over"
             )
-        done = saved.get("frames_done")
-        if not isinstance(done, int) or isinstance(done, bool) or not 0 <= done <= self.n_frames:
-            raise InputError(
-                f"{self.folder / PROGRESS_FILE}: frames_done is {done!r}, expected a whole number from 0 to "
-                f"{self.n_frames}: the progress record is damaged; delete {self.folder} to start over"
-            )
+        done = frames_done(self.folder, saved, self.n_frames)
         self._store = open_store(self._data_path(), self.suffix, self._frame_bytes())
-        self._verify(done)
+        self._sums = FrameChecksums.reopen(self.folder)  # None (missing) fails verify_frames unless done is 0
+        verify_frames(self.target, self.folder, self._sums, done, self._store.get)
         self.done = done
         log.info("%s: resuming after %d of %d frames", self.target, done, self.n_frames)
 
-    def _verify(self, done: int) -> None:
-        """Check every finished frame against the checksum it was saved with."""
-        assert self._store is not None
-        path = self.folder / CHECKSUM_FILE
-        try:
-            self._sums = open(path, "r+b", buffering=0)  # noqa: SIM115 - closed in __exit__
-            sums = self._sums.read(done * _CHECKSUM.size)
-        except FileNotFoundError:
-            sums = b""
-        if len(sums) < done * _CHECKSUM.size:
-            raise InputError(
-                f"{path}: the checksums of the {done} finished frames are missing or cut short; "
-                f"delete {self.folder} to start over"
-            )
-        for index, (expected,) in enumerate(_CHECKSUM.iter_unpack(sums)):
-            if zlib.crc32(self._store.get(index)) != expected:
-                raise InputError(
-                    f"{self.target}: frame {index} of the unfinished output in {self.folder} does not match its "
-                    f"checksum (changed or damaged since it was written); delete {self.folder} to start over"
-                )
-
     def _frame_bytes(self) -> int:
         return self.shape[-2] * self.shape[-1] * self.dtype.itemsize
-
-    def _save_progress(self, done: int) -> None:
-        temp = self.folder / f"{PROGRESS_FILE}.tmp"
-        try:
-            temp.write_text(json.dumps({**self.fingerprint, "frames_done": done}, indent=1))
-            os.replace(temp, self.folder / PROGRESS_FILE)
-        finally:
-            temp.unlink(missing_ok=True)  # a full disk leaves no half record behind
 
     # --- writing -----------------------------------------------------------------------------
     def write(self, frame: np.ndarray) -> None:
@@ -286,9 +265,8 @@ class ResumableWriter:
         data = np.ascontiguousarray(_cast(frame, self.dtype))
         try:
             self._store.put(self.done, data)
-            self._sums.seek(self.done * _CHECKSUM.size)
-            self._sums.write(_CHECKSUM.pack(zlib.crc32(data)))
-            self._save_progress(self.done + 1)
+            self._sums.record(self.done, data)
+            save_progress(self.folder, self.fingerprint, self.done + 1)
         except OSError as error:
             raise output_error(self.target, error, self.folder, self.done) from None
         self.done += 1
@@ -328,7 +306,7 @@ class ResumableWriter:
     def _close_files(self) -> None:
         if self._store is not None:
             self._store.close()
-        if self._sums is not None and not self._sums.closed:
+        if self._sums is not None:
             self._sums.close()
 
     def _release(self) -> None:
@@ -350,60 +328,8 @@ def refuse_partial(target: Path) -> None:
 
 def _unfinished(target: Path) -> InputError:
     folder = partial_dir(target)
-    try:
-        done = f"{int(json.loads((folder / PROGRESS_FILE).read_text())['frames_done'])} frames done"
-    except (OSError, ValueError, KeyError, TypeError):
-        done = "progress unknown"
     return InputError(
-        f"{target}: an unfinished run left {folder} ({done}); run the same command with --resume "
+        f"{target}: an unfinished run left {folder} ({progress_note(folder)}); run the same command with --resume "
         "to continue it, or delete that folder to start over"
     )
 
-
-def read_progress(folder: Path) -> dict[str, Any]:
-    """The progress record of a partial folder; InputError when it is unreadable."""
-    try:
-        saved = json.loads((folder / PROGRESS_FILE).read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(
-            f"{folder / PROGRESS_FILE}: the progress record of this unfinished run is missing or damaged "
-            f"({error}); delete {folder} to start over"
-        ) from error
-    if not isinstance(saved, dict):
-        raise InputError(f"{folder / PROGRESS_FILE}: not a progress record; delete {folder} to start over")
-    return saved
-
-
-_WHAT = {
-    "input": "the input file changed (size or modification time) or is another file",
-    "model": "the model is not the same (rdf.yaml or weights differ)",
-    "output": "the output shape, type or format differs",
-    "version": "it was written by another version of selfden",
-}
-
-
-def describe_mismatch(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
-    """Why ``recorded`` (from progress.json) does not describe this run; None when it does."""
-    for key in sorted(set(recorded) | set(current)):
-        then, now = recorded.get(key), current.get(key)
-        if then == now:
-            continue
-        if key == "options" and isinstance(then, Mapping) and isinstance(now, Mapping):
-            changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
-            return "; ".join(f"option {k} was {then.get(k)!r}, now {now.get(k)!r}" for k in changed)
-        return _WHAT.get(key, f"{key} was {then!r}, now {now!r}")
-    return None
-
-
-def check_output_target(target: Path, inputs: Sequence[Path], need_folder: bool = True) -> None:
-    """Refuse unsupported types, missing folders, inputs, and (for Zarr) existing stores."""
-    suffix = target.suffix.lower()
-    if suffix not in OUTPUT_SUFFIXES:
-        raise InputError(f"{target}: unsupported output type; use one of {', '.join(OUTPUT_SUFFIXES)}")
-    if need_folder and not target.parent.is_dir():
-        raise InputError(f"{target}: the output folder {target.parent} does not exist")
-    if suffix == ".zarr" and target.exists():
-        raise InputError(f"{target}: already exists; selfden does not replace a Zarr store: delete it or choose another name")
-    if suffix != ".zarr" and target.is_dir():
-        raise InputError(f"{target}: is a folder; give an output file name")
-    check_output_path(target, inputs)

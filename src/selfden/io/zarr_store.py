@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from selfden.errors import InputError, one_line
 from selfden.io import limits
-from selfden.errors import InputError
-from selfden.io.images import ImageMetadata, ImageStack, _imagej_to_ome, _native, _ome_pixels, _one_line, _validate
+from selfden.io.metadata import ImageMetadata, imagej_to_ome, ome_pixels
+from selfden.io.stack import ImageStack, check_layout, native_dtype
 
 #: Frames wider or taller than this are split into several chunks.
 MAX_CHUNK_SIDE = 2048
@@ -58,7 +59,7 @@ class _ZarrSource:
 
 def open_zarr(path: Path, max_pixels: int | None = None) -> ImageStack:
     """An ImageStack over a .zarr array or OME-Zarr group; InputError naming ``path`` if unusable,
-    or if its declared frame or chunk holds more than ``max_pixels`` pixels (see ``image_limits``):
+    or if its declared frame or chunk holds more than ``max_pixels`` pixels (see ``limits``):
     a few bytes of metadata can declare any size, and reading a frame decodes whole chunks."""
     zarr = import_zarr(str(path))
     try:
@@ -67,15 +68,15 @@ def open_zarr(path: Path, max_pixels: int | None = None) -> ImageStack:
     except InputError:
         raise
     except Exception as error:
-        raise InputError(f"{path}: not a readable Zarr image ({_one_line(error)}); expected a Zarr array or OME-Zarr") from error
+        raise InputError(f"{path}: not a readable Zarr image ({one_line(error)}); expected a Zarr array or OME-Zarr") from error
     shape, dtype = tuple(int(s) for s in array.shape), np.dtype(array.dtype)
-    _validate(path, shape, dtype)
+    check_layout(path, shape, dtype)
     if len(shape) not in _DEFAULT_AXES:
         raise InputError(f"{path}: array has {len(shape)} dimensions, expected 2 to 5 (up to TZCYX)")
     limits.check_frame(path, shape, max_pixels)
     limits.check_block(path, "chunk", tuple(int(c) for c in array.chunks), max_pixels)
     axes = axes or _DEFAULT_AXES[len(shape)]
-    return ImageStack(path, shape, axes, _native(dtype), _metadata(axes, scales), _ZarrSource(array))
+    return ImageStack(path, shape, axes, native_dtype(dtype), _metadata(axes, scales), _ZarrSource(array))
 
 
 def _multiscales(attrs: Mapping[str, Any]) -> list[Any] | None:
@@ -133,7 +134,7 @@ def _metadata(axes: str, scale: list[float] | None) -> ImageMetadata:
 
 def ngff_attributes(axes: str, metadata: ImageMetadata) -> dict[str, Any]:
     """OME-Zarr 0.4 ``multiscales`` of one level, path "0", with the input's pixel sizes."""
-    physical = _ome_pixels(metadata.ome_xml) if metadata.ome_xml else _imagej_to_ome(metadata)
+    physical = ome_pixels(metadata.ome_xml) if metadata.ome_xml else imagej_to_ome(metadata)
     entries, scale = [], []
     for letter in axes:
         entry: dict[str, Any] = {"name": letter.lower(), "type": _AXIS_TYPES[letter]}

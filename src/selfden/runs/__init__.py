@@ -150,7 +150,7 @@ def resolve_direction(
         return options, None
     if options.get("direction", "auto") != "auto":
         return options, None
-    from selfden.io.images import open_image
+    from selfden.io.reading import open_image
     from selfden.noise_analysis import measure_noise_correlation
 
     result = measure_noise_correlation([open_image(p, max_pixels) for p in inputs])
@@ -164,7 +164,7 @@ def correlated_noise_warning(method: str, inputs: Sequence[Path], max_pixels: in
 
     if not get_method(method).assumes_independent_noise:
         return None
-    from selfden.io.images import open_image
+    from selfden.io.reading import open_image
     from selfden.noise_analysis import measure_noise_correlation
 
     try:
@@ -210,7 +210,7 @@ def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: 
 
 def _train_rank(config: RunConfig, run_dir: Path, resume: bool, progress: Any = None) -> RunResult | None:
     """One process's part of :func:`train_run`; rank 0 (the only one without a group) writes and exports."""
-    from selfden.io.images import open_image
+    from selfden.io.reading import open_image
     from selfden.methods import get_method
     from selfden.normalisation import Normalisation
     from selfden.training import TrainerConfig, resolve_device, seed_everything, train
@@ -418,7 +418,7 @@ def _training_data(
 
 
 def _sample_frame(config: RunConfig) -> np.ndarray:
-    from selfden.io.images import open_image
+    from selfden.io.reading import open_image
 
     stack = open_image(Path(config.data.inputs[0]), config.data.max_pixels)
     return np.asarray(stack.frame(len(stack) - 1), dtype=np.float32)

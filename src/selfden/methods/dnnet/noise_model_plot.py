@@ -88,7 +88,7 @@ def noise_model_report(
 def _validation_crops(config: Any, normalisation: Any) -> list[np.ndarray]:
     """The run's fixed validation batches, drawn exactly as ``selfden.runs.train_run`` drew them."""
     from selfden.data import split_train_val, validation_batches
-    from selfden.io.images import open_image
+    from selfden.io.reading import open_image
 
     data = config.data
     stacks = [open_image(Path(p), data.max_pixels) for p in data.inputs]  # the run's own image limit
