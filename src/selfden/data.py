@@ -28,7 +28,7 @@ _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 class StackLike(Protocol):
-    """What data.py needs from an image stack (``selfden.io.images.ImageStack`` fits)."""
+    """What data.py needs from an image stack (``selfden.io.stack.ImageStack`` fits)."""
 
     path: Path
 

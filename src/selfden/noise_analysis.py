@@ -43,7 +43,7 @@ MAX_SIDE = 1024
 
 
 class StackLike(Protocol):
-    """What this module needs from an image stack (``selfden.io.images.ImageStack`` fits)."""
+    """What this module needs from an image stack (``selfden.io.stack.ImageStack`` fits)."""
 
     def __len__(self) -> int: ...
 
