@@ -195,6 +195,15 @@ def test_split_samples_are_reproducible_in_a_fresh_predictor(split_model: Path) 
     assert outputs[0][1].mean() > 0, "the samples must differ from one another"
 
 
+def test_predictions_carry_a_std_only_when_asked_and_the_same_mean_either_way(split_model: Path) -> None:
+    image = noisy_image((24, 20), 0.3)
+    with load_predictor(split_model, samples=4, tile_size=16) as plain, \
+            load_predictor(split_model, samples=4, std=True, tile_size=16) as with_std:
+        without, both = plain.predict(image), with_std.predict(image)
+    assert without.std is None and both.std is not None and both.std.shape == image.shape
+    np.testing.assert_array_equal(without.image, both.image)
+
+
 def test_model_files_of_a_split_package_name_both_sampler_graphs(split_model: Path) -> None:
     with load_predictor(split_model, samples=4) as predictor:
         names = [p.name for p in model_files(predictor)]
