@@ -31,7 +31,7 @@ def test_the_eight_orientations_are_distinct() -> None:
 
 
 def test_tta_of_a_dihedral_symmetric_model_equals_its_plain_output(tmp_path: Path) -> None:
-    model = write_model(tmp_path / "mean3", symmetries=list(DIHEDRAL))
+    model = write_model(tmp_path / "mean3", orientations=list(DIHEDRAL))
     image = noisy((70, 45))
     plain = load_predictor(model, tile_size=32).predict(image).image
     ensembled = load_predictor(model, tile_size=32, tta=True).predict(image).image
@@ -41,7 +41,7 @@ def test_tta_of_a_dihedral_symmetric_model_equals_its_plain_output(tmp_path: Pat
 def test_tta_averages_the_model_over_all_eight_orientations(tmp_path: Path) -> None:
     # The model copies each pixel's left neighbour; turned and flipped, "left" becomes each of the
     # four neighbours twice, so the ensemble is the mean of the four neighbours.
-    model = write_model(tmp_path / "left", kind="left", symmetries=list(DIHEDRAL))
+    model = write_model(tmp_path / "left", kind="left", orientations=list(DIHEDRAL))
     image = noisy((40, 30))
     result = load_predictor(model, tile_size=64, tta=True).predict(image).image
     up, down = image[:-2, 1:-1], image[2:, 1:-1]
@@ -66,7 +66,7 @@ def test_mixture_of_orientations_has_the_law_of_total_variance() -> None:
 
 
 def test_tta_with_posterior_samples_keeps_mean_and_spread(tmp_path: Path) -> None:
-    folder = write_sampler_model(tmp_path / "cosdd", symmetries=list(DIHEDRAL))
+    folder = write_sampler_model(tmp_path / "cosdd", orientations=list(DIHEDRAL))
     image = smooth_image((32, 32))
     with load_predictor(folder, samples=50, std=True, tile_size=64, tta=True) as predictor:
         prediction = predictor.predict(image)
@@ -80,7 +80,7 @@ def test_tta_with_posterior_samples_keeps_mean_and_spread(tmp_path: Path) -> Non
 def test_denoise_files_with_tta_writes_the_ensemble_of_every_frame(tmp_path: Path) -> None:
     import tifffile
 
-    model = write_model(tmp_path / "left", kind="left", symmetries=list(DIHEDRAL))
+    model = write_model(tmp_path / "left", kind="left", orientations=list(DIHEDRAL))
     stack = noisy((3, 20, 24))
     source = tmp_path / "in.tif"
     tifffile.imwrite(source, stack, photometric="minisblack")

@@ -107,10 +107,10 @@ def write_model(
     step: int = 8,
     halo: int = 4,
     tile_size: int = 64,
-    symmetries: list[str] | None = None,
+    orientations: list[str] | None = None,
 ) -> Path:
     """A model folder in the MODEL FOLDER format of the selfden brief (rdf.yaml written by hand);
-    ``symmetries``: the orientations it claims to have been trained with (default: none recorded)."""
+    ``orientations``: those it claims to have been trained with (``config.selfden.symmetries``; default: none)."""
     folder.mkdir(parents=True, exist_ok=True)
     save_graph(folder / "denoiser.onnx", kind, layout)
     default_pre, default_post = selfden_processing()
@@ -128,8 +128,8 @@ def write_model(
                                "tile_size": tile_size, "normalisation": {"offset": OFFSET, "scale": SCALE},
                                "graphs": {"denoiser": "denoiser.onnx"}}},
     }
-    if symmetries is not None:
-        rdf["config"]["selfden"]["symmetries"] = symmetries
+    if orientations is not None:
+        rdf["config"]["selfden"]["symmetries"] = orientations
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
     return folder
 

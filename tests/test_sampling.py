@@ -41,9 +41,9 @@ def save_noisy_sampler(path: Path, seed: float = 7.0) -> None:
     onnx.save(model, str(path))
 
 
-def write_sampler_model(folder: Path, symmetries: list[str] | None = None) -> Path:
+def write_sampler_model(folder: Path, orientations: list[str] | None = None) -> Path:
     """A COSDD-like model folder: the mean3 denoiser plus the toy sampler, 20 samples by default."""
-    write_model(folder, tile_size=16, symmetries=symmetries)
+    write_model(folder, tile_size=16, orientations=orientations)
     save_noisy_sampler(folder / "sampler.onnx")
     rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
     rdf["config"]["selfden"]["graphs"]["sampler"] = "sampler.onnx"
