@@ -112,7 +112,7 @@ def stripe_record(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Path]:
 def record_from_run(run: Path, suite: Any, noisy_path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """quality.py's record for a run trained elsewhere: export if needed, denoise directly, score."""
     from selfden import runs
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
 
     config = runs.load_run_config(run)
     if not (run / runs.MODEL_DIR / "rdf.yaml").is_file():
@@ -143,7 +143,7 @@ def add_mmse_rows(record: dict[str, Any], suite: Any, noisy_path: Path, args: ar
     """Direct denoiser vs the MMSE of each sample count on the first ``--mmse-frames`` frames; rows
     appended to the record after the all-frames direct row."""
     from selfden import synth
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
 
     model = Path(record["run_dir"]) / "model"
     work = Path(record["run_dir"]).parent
@@ -217,18 +217,18 @@ def subset_baseline_rows(subset: Any) -> list[dict[str, Any]]:
 
 def sampling_speed(model: Path, frame: np.ndarray, n: int, device: str) -> dict[str, Any]:
     """Seconds to denoise one frame: direct; N samples batched; N one-sample predictions."""
-    from selfden.inference.predictor import load_predictor
+    from selfden.inference.loading import load_predictor
 
     with load_predictor(model, device) as direct, load_predictor(model, device, samples=n) as batched, \
             load_predictor(model, device, samples=1) as single:
         def run_direct() -> object:
-            return direct.predict_image(frame)
+            return direct.predict(frame).image
 
         def run_batched() -> object:
-            return batched.predict_image(frame)
+            return batched.predict(frame).image
 
         def run_singles() -> object:
-            return [single.predict_image(frame) for _ in range(n)]
+            return [single.predict(frame).image for _ in range(n)]
 
         med = speed.timed_rounds({"direct": run_direct, "batched": run_batched, "singles": run_singles},
                                  min_seconds=60.0, max_rounds=5)
@@ -270,7 +270,7 @@ def training_speed(patch: int, batch: int, seconds: float) -> dict[str, Any]:
 def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train on the real frames (direction auto), then CSS and streak index of every estimate."""
     from selfden import runs
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
     from selfden.metrics import css
 
     if not args.stem.is_file():

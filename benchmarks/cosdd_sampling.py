@@ -30,7 +30,7 @@ import onnx
 import quality
 
 from selfden.export.onnx_flops import count_macs
-from selfden.inference.predictor import Predictor
+from selfden.inference.loading import load_direct
 from selfden.package.processing import apply_steps
 from selfden.package.runtime import create_session
 from selfden.inference.sampling import SamplingPredictor
@@ -99,7 +99,7 @@ def _decoder_inputs(encoder: onnx.ModelProto, decoder: onnx.ModelProto) -> dict[
 
 def curve_table(split: Path, noisy: np.ndarray, clean: np.ndarray) -> tuple[dict[str, Any], int, dict[str, Any]]:
     estimates = []
-    with RunningMeans.from_predictor(Predictor.from_path(split), 100) as predictor:
+    with RunningMeans.from_predictor(load_direct(split), 100) as predictor:
         for frame in noisy:
             refs = {predictor.spec.input_id: frame}
             normalised = np.asarray(apply_steps(frame, predictor.spec.preprocessing, refs), np.float32)
@@ -124,10 +124,10 @@ def curve_table(split: Path, noisy: np.ndarray, clean: np.ndarray) -> tuple[dict
 
 
 def auto_row(split: Path, noisy: np.ndarray, clean: np.ndarray, reference: float) -> dict[str, Any]:
-    with SamplingPredictor.from_predictor(Predictor.from_path(split), "auto") as predictor:
+    with SamplingPredictor.from_predictor(load_direct(split), "auto") as predictor:
         counts, estimates = [], []
         for frame in noisy:
-            estimates.append(predictor.predict_mean_and_std(frame)[0])
+            estimates.append(predictor.predict(frame).image)
             counts.extend(predictor.tile_counts)
     score = baselines.score(np.asarray(estimates), clean)
     label = f"auto ({np.mean(counts):.0f} per tile, {min(counts)}-{max(counts)})"

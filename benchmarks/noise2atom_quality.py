@@ -116,7 +116,7 @@ def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
     """CSS of raw, denoised and 3-frame-mean STEM frames, with warnings and a figure."""
     from selfden import runs
     from selfden.methods.noise2atom.atom_check import check_atom_options, diagnose_run
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
     from selfden.metrics import css
 
     if not args.stem.is_file():

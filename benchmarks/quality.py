@@ -3,7 +3,7 @@
 For each suite: generate it with ``selfden.synth`` (data seed 0), save the noisy stack, train
 each method with ``selfden.runs`` (``new_run_config`` + ``train_run``: what ``selfden train``
 does), denoise the stack with the exported ONNX package via
-``selfden.inference.predictor.denoise_files`` (what ``selfden infer`` does), score all frames
+``selfden.inference.running.denoise_files`` (what ``selfden infer`` does), score all frames
 against the truth, run the classical baselines (cached per suite), write one JSON record per
 (suite, method) under ``benchmarks/results/`` and regenerate ``benchmarks/RESULTS.md``.
 
@@ -203,7 +203,7 @@ def train_and_denoise(
     Returns config, run result, denoised file, denoising seconds and the CPU cores training got.
     """
     from selfden import runs
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
 
     options = method_options(method, args.sets)
     data = data_options(args, frame_side)
@@ -286,7 +286,8 @@ def method_record(
     }
     rows = [row]
     if getattr(args, "tta", False):
-        from selfden.inference.predictor import denoise_files, trained_orientations
+        from selfden.inference.loading import trained_orientations
+        from selfden.inference.running import denoise_files
 
         start = time.perf_counter()
         tta_path = denoise_files(result.model_dir, [noisy_path], work / "denoised_tta.tif", device=args.device, tta=True)[0]

@@ -154,7 +154,7 @@ def timed(call: Any) -> float:
 
 def dask_table(model: Path, work: Path, frames: int, size: int, workers: list[int]) -> dict[str, Any]:
     from selfden.inference.dask_cluster import dask_frames
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
 
     source = synthetic_stack(work / "dask_in.npy", frames, size)
     rows = []

@@ -6,7 +6,7 @@
 (a) inference megapixels/s of the cae network (untrained weights: speed does not depend on
     them), onnxruntime on the CPU vs torch eager (``torch.no_grad``, same weights, same thread
     count), on a whole 2048² image and on a batch of the tiles the Predictor really runs;
-(b) a 4096² image through ``selfden.inference.Predictor`` (tiling, stitching, processing) vs
+(b) a 4096² image through ``selfden.inference.predictors.Predictor`` (tiling, stitching, processing) vs
     the same number of tiles pushed through the session without stitching;
 (c) training steps/s of every registered method at its default config and the default
     patch/batch of ``selfden train``, fp32 and bf16 autocast.
@@ -127,10 +127,10 @@ def tiling_table(
     package: Path, size: int, seconds: float, rounds: int
 ) -> tuple[dict[str, Any], tuple[int, int], int]:
     """(b): the Predictor on a ``size``² image vs its tiles run through the session alone."""
-    from selfden.inference.predictor import Predictor
+    from selfden.inference.loading import load_predictor
     from selfden.geometry.tiles import tile_image
 
-    predictor = Predictor.from_path(package, "cpu")
+    predictor = load_predictor(package, "cpu")
     spec = predictor.spec
     image = np.random.default_rng(2).random((size, size), dtype=np.float32)
     tiles = tile_image(image.shape, predictor.tile_size, spec.min_size, spec.size_step, spec.halo, predictor.overlap)
@@ -143,7 +143,7 @@ def tiling_table(
         for _ in range(batches):
             predictor.run_tiles(batch_input)
 
-    med = timed_rounds({"predictor": lambda: predictor.predict_image(image), "tiles": tiles_alone},
+    med = timed_rounds({"predictor": lambda: predictor.predict(image), "tiles": tiles_alone},
                        seconds, max_rounds=rounds, warm_up=False)
     ideal = med["tiles"]
     network_pixels = len(tiles) * math.prod(tiles[0].shape)
@@ -159,7 +159,7 @@ def tiling_table(
     print(f"(b) {size}²: Predictor {row[3]:.1f} s, tiles alone {row[4]:.1f} s, ratio {row[5]:.2f}")
     table = {
         "title": "(b) tiled inference: Predictor vs its tiles alone",
-        "note": "Predictor.predict_image (pre/post-processing, tiling, reflect padding, batching, blending) "
+        "note": "Predictor.predict (pre/post-processing, tiling, reflect padding, batching, blending) "
         "vs ceil(tiles/batch) batches through the same session, alternating, median of the rounds; ratio 1.00 = no overhead beyond the "
         "network. 'network px / image px' is the extra work that halo and overlap cost.",
         "columns": ["image", "tiles", "network px / image px", "Predictor s", "tiles alone s",

@@ -77,7 +77,7 @@ def _bare_graph_seconds(spec: ModelSpec, image: np.ndarray, frames: int) -> floa
 
 
 def _infer_seconds(folder: Path, stack: np.ndarray) -> float:
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
 
     with tempfile.TemporaryDirectory() as temp:
         np.save(Path(temp) / "in.npy", stack)

@@ -168,7 +168,7 @@ def rebuild_packages(folders: list[Path], output: Path) -> int:
 def build(recipe: Recipe, output: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Data, train, export, validate and score one recipe; returns its record."""
     from selfden import synth
-    from selfden.inference.predictor import trained_orientations
+    from selfden.inference.loading import trained_orientations
 
     work.mkdir(parents=True, exist_ok=True)
     data = getattr(synth, recipe.suite)(rng=np.random.default_rng(0))

@@ -219,7 +219,7 @@ def test_infer_tta_averages_the_eight_orientations_cae_trained_with(
 ) -> None:
     import yaml
 
-    from selfden.inference.predictor import Predictor
+    from selfden.inference.loading import load_predictor
     from selfden.geometry.orientations import DIHEDRAL, transform, untransform
 
     run, data = trained_run
@@ -229,8 +229,8 @@ def test_infer_tta_averages_the_eight_orientations_cae_trained_with(
     result = run_selfden("infer", run, data, "-o", output, "--tta")
     assert result.returncode == 0, result.stdout + result.stderr
     frame = tifffile.imread(data)[0].astype(np.float32)
-    plain = Predictor.from_path(run / "model")
-    by_hand = np.mean([untransform(plain.predict_image(transform(frame, name)), name) for name in DIHEDRAL], axis=0)
+    plain = load_predictor(run / "model")
+    by_hand = np.mean([untransform(plain.predict(transform(frame, name)).image, name) for name in DIHEDRAL], axis=0)
     assert np.allclose(tifffile.imread(output)[0], by_hand, atol=1e-3 * float(np.abs(by_hand).max()))
 
 

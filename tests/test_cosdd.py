@@ -389,7 +389,7 @@ def test_an_exported_package_ships_the_split_sampler_hashed_and_samples_through_
 
     from selfden.errors import ModelError
     from selfden.export.package import export_package
-    from selfden.inference.predictor import load_predictor
+    from selfden.inference.loading import load_predictor
 
     os.environ.setdefault("BIOIMAGEIO_CACHE_PATH", str(tmp_path / "bioimageio-cache"))
     raw = np.random.default_rng(2).normal(500.0, 50.0, (96, 96)).astype(np.float32)
@@ -399,8 +399,9 @@ def test_an_exported_package_ships_the_split_sampler_hashed_and_samples_through_
     assert {"sampler_encoder", "sampler_decoder"} <= set(graphs) and "sampler" not in graphs, graphs
     hashed = {a["source"] for a in rdf["attachments"] if a.get("sha256")}
     assert {"sampler_encoder.onnx", "sampler_decoder.onnx"} <= hashed, rdf["attachments"]
-    with load_predictor(package, samples=4) as predictor:
-        mean, std = predictor.predict_mean_and_std(raw[:64, :64])
+    with load_predictor(package, samples=4, std=True) as predictor:
+        prediction = predictor.predict(raw[:64, :64])
+    mean, std = prediction.image, prediction.std
     assert mean.shape == (64, 64) and np.isfinite(mean).all() and std.mean() > 0
     with (package / "sampler_decoder.onnx").open("ab") as graph:
         graph.write(b"\0")

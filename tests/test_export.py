@@ -258,7 +258,7 @@ def method_package(request, tmp_path_factory):
 
 
 def _infer(package, image: np.ndarray, tmp_path, **options) -> np.ndarray:
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
 
     np.save(tmp_path / "input.npy", image)
     written = denoise_files(package, [tmp_path / "input.npy"], tmp_path / "output.npy", device="cpu", overwrite=True, **options)

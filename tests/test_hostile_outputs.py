@@ -28,7 +28,7 @@ pytest.importorskip("onnxruntime")
 
 from selfden.errors import SelfdenError  # noqa: E402
 from selfden.export.ownership import check_export_target, run_identity  # noqa: E402
-from selfden.inference.predictor import Progress, denoise_files  # noqa: E402
+from selfden.inference.running import Progress, denoise_files  # noqa: E402
 from selfden.io.progress import CHECKSUM_FILE, PROGRESS_FILE  # noqa: E402
 from selfden.io.resumable_writer import InferenceInterrupted, partial_dir  # noqa: E402
 
@@ -154,7 +154,7 @@ def test_a_folder_output_is_a_path_without_suffix_or_an_existing_folder(model: P
 
 HOLDER = """
 import sys, time
-from selfden.inference.predictor import denoise_files
+from selfden.inference.running import denoise_files
 
 def on_progress(event):
     if event.frame == 2:

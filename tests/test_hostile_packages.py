@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from selfden.errors import ModelError, SelfdenError
 from selfden.package.files import ZipLimits, extract_zip
-from selfden.inference.predictor import locate_rdf
+from selfden.inference.loading import locate_rdf
 from selfden.package.rdf import read_spec
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bioimage_models" / "noise2atom-atoms"

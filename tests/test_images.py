@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from selfden.errors import InputError
-from selfden.inference.predictor import denoise_files
+from selfden.inference.running import denoise_files
 from selfden.io import metadata as io_metadata
 from selfden.io.metadata import ImageMetadata
 from selfden.io.paths import check_output_path
@@ -194,7 +194,7 @@ def test_nan_or_inf_frame_raises_input_error(tmp_path: Path, bad: float) -> None
 
 
 # --- writing ------------------------------------------------------------------------------
-# ResumableWriter is the one writer (selfden.inference.predictor drives it); ``{}`` is its
+# ResumableWriter is the one writer (selfden.inference.running drives it); ``{}`` is its
 # fingerprint: nothing but the layout decides these frames.
 
 

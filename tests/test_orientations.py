@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from selfden.errors import ModelError  # noqa: E402
-from selfden.inference.predictor import Predictor, denoise_files, load_predictor  # noqa: E402
+from selfden.inference.loading import load_predictor  # noqa: E402
+from selfden.inference.running import denoise_files  # noqa: E402
 from selfden.inference.sampling import mixture_mean_and_std  # noqa: E402
 from selfden.geometry.orientations import DIHEDRAL, transform, untransform  # noqa: E402
 from test_predictor import OFFSET, SCALE, mean3_reflect, noisy, write_model  # noqa: E402
@@ -30,31 +31,31 @@ def test_the_eight_orientations_are_distinct() -> None:
 
 
 def test_tta_of_a_dihedral_symmetric_model_equals_its_plain_output(tmp_path: Path) -> None:
-    model = write_model(tmp_path / "mean3", symmetries=list(DIHEDRAL))
+    model = write_model(tmp_path / "mean3", orientations=list(DIHEDRAL))
     image = noisy((70, 45))
-    plain = Predictor.from_path(model, tile_size=32).predict_image(image)
-    ensembled = Predictor.from_path(model, tile_size=32, tta=True).predict_image(image)
+    plain = load_predictor(model, tile_size=32).predict(image).image
+    ensembled = load_predictor(model, tile_size=32, tta=True).predict(image).image
     assert np.abs(ensembled - plain).max() < 1e-4 * SCALE
 
 
 def test_tta_averages_the_model_over_all_eight_orientations(tmp_path: Path) -> None:
     # The model copies each pixel's left neighbour; turned and flipped, "left" becomes each of the
     # four neighbours twice, so the ensemble is the mean of the four neighbours.
-    model = write_model(tmp_path / "left", kind="left", symmetries=list(DIHEDRAL))
+    model = write_model(tmp_path / "left", kind="left", orientations=list(DIHEDRAL))
     image = noisy((40, 30))
-    result = Predictor.from_path(model, tile_size=64, tta=True).predict_image(image)
+    result = load_predictor(model, tile_size=64, tta=True).predict(image).image
     up, down = image[:-2, 1:-1], image[2:, 1:-1]
     left, right = image[1:-1, :-2], image[1:-1, 2:]
     expected = (up + down + left + right) / 4
     assert np.abs(result[1:-1, 1:-1] - expected).max() < 1e-3
-    plain = Predictor.from_path(model, tile_size=64).predict_image(image)
+    plain = load_predictor(model, tile_size=64).predict(image).image
     assert np.abs(plain[1:-1, 1:-1] - left).max() < 1e-3
 
 
 def test_tta_on_a_model_trained_without_flips_is_refused(tmp_path: Path) -> None:
     model = write_model(tmp_path / "plain")
     with pytest.raises(ModelError, match="without flips or rotations"):
-        Predictor.from_path(model, tta=True)
+        load_predictor(model, tta=True)
 
 
 def test_mixture_of_orientations_has_the_law_of_total_variance() -> None:
@@ -65,10 +66,11 @@ def test_mixture_of_orientations_has_the_law_of_total_variance() -> None:
 
 
 def test_tta_with_posterior_samples_keeps_mean_and_spread(tmp_path: Path) -> None:
-    folder = write_sampler_model(tmp_path / "cosdd", symmetries=list(DIHEDRAL))
+    folder = write_sampler_model(tmp_path / "cosdd", orientations=list(DIHEDRAL))
     image = smooth_image((32, 32))
-    with load_predictor(folder, samples=50, tile_size=64, tta=True) as predictor:
-        mean, std = predictor.predict_mean_and_std(image)
+    with load_predictor(folder, samples=50, std=True, tile_size=64, tta=True) as predictor:
+        prediction = predictor.predict(image)
+    mean, std = prediction.image, prediction.std
     expected = mean3_reflect((image - OFFSET) / SCALE) * SCALE + OFFSET
     inner = (slice(2, -2), slice(2, -2))
     assert np.abs(mean - expected)[inner].max() < 0.05 * SCALE
@@ -78,11 +80,11 @@ def test_tta_with_posterior_samples_keeps_mean_and_spread(tmp_path: Path) -> Non
 def test_denoise_files_with_tta_writes_the_ensemble_of_every_frame(tmp_path: Path) -> None:
     import tifffile
 
-    model = write_model(tmp_path / "left", kind="left", symmetries=list(DIHEDRAL))
+    model = write_model(tmp_path / "left", kind="left", orientations=list(DIHEDRAL))
     stack = noisy((3, 20, 24))
     source = tmp_path / "in.tif"
     tifffile.imwrite(source, stack, photometric="minisblack")
     written = denoise_files(model, [source], tmp_path / "out.tif", tta=True)
-    predictor = Predictor.from_path(model, tta=True)
-    expected = np.stack([predictor.predict_image(frame) for frame in stack])
+    predictor = load_predictor(model, tta=True)
+    expected = np.stack([predictor.predict(frame).image for frame in stack])
     assert np.allclose(tifffile.imread(written[0]), expected)

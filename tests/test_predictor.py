@@ -23,7 +23,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from selfden.errors import InputError, ModelError, SelfdenError  # noqa: E402
 from selfden.io.reading import open_image  # noqa: E402
-from selfden.inference.predictor import Predictor, Progress, denoise_files  # noqa: E402
+from selfden.inference.loading import load_predictor  # noqa: E402
+from selfden.inference.running import Progress, denoise_files  # noqa: E402
 from selfden.package.rdf import ProcessingStep  # noqa: E402
 from selfden.package.processing import apply_steps  # noqa: E402
 
@@ -106,10 +107,10 @@ def write_model(
     step: int = 8,
     halo: int = 4,
     tile_size: int = 64,
-    symmetries: list[str] | None = None,
+    orientations: list[str] | None = None,
 ) -> Path:
     """A model folder in the MODEL FOLDER format of the selfden brief (rdf.yaml written by hand);
-    ``symmetries``: the orientations it claims to have been trained with (default: none recorded)."""
+    ``orientations``: those it claims to have been trained with (``config.selfden.symmetries``; default: none)."""
     folder.mkdir(parents=True, exist_ok=True)
     save_graph(folder / "denoiser.onnx", kind, layout)
     default_pre, default_post = selfden_processing()
@@ -127,8 +128,8 @@ def write_model(
                                "tile_size": tile_size, "normalisation": {"offset": OFFSET, "scale": SCALE},
                                "graphs": {"denoiser": "denoiser.onnx"}}},
     }
-    if symmetries is not None:
-        rdf["config"]["selfden"]["symmetries"] = symmetries
+    if orientations is not None:
+        rdf["config"]["selfden"]["symmetries"] = orientations
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
     return folder
 
@@ -158,8 +159,8 @@ def noisy(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 def test_tiled_inference_matches_whole_image(mean_model: Path) -> None:
     image = noisy((203, 157))
-    tiled = Predictor.from_path(mean_model, device="cpu", tile_size=32).predict_image(image)
-    whole = Predictor.from_path(mean_model, device="cpu", tile_size=512).predict_image(image)
+    tiled = load_predictor(mean_model, device="cpu", tile_size=32).predict(image).image
+    whole = load_predictor(mean_model, device="cpu", tile_size=512).predict(image).image
     expected = mean3_reflect(image)
     assert np.abs(tiled - whole).max() < 1e-5 * SCALE, np.abs(tiled - whole).max()
     assert np.abs(tiled - expected).max() < 1e-5 * SCALE, np.abs(tiled - expected).max()
@@ -178,36 +179,36 @@ def _with_core(folder: Path, core_sha256: str | None = None) -> Path:
 
 def test_a_package_with_a_core_graph_is_tiled_with_its_core_not_its_weights(tmp_path: Path) -> None:
     model = _with_core(write_model(tmp_path / "model"))
-    predictor = Predictor.from_path(model, device="cpu", tile_size=32)
+    predictor = load_predictor(model, device="cpu", tile_size=32)
     assert predictor.runner.model_file == model / "denoiser_core.onnx"
     image = noisy((70, 45), seed=3)
-    assert np.abs(predictor.predict_image(image) - mean3_reflect(image)).max() < 1e-5 * SCALE
+    assert np.abs(predictor.predict(image).image - mean3_reflect(image)).max() < 1e-5 * SCALE
 
 
 def test_a_core_graph_that_does_not_match_its_sha256_is_refused(tmp_path: Path) -> None:
     model = _with_core(write_model(tmp_path / "model"), core_sha256="0" * 64)
     with pytest.raises(ModelError, match="denoiser_core.onnx.*sha256"):
-        Predictor.from_path(model, device="cpu")
+        load_predictor(model, device="cpu")
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (17, 40), (64, 64), (65, 33), (130, 7)])
 def test_any_image_size_gives_the_same_shape_back(identity_model: Path, mean_model: Path, shape: tuple[int, int]) -> None:
     image = noisy(shape, seed=1)
-    result = Predictor.from_path(identity_model, device="cpu", tile_size=16).predict_image(image)
+    result = load_predictor(identity_model, device="cpu", tile_size=16).predict(image).image
     assert result.shape == shape and result.dtype == np.float32
     np.testing.assert_allclose(result, image, rtol=1e-6, atol=1e-4)
-    assert Predictor.from_path(mean_model, device="cpu", tile_size=16).predict_image(image).shape == shape
+    assert load_predictor(mean_model, device="cpu", tile_size=16).predict(image).image.shape == shape
 
 
 @pytest.mark.parametrize("tile_batch", [1, 3, 64])
 def test_tile_batch_does_not_change_the_result(mean_model: Path, tile_batch: int) -> None:
     image = noisy((70, 90), seed=2)
-    result = Predictor.from_path(mean_model, device="cpu", tile_size=16, tile_batch=tile_batch).predict_image(image)
+    result = load_predictor(mean_model, device="cpu", tile_size=16, tile_batch=tile_batch).predict(image).image
     assert np.abs(result - mean3_reflect(image)).max() < 1e-5 * SCALE
 
 
 def test_predictor_exposes_spec_provider_and_selfden_config(mean_model: Path) -> None:
-    predictor = Predictor.from_path(mean_model)
+    predictor = load_predictor(mean_model)
     assert predictor.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
     assert predictor.providers[0] == predictor.provider
     assert predictor.config_selfden["normalisation"] == {"offset": OFFSET, "scale": SCALE}
@@ -226,7 +227,7 @@ def test_third_party_layouts_with_fixed_zero_mean_unit_variance(tmp_path: Path, 
     post = [{"id": "scale_linear", "kwargs": {"gain": [2.0], "offset": [1.0], "axis": "channel"}}]
     folder = write_model(tmp_path / layout, layout=layout, pre=pre, post=post)
     image = noisy((45, 38), seed=3)
-    result = Predictor.from_path(folder, device="cpu", tile_size=16).predict_image(image)
+    result = load_predictor(folder, device="cpu", tile_size=16).predict(image).image
     expected = 2.0 * mean3_reflect((image - OFFSET) / (SCALE + 1e-6)) + 1.0
     assert np.abs(result - expected).max() < 1e-4, np.abs(result - expected).max()
 
@@ -238,8 +239,8 @@ def test_third_party_layouts_with_fixed_zero_mean_unit_variance(tmp_path: Path, 
 def test_per_image_statistics_do_not_depend_on_tiling(tmp_path: Path, op: dict[str, Any]) -> None:
     folder = write_model(tmp_path / op["id"], kind="identity", halo=0, pre=[op], post=[])
     image = noisy((60, 50), seed=4)
-    small = Predictor.from_path(folder, device="cpu", tile_size=8).predict_image(image)
-    large = Predictor.from_path(folder, device="cpu", tile_size=256).predict_image(image)
+    small = load_predictor(folder, device="cpu", tile_size=8).predict(image).image
+    large = load_predictor(folder, device="cpu", tile_size=256).predict(image).image
     np.testing.assert_allclose(small, large, atol=1e-6)
     if op["id"] == "zero_mean_unit_variance":
         assert abs(small.mean()) < 1e-4 and abs(small.std() - 1) < 1e-4
@@ -269,9 +270,9 @@ def test_format_04_package_is_read(tmp_path: Path) -> None:
     }
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
     image = noisy((40, 30), seed=5)
-    predictor = Predictor.from_path(folder, device="cpu", tile_size=16)
+    predictor = load_predictor(folder, device="cpu", tile_size=16)
     assert predictor.spec.halo == (8, 8) and predictor.tile_batch == 1, "min 1 step 0 batch is fixed at 1"
-    result = predictor.predict_image(image)
+    result = predictor.predict(image).image
     expected = mean3_reflect((image - 100.0) / (50.0 + 1e-6))
     assert np.abs(result - expected).max() < 1e-5
 
@@ -283,10 +284,10 @@ def test_fixed_batch_size_model_always_gets_full_batches(tmp_path: Path) -> None
     for tensor in ("inputs", "outputs"):
         rdf[tensor][0]["axes"][0]["size"] = 2
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf))
-    predictor = Predictor.from_path(folder, device="cpu", tile_size=16, tile_batch=8)
+    predictor = load_predictor(folder, device="cpu", tile_size=16, tile_batch=8)
     assert predictor.tile_batch == 2
     image = noisy((30, 30), seed=6)  # 9 tiles: the last batch holds one tile
-    assert np.abs(predictor.predict_image(image) - mean3_reflect(image)).max() < 1e-5 * SCALE
+    assert np.abs(predictor.predict(image).image - mean3_reflect(image)).max() < 1e-5 * SCALE
 
 
 # --- model locations and broken models ----------------------------------------------------------
@@ -295,14 +296,14 @@ def test_fixed_batch_size_model_always_gets_full_batches(tmp_path: Path) -> None
 def test_run_directory_and_zip_package_load(tmp_path: Path, mean_model: Path) -> None:
     run = tmp_path / "run"
     write_model(run / "model")
-    assert Predictor.from_path(run).spec.root == run / "model"
+    assert load_predictor(run).spec.root == run / "model"
     package = tmp_path / "package.zip"
     with zipfile.ZipFile(package, "w") as archive:
         for file in mean_model.iterdir():
             archive.write(file, file.name)
-    with Predictor.from_path(package, device="cpu") as predictor:
+    with load_predictor(package, device="cpu") as predictor:
         extracted = predictor.spec.root
-        assert extracted.is_dir() and predictor.predict_image(noisy((20, 20))).shape == (20, 20)
+        assert extracted.is_dir() and predictor.predict(noisy((20, 20))).image.shape == (20, 20)
     assert not extracted.exists(), "the temporary extraction must be removed on close"
 
 
@@ -349,7 +350,7 @@ BROKEN = ["missing_folder", "no_rdf", "bad_yaml", "no_onnx_weights", "missing_we
 def test_broken_model_folders_raise_model_error(tmp_path: Path, case: str) -> None:
     path = _broken(tmp_path, case)
     with pytest.raises(ModelError) as error:
-        Predictor.from_path(path, device="cpu")
+        load_predictor(path, device="cpu")
     message = str(error.value)
     assert "\n" not in message, message
     assert path.name in message, message
@@ -361,7 +362,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error(mean_model: Path) -> None:
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA; the error path cannot be shown here")
     with pytest.raises(SelfdenError, match="--device cuda"):
-        Predictor.from_path(mean_model, device="cuda")
+        load_predictor(mean_model, device="cuda")
 
 
 # --- files in, files out ------------------------------------------------------------------------
@@ -464,7 +465,7 @@ def test_denoise_files_reports_every_frame_of_a_stack_and_writes_it_whole(tmp_pa
 
 def test_inference_imports_neither_torch_nor_bioimageio() -> None:
     code = (
-        "import sys, selfden.io.reading, selfden.inference.predictor\n"
+        "import sys, selfden.io.reading, selfden.inference.loading, selfden.inference.running\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'bioimageio'))\n"
         "assert not heavy, heavy\n"
     )

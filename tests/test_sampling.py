@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from selfden.errors import ModelError
 from selfden.inference.posterior_draws import SplitSource
-from selfden.inference.predictor import Predictor, denoise_files, load_predictor, model_files
+from selfden.inference.loading import load_direct, load_predictor
+from selfden.inference.running import denoise_files, model_files
 from selfden.inference.sample_count import AUTO_MAX_SAMPLES, AUTO_MIN_SAMPLES
 from selfden.inference.sampling import SamplingPredictor
 from test_predictor import OFFSET, SCALE, mean3_reflect, write_model
@@ -40,9 +41,9 @@ def save_noisy_sampler(path: Path, seed: float = 7.0) -> None:
     onnx.save(model, str(path))
 
 
-def write_sampler_model(folder: Path, symmetries: list[str] | None = None) -> Path:
+def write_sampler_model(folder: Path, orientations: list[str] | None = None) -> Path:
     """A COSDD-like model folder: the mean3 denoiser plus the toy sampler, 20 samples by default."""
-    write_model(folder, tile_size=16, symmetries=symmetries)
+    write_model(folder, tile_size=16, orientations=orientations)
     save_noisy_sampler(folder / "sampler.onnx")
     rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
     rdf["config"]["selfden"]["graphs"]["sampler"] = "sampler.onnx"
@@ -63,8 +64,9 @@ def smooth_image(shape: tuple[int, int]) -> np.ndarray:
 
 def test_mmse_and_std_match_the_known_sample_distribution(cosdd_like_model: Path) -> None:
     image = smooth_image((40, 36))
-    with load_predictor(cosdd_like_model, samples=400, tile_size=64) as predictor:
-        mean, std = predictor.predict_mean_and_std(image)
+    with load_predictor(cosdd_like_model, samples=400, std=True, tile_size=64) as predictor:
+        prediction = predictor.predict(image)
+    mean, std = prediction.image, prediction.std
     expected_mean = mean3_reflect((image - OFFSET) / SCALE) * SCALE + OFFSET
     inner = (slice(2, -2), slice(2, -2))  # away from zero padding the toy conv sees at tile edges
     expected_std = SIGMA / 3 * SCALE
@@ -76,7 +78,7 @@ def test_mmse_and_std_match_the_known_sample_distribution(cosdd_like_model: Path
 def test_tiled_mmse_has_no_seams(cosdd_like_model: Path) -> None:
     flat = np.full((96, 96), OFFSET, np.float32)
     with load_predictor(cosdd_like_model, samples=64, tile_size=16) as predictor:
-        mean, _ = predictor.predict_mean_and_std(flat)
+        mean = predictor.predict(flat).image
     steps = np.abs(np.diff(mean, axis=1))  # steps[:, j] is between columns j and j+1
     borders = [j for j in range(15, 95, 16)]  # the last column of each 16-px tile core
     inside = [j for j in range(steps.shape[1]) if j not in borders]
@@ -89,13 +91,13 @@ def test_default_sample_count_comes_from_the_package(cosdd_like_model: Path) -> 
 
 
 def test_samples_beyond_one_batch_are_chunked(cosdd_like_model: Path) -> None:
-    base = Predictor.from_path(cosdd_like_model, tile_size=16)
+    base = load_direct(cosdd_like_model, tile_size=16)
     predictor = SamplingPredictor.from_predictor(base, n_samples=10)
     predictor.max_batch = 3  # 10 samples -> runs of 3, 3, 3, 1
     calls: list[int] = []
     run = predictor.runner.run
     predictor.runner = SimpleNamespace(run=lambda array: calls.append(len(array)) or run(array))  # type: ignore[assignment]
-    predictor.predict_mean_and_std(smooth_image((16, 16)))
+    predictor.predict(smooth_image((16, 16)))
     assert calls == [3, 3, 3, 1]
 
 
@@ -161,8 +163,9 @@ def noisy_image(shape: tuple[int, int], sigma: float, seed: int = 0) -> np.ndarr
 
 def test_split_package_mmse_and_std_match_the_known_sample_distribution(split_model: Path) -> None:
     image = smooth_image((40, 36))
-    with load_predictor(split_model, samples=400, tile_size=64) as predictor:
-        mean, std = predictor.predict_mean_and_std(image)
+    with load_predictor(split_model, samples=400, std=True, tile_size=64) as predictor:
+        prediction = predictor.predict(image)
+    mean, std = prediction.image, prediction.std
     expected_mean = mean3_reflect((image - OFFSET) / SCALE) * SCALE + OFFSET
     inner = (slice(2, -2), slice(2, -2))
     expected_std = SIGMA / 3 * SCALE
@@ -175,7 +178,7 @@ def test_split_encoder_runs_once_per_tile_and_decoder_per_chunk(split_model: Pat
         assert isinstance(predictor.source, SplitSource)
         predictor.max_batch = 3  # 10 samples -> decoder runs of 3, 3, 3, 1 per tile
         shape = (40, 36)
-        predictor.predict_mean_and_std(smooth_image(shape))
+        predictor.predict(smooth_image(shape))
         tiles = predictor.plan(shape).n_tiles
         assert tiles > 1 and predictor.source.encoder_runs == tiles, (tiles, predictor.source.encoder_runs)
         assert predictor.tile_counts and set(predictor.tile_counts) == {10}
@@ -185,11 +188,20 @@ def test_split_samples_are_reproducible_in_a_fresh_predictor(split_model: Path) 
     image = noisy_image((40, 36), 0.3)
     outputs = []
     for _ in range(2):
-        with load_predictor(split_model, samples=6, tile_size=16) as predictor:
-            outputs.append(predictor.predict_mean_and_std(image))
+        with load_predictor(split_model, samples=6, std=True, tile_size=16) as predictor:
+            outputs.append(predictor.predict(image).arrays())
     np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
     np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
     assert outputs[0][1].mean() > 0, "the samples must differ from one another"
+
+
+def test_predictions_carry_a_std_only_when_asked_and_the_same_mean_either_way(split_model: Path) -> None:
+    image = noisy_image((24, 20), 0.3)
+    with load_predictor(split_model, samples=4, tile_size=16) as plain, \
+            load_predictor(split_model, samples=4, std=True, tile_size=16) as with_std:
+        without, both = plain.predict(image), with_std.predict(image)
+    assert without.std is None and both.std is not None and both.std.shape == image.shape
+    np.testing.assert_array_equal(without.image, both.image)
 
 
 def test_model_files_of_a_split_package_name_both_sampler_graphs(split_model: Path) -> None:
@@ -200,7 +212,7 @@ def test_model_files_of_a_split_package_name_both_sampler_graphs(split_model: Pa
 
 def auto_count(model: Path, image: np.ndarray) -> tuple[list[int], np.ndarray]:
     with load_predictor(model, samples="auto", tile_size=64) as predictor:
-        mean, _ = predictor.predict_mean_and_std(image)
+        mean = predictor.predict(image).image
         return list(predictor.tile_counts), mean
 
 

@@ -22,7 +22,8 @@ from test_predictor import mean3_reflect, noisy, write_model  # noqa: E402
 from selfden.io import metadata as io_metadata  # noqa: E402
 from selfden.errors import InputError  # noqa: E402
 from selfden.io.reading import open_image  # noqa: E402
-from selfden.inference.predictor import Predictor, Progress, denoise_files  # noqa: E402
+from selfden.inference.predictors import Prediction, Predictor  # noqa: E402
+from selfden.inference.running import Progress, denoise_files  # noqa: E402
 from selfden.io.progress import PROGRESS_FILE  # noqa: E402
 from selfden.io.resumable_writer import InferenceInterrupted, partial_dir  # noqa: E402
 
@@ -56,19 +57,12 @@ def interrupt_after(frames: int) -> Any:
 def count_frames(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the frames the predictor computes from now on."""
     calls: list[int] = []
-    original = Predictor.predict_image
-
-    def counting(self: Predictor, frame: np.ndarray) -> np.ndarray:
-        calls.append(1)
-        return original(self, frame)
-
     original_many = Predictor.predict_frames
 
-    def counting_many(self: Predictor, frames: list[np.ndarray]) -> list[np.ndarray]:
+    def counting_many(self: Predictor, frames: list[np.ndarray]) -> list[Prediction]:
         calls.extend([1] * len(frames))  # small frames computed together (tile_plan)
         return original_many(self, frames)
 
-    monkeypatch.setattr(Predictor, "predict_image", counting)
     monkeypatch.setattr(Predictor, "predict_frames", counting_many)
     return calls
 

@@ -30,7 +30,7 @@ def test_shipped_package_passes_validation(package: Path, tmp_path, monkeypatch)
 
 
 def _infer(package: Path, image: np.ndarray, folder: Path, **options: object) -> np.ndarray:
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
 
     np.save(folder / "input.npy", image)
     written = denoise_files(package, [folder / "input.npy"], folder / "output.npy", device="cpu", overwrite=True, **options)
@@ -78,7 +78,7 @@ SAMPLERS = [p for p in PACKAGES if "sampler" in yaml.safe_load((p / "rdf.yaml").
 
 @pytest.mark.parametrize("package", SAMPLERS, ids=[p.name for p in SAMPLERS])
 def test_shipped_sampler_gives_a_posterior_mean_and_a_spread(package: Path, tmp_path) -> None:
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
 
     np.save(tmp_path / "input.npy", np.load(package / "test_input.npy")[0, 0])
     mean_path, std_path = denoise_files(package, [tmp_path / "input.npy"], tmp_path / "mean.tif", samples=3, std=True)

@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from selfden.errors import ModelError
-from selfden.inference.predictor import Predictor, denoise_files
+from selfden.inference.loading import load_predictor
+from selfden.inference.predictors import DirectPredictor
+from selfden.inference.running import denoise_files
 from selfden.geometry.tile_plan import MEMORY_BUDGET_BYTES, TARGET_OVERHEAD, plan_tiles, run_pixel_budget
 from selfden.geometry.tiles import tile_image, valid_size
 
@@ -112,16 +114,16 @@ def atoms(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 def test_shipped_package_tiled_under_a_small_budget_equals_one_whole_tile(noise2atom: Path, tmp_path: Path) -> None:
     image = atoms((300, 257))
-    whole = Predictor.from_path(noise2atom, device="cpu")
-    small = Predictor.from_path(with_bytes_per_pixel(noise2atom, tmp_path / "small", MEMORY_BUDGET_BYTES // 220**2), device="cpu")
+    whole = load_predictor(noise2atom, device="cpu")
+    small = load_predictor(with_bytes_per_pixel(noise2atom, tmp_path / "small", MEMORY_BUDGET_BYTES // 220**2), device="cpu")
     assert whole.plan(image.shape).n_tiles == 1 and small.plan(image.shape).n_tiles >= 4, small.plan(image.shape)
-    expected, tiled = whole.predict_image(image), small.predict_image(image)
+    expected, tiled = whole.predict(image).image, small.predict(image).image
     worst = float(np.abs(tiled - expected).max()) / float(expected.std())
     # test_shipped_models' tolerance: a halo a little short of the receptive field leaves ~1e-4.
     assert worst < 5e-3, f"tiled differs from the whole image by {worst:.2e} of its std"
 
 
-class CountingPredictor(Predictor):
+class CountingPredictor(DirectPredictor):
     """A real predictor that counts its session runs."""
 
     runs = 0
@@ -133,11 +135,12 @@ class CountingPredictor(Predictor):
 
 def test_a_stack_of_small_frames_runs_in_batches_and_equals_frame_by_frame(noise2atom: Path) -> None:
     frames = [atoms((64, 80), seed) for seed in range(6)]
-    predictor = CountingPredictor.from_path(noise2atom, device="cpu")
+    loaded = load_predictor(noise2atom, device="cpu")
+    predictor = CountingPredictor(loaded.spec, loaded.runner)
     assert predictor.frames_per_run((64, 80)) >= len(frames)
-    batched = predictor.predict_frames(frames)
+    batched = [prediction.image for prediction in predictor.predict_frames(frames)]
     assert predictor.runs == 1, "six small frames should share one session run"
-    one_by_one = [predictor.predict_image(frame) for frame in frames]
+    one_by_one = [predictor.predict(frame).image for frame in frames]
     for got, expected in zip(batched, one_by_one):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(expected.std()))
 
@@ -147,21 +150,19 @@ def test_selfden_infer_on_a_stack_of_small_frames_equals_frame_by_frame(noise2at
     np.save(tmp_path / "stack.npy", stack)
     written = denoise_files(noise2atom, [tmp_path / "stack.npy"], tmp_path / "out.npy", device="cpu")
     result = np.load(written[0])
-    predictor = Predictor.from_path(noise2atom, device="cpu")
-    expected = np.stack([predictor.predict_image(frame) for frame in stack])
+    predictor = load_predictor(noise2atom, device="cpu")
+    expected = np.stack([predictor.predict(frame).image for frame in stack])
     np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5 * float(expected.std()))
 
 
 def test_tile_size_option_overrides_the_plan(noise2atom: Path) -> None:
-    predictor = Predictor.from_path(noise2atom, device="cpu", tile_size=96)
+    predictor = load_predictor(noise2atom, device="cpu", tile_size=96)
     plan = predictor.plan((500, 500))
     assert plan.tile == (96, 96) and plan.n_tiles > 1
-    assert Predictor.from_path(noise2atom, device="cpu").plan((500, 500)).overhead < plan.overhead
+    assert load_predictor(noise2atom, device="cpu").plan((500, 500)).overhead < plan.overhead
 
 
 def test_sampling_plans_per_image_size_like_the_direct_denoiser() -> None:
-    from selfden.inference.predictor import load_predictor
-
     with load_predictor(SHIPPED / "cosdd-stripe", device="cpu", samples=2) as predictor:
         assert predictor.auto_tiles and predictor.plan((1024, 1024)).n_tiles == 1
         assert predictor.frames_per_run((128, 128)) > 1

@@ -242,7 +242,7 @@ def _train_with_progress(config: Any, output: Path, resume: bool) -> Any:
 
 
 def _report_training(result: Any) -> None:
-    from selfden.inference.predictor import trained_orientations
+    from selfden.inference.loading import trained_orientations
 
     minutes = result.elapsed_seconds / 60
     out.print(
@@ -305,7 +305,7 @@ def infer(
     from selfden.io.resumable_writer import InferenceInterrupted
 
     with user_errors():
-        from selfden.inference.predictor import denoise_files
+        from selfden.inference.running import denoise_files
         from selfden.inference.sample_count import auto_sample_counts, parse_samples
 
         try:

@@ -59,7 +59,7 @@ def run_demo(output: Path, minutes: float = 2.5, device: str = "auto", progress:
     """Generate data, train, export, denoise with onnxruntime and score; files go under ``output``."""
     from selfden import runs, synth
     from selfden.io.reading import open_image
-    from selfden.inference.predictor import denoise_files
+    from selfden.inference.running import denoise_files
     from selfden.metrics import affine_psnr
     from selfden.report import before_after_png
 

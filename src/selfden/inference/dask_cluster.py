@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from selfden.errors import SelfdenError
+from selfden.inference.loading import load_predictor
+from selfden.inference.predictors import Prediction, Predictor
+from selfden.inference.running import model_files
 from selfden.io.stack import ImageStack
-from selfden.inference.predictor import Predictor, load_predictor, model_files
 from selfden.io.resumable_writer import files_digest
 from selfden.package.runtime import Device, _cpu_count
 
@@ -45,22 +47,23 @@ class ModelPayload:
     device: Device
     tile_size: int | None  # None: planned per image size, as on the driver
     tile_batch: int
-    samples: int | None
+    samples: int | str | None  # a count, "auto", or None for the direct denoiser
     threads: int | None
     tta: bool = False
+    std: bool = False
 
     @classmethod
     def from_predictor(cls, predictor: Predictor, device: Device, threads: int | None) -> ModelPayload:
         root = predictor.spec.rdf_path.parent
         paths = model_files(predictor)
         files = {str(p.relative_to(root)): p.read_bytes() for p in paths}
-        samples = getattr(predictor, "n_samples", None)
         return cls(files_digest(paths), files, predictor.spec.rdf_path.name, device,
-                   None if predictor.auto_tiles else predictor.tile_size, predictor.tile_batch, samples, threads, predictor.tta)
+                   None if predictor.auto_tiles else predictor.tile_size, predictor.tile_batch, predictor.n_samples,
+                   threads, predictor.tta, predictor.with_std)
 
     @property
     def key(self) -> tuple[Any, ...]:
-        return self.digest, self.device, self.tile_size, self.tile_batch, self.samples, self.threads, self.tta
+        return self.digest, self.device, self.tile_size, self.tile_batch, self.samples, self.threads, self.tta, self.std
 
 
 # --- on the workers --------------------------------------------------------------------------------
@@ -79,25 +82,22 @@ def worker_predictor(payload: ModelPayload) -> Predictor:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             predictor = load_predictor(Path(folder.name) / payload.rdf_name, payload.device, payload.tile_size,
-                                       payload.tile_batch, payload.samples, threads=payload.threads, tta=payload.tta)
+                                       payload.tile_batch, payload.samples, payload.std, payload.threads, payload.tta)
             _PREDICTORS[payload.key] = (predictor, folder)
             log.info("worker %d loaded model %s on %s", os.getpid(), payload.digest[:12], predictor.provider)
         return _PREDICTORS[payload.key][0]
 
 
-def denoise_frame(payload: ModelPayload, frame: np.ndarray, with_std: bool) -> tuple[np.ndarray, ...]:
-    """One task: ``(denoised,)`` or ``(mean, std)`` of a raw 2-D frame."""
-    predictor = worker_predictor(payload)
-    if with_std:
-        return tuple(predictor.predict_mean_and_std(frame))  # type: ignore[attr-defined]
-    return (predictor.predict_image(frame),)
+def denoise_frame(payload: ModelPayload, frame: np.ndarray) -> Prediction:
+    """One task: the prediction of a raw 2-D frame."""
+    return worker_predictor(payload).predict(frame)
 
 
 # --- on the driver ---------------------------------------------------------------------------------
 
 
 class DaskFrames:
-    """A FrameMapper (see ``predictor.denoise_files``) that runs frames on a Dask cluster."""
+    """A FrameMapper (see ``running.denoise_files``) that runs frames on a Dask cluster."""
 
     def __init__(self, client: Any, device: Device = "auto", threads: int | None = None, window: int | None = None):
         self.client = client
@@ -115,9 +115,7 @@ class DaskFrames:
             self._payloads[id(predictor)] = self.client.scatter(payload, broadcast=True)
         return self._payloads[id(predictor)]
 
-    def __call__(
-        self, predictor: Predictor, stack: ImageStack, start: int, with_std: bool
-    ) -> Iterator[tuple[np.ndarray, ...]]:
+    def __call__(self, predictor: Predictor, stack: ImageStack, start: int) -> Iterator[Prediction]:
         payload = self._payload(predictor)
         pending: deque[Any] = deque()
         following = start
@@ -126,9 +124,9 @@ class DaskFrames:
                 while following < len(stack) and len(pending) < self.window:
                     frame = np.array(stack.frame(following))  # a copy: the map's pages are released next
                     stack.release_pages()
-                    pending.append(self.client.submit(denoise_frame, payload, frame, with_std, pure=False))
+                    pending.append(self.client.submit(denoise_frame, payload, frame, pure=False))
                     following += 1
-                yield tuple(pending.popleft().result())
+                yield pending.popleft().result()
         finally:
             if pending:
                 self.client.cancel(list(pending))

@@ -6,13 +6,14 @@ Krull, WACV 2025). Running the N copies of a tile as one batch instead of N sequ
 runs is what makes this affordable; batches are chunked so memory stays bounded. Packages
 exported since the sampler was split run its deterministic encoder once per tile and only the
 decoder per sample (``posterior_draws.py``); ``--samples auto`` draws until the mean has
-settled (``sample_count.py``).
+settled (``sample_count.py``). ``SamplingPredictor`` is a ``predictors.Predictor`` like the
+direct one, so running over files treats both alike.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,7 @@ from selfden.inference.posterior_draws import (
     open_split,
     sampler_graphs,
 )
-from selfden.inference.predictor import Predictor
-from selfden.package.processing import apply_steps
-from selfden.package.runtime import Device, OnnxRunner, create_runner
+from selfden.inference.predictors import DirectPredictor, Prediction, Predictor
 from selfden.inference.sample_count import (
     AUTO,
     AUTO_CHUNK,
@@ -38,6 +37,8 @@ from selfden.inference.sample_count import (
     parse_samples,
     settled,
 )
+from selfden.package.processing import apply_steps
+from selfden.package.runtime import Device, OnnxRunner, create_runner
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_SAMPLES = 32
 #: Tile copies per session run: bounded so a 100-sample request does not need 100 tiles of memory.
 DEFAULT_MAX_BATCH = 32
-
-
-def sampler_file(predictor: Predictor) -> Path | None:
-    """The old single sampler graph named in the package's ``config.selfden.graphs``, if any."""
-    return sampler_graphs(predictor.config_selfden, predictor.spec.weights.parent).get(SAMPLER)
 
 
 def mixture_mean_and_std(outputs: Iterable[np.ndarray]) -> np.ndarray:
@@ -75,37 +71,49 @@ def mixture_mean_and_std(outputs: Iterable[np.ndarray]) -> np.ndarray:
 
 
 class SamplingPredictor(Predictor):
-    """A Predictor whose tiles get ``n_samples`` posterior samples (or "auto": until settled): outputs (mean, std).
+    """A Predictor whose tiles get ``n_samples`` posterior samples (or "auto": until settled); its
+    predictions are their mean, and with ``with_std`` their per-pixel standard deviation.
 
     ``source`` is a ``SplitSource`` (encoder once per tile, decoder per sample), or None for
     packages with the old single sampler graph, which is then ``runner`` (for split packages
     ``runner`` is the package's denoiser: only its provider is reported).
     """
 
-    def __init__(self, base: Predictor, sampler: OnnxRunner, n_samples: SampleCount,
-                 max_batch: int = DEFAULT_MAX_BATCH, source: SplitSource | None = None):
+    def __init__(self, base: DirectPredictor, sampler: OnnxRunner, n_samples: int | str,
+                 max_batch: int = DEFAULT_MAX_BATCH, source: SplitSource | None = None, with_std: bool = False):
         tile_size = None if base.auto_tiles else base.tile_size  # None: planned per image size, as the base
-        super().__init__(base.spec, sampler, tile_size, base.tile_batch, base.overlap, tta=base.tta)
+        super().__init__(base.spec, sampler, tile_size, base.tile_batch, base.overlap, base.orientations)
         self._cleanup = base._cleanup  # a .zip's extraction lives as long as either object
         base._cleanup = None
         self.n_samples: SampleCount = parse_samples(n_samples)  # type: ignore[assignment]
+        self.with_std = with_std
         self.max_batch = max(max_batch, 1)
         self.source = source  # None: the old single sampler graph, ``runner``
-        self.graph_files = list(source.files) if isinstance(source, SplitSource) else [sampler.model_file]
         self.tile_counts: list[int] = []  # samples each tile of the last run_tiles batch took
 
     @classmethod
-    def from_predictor(cls, base: Predictor, n_samples: SampleCount | None, device: Device = "auto") -> SamplingPredictor:
+    def from_predictor(cls, base: DirectPredictor, n_samples: int | str | None, device: Device = "auto",
+                       with_std: bool = False) -> SamplingPredictor:
         """Wrap a loaded COSDD package; ModelError when the package has no sampler graphs."""
         graphs = sampler_graphs(base.config_selfden, base.spec.weights.parent)
         count = n_samples or int(base.config_selfden.get("default_samples", DEFAULT_SAMPLES))
         if ENCODER in graphs and DECODER in graphs:
-            return cls(base, base.runner, count, source=open_split(graphs[ENCODER], graphs[DECODER], device))
+            source = open_split(graphs[ENCODER], graphs[DECODER], device)
+            return cls(base, base.runner, count, source=source, with_std=with_std)
         if SAMPLER in graphs:
-            return cls(base, create_runner(graphs[SAMPLER], device), count)
+            return cls(base, create_runner(graphs[SAMPLER], device), count, with_std=with_std)
         raise ModelError(
             f"{base.spec.weights.parent}: this model has no sampler graph; --samples and --std need a COSDD model"
         )
+
+    @property
+    def graph_files(self) -> list[Path]:
+        return list(self.source.files) if self.source is not None else [self.runner.model_file]
+
+    def frames_per_run(self, shape: Sequence[int]) -> int:
+        # With --std frames go one at a time, as they always have: --samples auto reports its
+        # counts per batch of tiles, and batching frames would change that report.
+        return 1 if self.with_std else super().frames_per_run(shape)
 
     def run_tiles(self, batch: np.ndarray) -> np.ndarray:
         """(B, Py, Px) tiles -> (B, 2, Py, Px): per-pixel mean and std over the samples."""
@@ -141,17 +149,14 @@ class SamplingPredictor(Predictor):
     def combine_orientations(self, outputs: Iterable[np.ndarray]) -> np.ndarray:
         return mixture_mean_and_std(outputs)
 
-    def predict_mean_and_std(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """MMSE estimate and per-pixel standard deviation of one raw 2-D frame, in raw units."""
-        raw = np.asarray(frame, dtype=np.float32)
+    def finish(self, output: np.ndarray, raw: np.ndarray) -> Prediction:
+        """MMSE estimate (and per-pixel standard deviation) of one frame, in raw units."""
+        mean, std = output
         references = {self.spec.input_id: raw}
-        normalised = apply_steps(raw, self.spec.preprocessing, references)
-        mean, std = self.predict_oriented(np.asarray(normalised, dtype=np.float32))
         post = self.spec.postprocessing
         mean_raw = apply_steps(mean, post, references)
+        if not self.with_std:
+            return Prediction(np.asarray(mean_raw, np.float32))
         # The postprocessing is affine for selfden's packages: the spread scales by its gain.
         std_raw = np.abs(apply_steps(mean + std, post, references) - mean_raw)
-        return np.asarray(mean_raw, np.float32), np.asarray(std_raw, np.float32)
-
-    def predict_image(self, frame: np.ndarray) -> np.ndarray:
-        return self.predict_mean_and_std(frame)[0]
+        return Prediction(np.asarray(mean_raw, np.float32), np.asarray(std_raw, np.float32))
