@@ -31,6 +31,7 @@ from selfden.export.ownership import check_same_run
 from selfden.geometry.orientations import IDENTITY_ONLY, check_names
 from selfden.geometry.tile_plan import suggested_tile_size
 from selfden.methods.base import Method, TorchArchitecture
+from selfden.package.runtime import open_session
 
 logger = logging.getLogger(__name__)
 
@@ -209,12 +210,10 @@ def _mirror_pad_to(image: np.ndarray, size: int) -> np.ndarray:
 
 def predict_raw(onnx_path: Path, raw: np.ndarray, method: Method) -> np.ndarray:
     """What a package user gets for a 2-D raw image: scale_linear → network → scale_linear back."""
-    import onnxruntime as ort
-
     norm = method.normalisation
     gain, offset = np.float32(1.0 / norm.scale), np.float32(-norm.offset / norm.scale)
     x = (raw.astype(np.float32) * gain + offset)[None, None]
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = open_session(onnx_path)
     y = session.run(None, {INPUT_NAME: x})[0][0, 0]
     return (y * np.float32(norm.scale) + np.float32(norm.offset)).astype(np.float32)
 

@@ -570,12 +570,9 @@ def _network_input(package: _Package, model: Any) -> tuple[dict[str, np.ndarray]
 
 
 def _run_fresh(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    import onnxruntime as ort
+    from selfden.package.runtime import open_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feed)
+    return open_session(path, quiet=True).run(None, feed)
 
 
 def _check_deterministic(package: _Package, model: Any) -> Check:
