@@ -53,6 +53,7 @@ def export_package(
     training_info: dict[str, Any],
     symmetries: Sequence[str] = IDENTITY_ONLY,
     metadata: PackageMetadata | None = None,
+    run_folder: Path | None = None,
 ) -> Path:
     """Export ``method`` as a tested bioimage.io package folder at ``out_dir``; returns its path.
 
@@ -63,11 +64,12 @@ def export_package(
     ``metadata``: names, authors, maintainers, git_repo, tags and the training data's description.
     An existing ``out_dir`` is replaced only if it is an earlier selfden export (or empty);
     with ``training_info["run_id"]`` (exports of a run), only one of the same run holding
-    nothing but the files it wrote.
+    nothing but the files it wrote; ``run_folder``, the folder of that run, is the one place a
+    package that records no run id (exported before run ids) may be replaced.
     """
     out_dir = Path(out_dir).absolute()
     run_id = training_info.get("run_id")
-    _check_replaceable(out_dir, run_id)
+    _check_replaceable(out_dir, run_id, run_folder)
     ensure_bioimageio_cache()  # before bioimageio is first imported: its settings read the cache path once
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-build-", dir=out_dir.parent))
@@ -82,7 +84,7 @@ def export_package(
         _test_package(package)
         if offline is not description:
             package = _save(description, build / "package")
-        _check_replaceable(out_dir, run_id)  # again: the folder may have changed while we built
+        _check_replaceable(out_dir, run_id, run_folder)  # again: the folder may have changed while we built
         _swap_in(package, out_dir)
     finally:
         shutil.rmtree(build, ignore_errors=True)
@@ -102,7 +104,7 @@ def is_selfden_package(folder: Path) -> bool:
 # --- building ----------------------------------------------------------------------------
 
 
-def _check_replaceable(out_dir: Path, run_id: str | None = None) -> None:
+def _check_replaceable(out_dir: Path, run_id: str | None, run_folder: Path | None) -> None:
     """ExportError unless ``out_dir`` is absent, empty or an earlier selfden export it may replace."""
     if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
         return
@@ -112,7 +114,7 @@ def _check_replaceable(out_dir: Path, run_id: str | None = None) -> None:
             "choose another output folder or remove it first"
         )
     if run_id is not None:
-        check_same_run(out_dir, run_id)
+        check_same_run(out_dir, run_id, run_folder)
 
 
 def _describe(
