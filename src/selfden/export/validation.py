@@ -6,7 +6,7 @@ detail. A broken package is an expected outcome (a failed report), never an exce
 bugs raise.
 
 A package is untrusted: its Python runs only with ``trust_code``; no file is read before every
-file its rdf names is known to be inside it; a .zip is unpacked with limits (``package_files``).
+file its rdf names is known to be inside it; a .zip is unpacked with limits (``package.files``).
 
 The rules come from bioimageio.spec/core (the format and ``test_model``, run here through
 ``bioimageio_bridge``), from what deepImageJ's engine (onnxruntime Java 1.12/1.13, CPU) loads
