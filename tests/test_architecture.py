@@ -14,7 +14,7 @@ import torch
 
 from selfden.export.architecture import ArchitectureError, bordered_architecture, bundle_source
 from selfden.export.border_graph import border_pads
-from selfden.export.package import package_min_size
+from selfden.export.package_assets import package_min_size
 from selfden.export.reflect_border import ReflectBorder
 from selfden.methods import get_method
 from selfden.normalisation import Normalisation

@@ -12,7 +12,8 @@ import yaml
 from PIL import Image
 
 from selfden.export.onnx import ExportError, export_onnx
-from selfden.export.package import crop_for_test_tensor, export_package, package_min_size, predict_raw
+from selfden.export.package import export_package
+from selfden.export.package_assets import crop_for_test_tensor, package_min_size, predict_raw
 from selfden.methods.base import Normalisation
 from selfden.methods.cae import Cae, CaeConfig
 

@@ -364,9 +364,9 @@ def test_export_may_replace_its_own_package_and_nothing_else(run: Path, tmp_path
     run_id = _run_id(run)
     check_export_target(_package_of(tmp_path / "same", run_id), run_id)  # no error: replaceable
     legacy = _package_of(run / "model", None)  # exported before run ids, in the run's own folder
-    check_export_target(legacy, run_id)
+    check_export_target(legacy, run_id, run)
     with pytest.raises(SelfdenError, match="unknown run"):
-        check_export_target(_package_of(tmp_path / "stray", None), run_id)
+        check_export_target(_package_of(tmp_path / "stray", None), run_id, run)
 
 
 def test_export_refuses_to_replace_a_zip_that_is_not_a_package_of_the_same_run(run: Path, tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ from selfden.errors import ModelError, SelfdenError  # noqa: E402
 from selfden.export.archive import write_package_zip  # noqa: E402
 from selfden.export.metadata import PackageMetadata, Person  # noqa: E402
 from selfden.export.package import export_package  # noqa: E402
-from selfden.export.validation import ValidationReport, validate_package  # noqa: E402
+from selfden.export.validation import validate_package  # noqa: E402
+from selfden.export.validation_report import ValidationReport  # noqa: E402
 from selfden.inference.running import denoise_files  # noqa: E402
 from selfden.methods.base import Normalisation  # noqa: E402
 from selfden.methods.cae import Cae, CaeConfig  # noqa: E402

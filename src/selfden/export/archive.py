@@ -18,7 +18,7 @@ import yaml
 
 from selfden.errors import ModelError, SelfdenError
 from selfden.export.ownership import check_zip_replaceable, rdf_run_id
-from selfden.export.validation import RDF_NAMES, bioimageio_quietly, ensure_bioimageio_cache, load_model_description
+from selfden.export.bioimageio_bridge import RDF_NAMES, bioimageio_quietly, ensure_bioimageio_cache, load_model_description
 
 logger = logging.getLogger(__name__)
 

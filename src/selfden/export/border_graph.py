@@ -27,6 +27,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from selfden.export.onnx import INPUT_NAME, ExportError, ParityReport
+from selfden.package.runtime import open_session
 
 #: Metadata key on a bordered graph: "before,after" (so a rebuild never wraps a graph twice).
 BORDER_KEY = "selfden.reflect_border"
@@ -138,8 +139,4 @@ def border_parity(
 
 
 def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return open_session(path, quiet=True)

@@ -28,6 +28,7 @@ from selfden.export.architecture import module_source
 from selfden.export.border_graph import CORE, border_of, border_pads, write_bordered
 from selfden.export.onnx import INPUT_NAME, ExportError
 from selfden.package.files import sha256_of
+from selfden.package.runtime import open_session
 
 logger = logging.getLogger(__name__)
 
@@ -142,11 +143,9 @@ def _remake_outputs(root: Path, rdf: Mapping[str, Any]) -> None:
 
 
 def _raw_runner(spec: Any) -> Any:
-    import onnxruntime as ort
-
     from selfden.package.processing import apply_steps
 
-    session = ort.InferenceSession(str(spec.weights), providers=["CPUExecutionProvider"])
+    session = open_session(spec.weights)
 
     def run(raw: np.ndarray) -> np.ndarray:
         refs = {spec.input_id: raw}

@@ -2,7 +2,7 @@
 
 Given on the command line (``selfden export --author … --maintainer … --git-repo …``) or in a
 YAML file (``--metadata FILE``, the same keys); validated here, at the edge, so a typo is one
-line naming the key. No torch, no bioimageio: ``package.py`` turns it into the rdf.
+line naming the key. No torch, no bioimageio: ``package_rdf`` turns it into the rdf.
 """
 
 from __future__ import annotations

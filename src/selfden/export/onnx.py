@@ -24,6 +24,7 @@ import torch
 
 from selfden.errors import SelfdenError
 from selfden.export.onnx_random import RANDOM_OPS, seed_random_nodes
+from selfden.package.runtime import open_session
 
 logger = logging.getLogger(__name__)
 
@@ -181,12 +182,7 @@ def _parity(
 
 def _run_onnx(path: Path, x: np.ndarray) -> list[np.ndarray]:
     """Outputs of a fresh CPU session (fresh: seeded random nodes restart their generators)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = min(2, os.cpu_count() or 1)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = open_session(path, threads=min(2, os.cpu_count() or 1), quiet=True)
     return session.run(None, {INPUT_NAME: x})
 
 

@@ -26,6 +26,8 @@ from selfden.export.onnx import (
     export_onnx,
     write_checked,
 )
+from selfden.package.runtime import open_session
+
 
 def has_named_inputs(module: torch.nn.Module) -> bool:
     """Whether ``module`` describes its own inputs (and so needs ``export_named``)."""
@@ -60,9 +62,7 @@ def export_named(module: Any, path: Path, sizes: Sequence[tuple[int, int]], atol
 def _named_parity(
     module: Any, path: Path, ir_version: int, opset: int, sizes: Sequence[tuple[int, int]], atol: float
 ) -> ParityReport:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = open_session(path)
     torch.manual_seed(0)
     shapes, diffs = [], []
     for batch, (height, width) in zip([2, 1, 1, 1], sizes):

@@ -3,7 +3,9 @@
 Every package exported from a run records the run's id in ``config.selfden.run_id``. An
 export onto an existing folder or .zip replaces it only when that records the same id, and
 a folder only when it holds nothing but the files its rdf.yaml names (what the earlier
-export wrote): a file the user put there stops the export instead of being deleted.
+export wrote): a file the user put there stops the export instead of being deleted. A package
+exported before run ids records none; the caller names the run folder it exports, and such a
+package is replaced only inside it (``RUN/model``), where that run's config.yaml lies.
 """
 
 from __future__ import annotations
@@ -70,23 +72,22 @@ def foreign_files(folder: Path, rdf: Any) -> list[str]:
     return sorted(name for name in present if name not in named)
 
 
-def _in_own_run_folder(out_dir: Path, run_id: str) -> bool:
-    """Whether ``out_dir`` is RUN/model of the run ``run_id`` (packages exported before run ids)."""
-    from selfden.runs import load_run_config  # here: runs imports this module's users
-
-    if not (out_dir.parent / RUN_CONFIG).is_file():
+def _in_own_run_folder(out_dir: Path, run_folder: Path | None) -> bool:
+    """Whether ``out_dir`` lies in ``run_folder`` (RUN/model), the run being exported, which holds its config."""
+    if run_folder is None:
         return False
-    try:
-        return run_identity(load_run_config(out_dir.parent).model_dump(mode="json")) == run_id
-    except SelfdenError:
-        return False
+    return out_dir.parent.resolve() == Path(run_folder).resolve() and (Path(run_folder) / RUN_CONFIG).is_file()
 
 
-def check_same_run(out_dir: Path, run_id: str) -> None:
-    """SelfdenError unless the package folder ``out_dir`` may be replaced by an export of ``run_id``."""
+def check_same_run(out_dir: Path, run_id: str, run_folder: Path | None = None) -> None:
+    """SelfdenError unless the package folder ``out_dir`` may be replaced by an export of ``run_id``.
+
+    ``run_folder``: the folder of the run ``run_id`` names, when a run is exported; a package
+    that records no run id may be replaced only there.
+    """
     rdf = _read_rdf(out_dir)
     recorded = rdf_run_id(rdf)
-    if recorded is None and not _in_own_run_folder(out_dir, run_id):
+    if recorded is None and not _in_own_run_folder(out_dir, run_folder):
         raise SelfdenError(
             f"{out_dir}: holds a package of an unknown run (it records no run id); "
             "choose another output folder or remove it first"
@@ -132,8 +133,8 @@ def check_zip_replaceable(zip_path: Path, run_id: str | None) -> None:
         )
 
 
-def check_export_target(target: Path, run_id: str) -> None:
-    """Before an export of the run ``run_id`` does any work: refuse a target it may not replace."""
+def check_export_target(target: Path, run_id: str, run_folder: Path | None = None) -> None:
+    """Before an export of the run ``run_id`` (in ``run_folder``) does any work: refuse a target it may not replace."""
     if target.suffix.lower() == ".zip":
         check_zip_replaceable(target, run_id)
         return
@@ -145,4 +146,4 @@ def check_export_target(target: Path, run_id: str) -> None:
             f"{target} exists and is not a selfden model folder (no rdf.yaml with config.selfden); "
             "choose another output folder or remove it first"
         )
-    check_same_run(target, run_id)
+    check_same_run(target, run_id, run_folder)

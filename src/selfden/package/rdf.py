@@ -6,7 +6,7 @@ weights file. Anything else a package may hold is ignored; anything we cannot ho
 ModelError naming the file. No bioimageio import: ``selfden infer`` stays light.
 
 A package is untrusted: every file its rdf names must stay inside its folder (no absolute
-path, no '..', no symlink out; see ``package_files``), and the ONNX weights and the graphs in
+path, no '..', no symlink out; see ``package.files``), and the ONNX weights and the graphs in
 ``config.selfden.graphs`` must match the sha256 the rdf gives them. A file without a sha256 is
 used as it is (only logged): the format makes hashes optional and hand-written packages omit
 them, and since the rdf travels with the files a hash guards against damage, not against the

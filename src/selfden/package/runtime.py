@@ -1,9 +1,14 @@
-"""onnxruntime sessions: CUDA when present, CPU always; says which provider runs."""
+"""onnxruntime sessions: CUDA when present, CPU always; says which provider runs.
+
+``open_session`` is the one place a session is opened (inference here, parity checks and
+test tensors in export/), each caller asking for only the options it needs.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +57,34 @@ def requested_providers(device: Device) -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
+def open_session(
+    model_file: Path,
+    providers: Sequence[str] = (CPU,),
+    *,
+    threads: int | None = None,
+    quiet: bool = False,
+    optimise_all: bool = False,
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` for ``model_file`` on ``providers`` (CPU by default).
+
+    ``threads``: intra-op CPU threads; ``quiet``: errors only from onnxruntime's own log (its
+    warnings would bypass our logging); ``optimise_all``: every graph optimisation. With none of
+    them the session gets onnxruntime's default options.
+    """
+    import onnxruntime as ort
+
+    options = None
+    if threads or quiet or optimise_all:
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        if optimise_all:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if quiet:
+            options.log_severity_level = 3
+    return ort.InferenceSession(str(model_file), sess_options=options, providers=list(providers))
+
+
 @dataclass(frozen=True)
 class OnnxRunner:
     """One ONNX graph in one session; ``run`` maps a single input array to the first output."""
@@ -89,12 +122,10 @@ def create_session(model_file: Path, device: Device = "auto", threads: int | Non
     if not model_file.is_file():
         raise ModelError(f"{model_file}: ONNX weights file not found; the model folder is incomplete")
     providers = requested_providers(device)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads if threads else _cpu_count()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # onnxruntime's own warnings would bypass our logging
     try:
-        session = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
+        session = open_session(
+            model_file, providers, threads=threads if threads else _cpu_count(), quiet=True, optimise_all=True
+        )
     except Exception as error:
         message = " ".join(str(error).split())[:200]
         raise ModelError(f"{model_file}: onnxruntime cannot load this graph ({message})") from error

@@ -289,7 +289,7 @@ def export_run(
     config = load_run_config(run_dir)
     target = Path(out_dir) if out_dir is not None else run_dir / MODEL_DIR
     run_id = run_identity(config.model_dump(mode="json"))
-    check_export_target(target.absolute(), run_id)  # a target it may not replace stops it before any work
+    check_export_target(target.absolute(), run_id, run_dir)  # a target it may not replace stops it before any work
     if method is None:
         method, checkpoint = load_method_and_checkpoint(run_dir, config)
     else:
@@ -311,7 +311,7 @@ def export_run(
     # --tta may average over the orientations the training crops were drawn in.
     symmetries = config.data.orientations(method.config.training_orientations())
     if target.suffix.lower() != ".zip":
-        return export_package(method, target, sample_raw, info, symmetries, metadata)
+        return export_package(method, target, sample_raw, info, symmetries, metadata, run_folder=run_dir)
     from selfden.export.archive import write_package_zip
 
     with tempfile.TemporaryDirectory(prefix="selfden-export-") as temp:
