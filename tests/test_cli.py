@@ -224,7 +224,7 @@ def test_infer_tta_averages_the_eight_orientations_cae_trained_with(
 
     run, data = trained_run
     rdf = yaml.safe_load((run / "model" / "rdf.yaml").read_text())
-    assert rdf["config"]["selfden"]["symmetries"] == list(DIHEDRAL)  # cae trains on flipped, turned crops
+    assert rdf["config"]["selfden"]["orientations"] == list(DIHEDRAL)  # cae trains on flipped, turned crops
     output = tmp_path / "tta.tif"
     result = run_selfden("infer", run, data, "-o", output, "--tta")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -255,7 +255,7 @@ def test_no_augment_trains_on_crops_as_recorded_and_the_package_says_so(
                          "--batch-size", "2", "--no-augment", *TINY_CAE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["augment"] is False
-    assert yaml.safe_load((run / "model" / "rdf.yaml").read_text())["config"]["selfden"]["symmetries"] == ["identity"]
+    assert yaml.safe_load((run / "model" / "rdf.yaml").read_text())["config"]["selfden"]["orientations"] == ["identity"]
     assert "--tta" not in result.stdout
 
 

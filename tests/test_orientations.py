@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from selfden.errors import ModelError  # noqa: E402
-from selfden.inference.loading import load_predictor  # noqa: E402
+from selfden.inference.loading import load_predictor, trained_orientations  # noqa: E402
 from selfden.inference.running import denoise_files  # noqa: E402
 from selfden.inference.sampling import mixture_mean_and_std  # noqa: E402
 from selfden.geometry.orientations import DIHEDRAL, transform, untransform  # noqa: E402
@@ -50,6 +50,18 @@ def test_tta_averages_the_model_over_all_eight_orientations(tmp_path: Path) -> N
     assert np.abs(result[1:-1, 1:-1] - expected).max() < 1e-3
     plain = load_predictor(model, tile_size=64).predict(image).image
     assert np.abs(plain[1:-1, 1:-1] - left).max() < 1e-3
+
+
+def test_packages_of_earlier_versions_list_their_orientations_as_symmetries(tmp_path: Path) -> None:
+    model = write_model(tmp_path / "old", kind="left", orientations=list(DIHEDRAL))
+    rdf = (model / "rdf.yaml").read_text()
+    (model / "rdf.yaml").write_text(rdf.replace("    orientations:\n", "    symmetries:\n"))
+    assert "symmetries" in (model / "rdf.yaml").read_text()
+    assert trained_orientations(model) == DIHEDRAL
+    image = noisy((40, 30))
+    new = write_model(tmp_path / "new", kind="left", orientations=list(DIHEDRAL))
+    expected = load_predictor(new, tile_size=64, tta=True).predict(image).image
+    assert np.array_equal(load_predictor(model, tile_size=64, tta=True).predict(image).image, expected)
 
 
 def test_tta_on_a_model_trained_without_flips_is_refused(tmp_path: Path) -> None:

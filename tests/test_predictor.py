@@ -110,7 +110,7 @@ def write_model(
     orientations: list[str] | None = None,
 ) -> Path:
     """A model folder in the MODEL FOLDER format of the selfden brief (rdf.yaml written by hand);
-    ``orientations``: those it claims to have been trained with (``config.selfden.symmetries``; default: none)."""
+    ``orientations``: those it claims to have been trained with (``config.selfden.orientations``; default: none)."""
     folder.mkdir(parents=True, exist_ok=True)
     save_graph(folder / "denoiser.onnx", kind, layout)
     default_pre, default_post = selfden_processing()
@@ -129,7 +129,7 @@ def write_model(
                                "graphs": {"denoiser": "denoiser.onnx"}}},
     }
     if orientations is not None:
-        rdf["config"]["selfden"]["symmetries"] = orientations
+        rdf["config"]["selfden"]["orientations"] = orientations
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
     return folder
 

@@ -51,7 +51,7 @@ def export_package(
     out_dir: str | os.PathLike[str],
     sample_raw: np.ndarray,
     training_info: dict[str, Any],
-    symmetries: Sequence[str] = IDENTITY_ONLY,
+    orientations: Sequence[str] = IDENTITY_ONLY,
     metadata: PackageMetadata | None = None,
     run_folder: Path | None = None,
 ) -> Path:
@@ -60,7 +60,7 @@ def export_package(
     ``sample_raw``: a 2-D image in raw intensities; a centred crop becomes the test tensor and cover.
     ``training_info``: plain values, recorded under ``config.selfden.training``; ``name``,
     ``description`` and ``authors`` (list of names) are used for the package when present.
-    ``symmetries``: the orientations training showed the model (``selfden infer --tta`` averages them).
+    ``orientations``: the orientations training showed the model (``selfden infer --tta`` averages them).
     ``metadata``: names, authors, maintainers, git_repo, tags and the training data's description.
     An existing ``out_dir`` is replaced only if it is an earlier selfden export (or empty);
     with ``training_info["run_id"]`` (exports of a run), only one of the same run holding
@@ -77,7 +77,7 @@ def export_package(
         staging = build / "staging"
         staging.mkdir()
         metadata = metadata or PackageMetadata()
-        description = _describe(method, staging, sample_raw, plain(training_info), check_names(symmetries), metadata)
+        description = _describe(method, staging, sample_raw, plain(training_info), check_names(orientations), metadata)
         # test_model asks GitHub about every github_user, which fails offline: test a copy without them.
         offline = _without_github_users(description)
         package = _save(offline, build / "tested")
@@ -118,7 +118,7 @@ def _check_replaceable(out_dir: Path, run_id: str | None, run_folder: Path | Non
 
 
 def _describe(
-    method: Method, staging: Path, sample_raw: np.ndarray, info: dict[str, Any], symmetries: tuple[str, ...],
+    method: Method, staging: Path, sample_raw: np.ndarray, info: dict[str, Any], orientations: tuple[str, ...],
     metadata: PackageMetadata,
 ) -> Any:
     """Write every file of the package into ``staging`` and return its ModelDescr."""
@@ -127,16 +127,16 @@ def _describe(
     graphs, reports = _export_graphs(method, staging)
     _save_state_dict(method, staging / TORCH_WEIGHTS)
     test_output = write_examples(staging, staging / graphs[DENOISER], method, sample_raw, test_input)
-    text = readme(method, info, reports, (test_input, test_output), symmetries, architecture.callable, metadata)
+    text = readme(method, info, reports, (test_input, test_output), orientations, architecture.callable, metadata)
     (staging / README).write_text(text, encoding="utf-8")
     if not metadata.github_users:
-        return model_descr(method, staging, graphs, info, symmetries, architecture, metadata)
+        return model_descr(method, staging, graphs, info, orientations, architecture, metadata)
     from bioimageio.spec import ValidationContext
 
     # bioimageio looks every github_user up on GitHub while validating; export runs offline (the
     # zoo's CI, online, checks them on upload). Files are still hashed when the folder is saved.
     with ValidationContext(perform_io_checks=False):
-        return model_descr(method, staging, graphs, info, symmetries, architecture, metadata)
+        return model_descr(method, staging, graphs, info, orientations, architecture, metadata)
 
 
 def _export_graphs(method: Method, staging: Path) -> tuple[dict[str, str], list[ParityReport]]:

@@ -37,7 +37,7 @@ def plain(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _selfden_config(
-    method: Method, graphs: dict[str, str], info: dict[str, Any], symmetries: tuple[str, ...]
+    method: Method, graphs: dict[str, str], info: dict[str, Any], orientations: tuple[str, ...]
 ) -> dict[str, Any]:
     """``config.selfden``: what ``selfden infer`` needs; the method's package_config() may add or override keys."""
     min_size, step = package_min_size(method), method.size_step
@@ -53,7 +53,7 @@ def _selfden_config(
         "tile_size": tile,
         "normalisation": {"offset": float(method.normalisation.offset), "scale": float(method.normalisation.scale)},
         "graphs": graphs,
-        "symmetries": list(symmetries),
+        "orientations": list(orientations),
         "selfden_version": selfden.__version__,
         **({"run_id": info["run_id"]} if "run_id" in info else {}),
         "training": {k: v for k, v in info.items() if k != "run_id"},
@@ -67,7 +67,7 @@ def model_descr(
     staging: Path,
     graphs: dict[str, str],
     info: dict[str, Any],
-    symmetries: tuple[str, ...],
+    orientations: tuple[str, ...],
     architecture: TorchArchitecture,
     metadata: PackageMetadata,
 ) -> Any:
@@ -117,7 +117,7 @@ def model_descr(
         weights=_weights(bio, staging, graphs, architecture),
         attachments=[bio.FileDescr(source=staging / f) for n, f in graphs.items() if n != DENOISER],
         config=bio.Config(
-            selfden=_selfden_config(method, graphs, info, symmetries),
+            selfden=_selfden_config(method, graphs, info, orientations),
             bioimageio=bio.BioimageioConfig(reproducibility_tolerance=[_torch_tolerance(bio, norm.scale)]),
         ),
     )  # fmt: skip

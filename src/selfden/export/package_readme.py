@@ -42,7 +42,7 @@ def readme(
     info: dict[str, Any],
     reports: list[ParityReport],
     test: tuple[np.ndarray, np.ndarray],
-    symmetries: tuple[str, ...],
+    orientations: tuple[str, ...],
     torch_callable: str,
     metadata: PackageMetadata,
 ) -> str:
@@ -60,9 +60,9 @@ def readme(
     test_input, test_output = test
     removed = float(np.std(test_input - test_output))
     tta = (
-        f" Trained on crops in {len(symmetries)} orientations ({', '.join(symmetries)}): `--tta` averages "
-        f"them ({len(symmetries)}x the time)."
-        if len(symmetries) > 1 else ""
+        f" Trained on crops in {len(orientations)} orientations ({', '.join(orientations)}): `--tta` averages "
+        f"them ({len(orientations)}x the time)."
+        if len(orientations) > 1 else ""
     )
     return f"""# {package_name(method, info, metadata)}
 

@@ -6,7 +6,7 @@ and averaging the eight orientations of the dihedral group cancels part of them 
 "geometric self-ensemble" of Lim et al., EDSR, CVPR workshops 2017). Only transforms the
 model saw during training are valid: a model trained on unrotated row-correlated noise
 would see column-correlated noise after a 90° turn. Packages list theirs under
-``config.selfden.symmetries``.
+``config.selfden.orientations``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
     """``names`` as a tuple; ValueError for a name that is not one of DIHEDRAL."""
     unknown = [n for n in names if n not in _TRANSFORMS]
     if unknown:
-        raise ValueError(f"unknown symmetries {unknown}; known: {', '.join(DIHEDRAL)}")
+        raise ValueError(f"unknown orientations {unknown}; known: {', '.join(DIHEDRAL)}")
     return tuple(names)
 
 

@@ -65,13 +65,18 @@ def locate_rdf(model_path: Path) -> tuple[Path, tempfile.TemporaryDirectory[str]
     return rdf, None
 
 
+LEGACY_ORIENTATIONS_KEY = "symmetries"  # the field's name in packages of earlier versions
+
+
 def package_orientations(spec: ModelSpec) -> tuple[str, ...]:
-    """The orientations a package says its model was trained with (``config.selfden.symmetries``)."""
-    names = spec.config_selfden.get("symmetries", IDENTITY_ONLY)
+    """The orientations a package says its model was trained with (``config.selfden.orientations``;
+    packages from earlier selfden versions call the field ``symmetries``)."""
+    key = "orientations" if "orientations" in spec.config_selfden else LEGACY_ORIENTATIONS_KEY
+    names = spec.config_selfden.get(key, IDENTITY_ONLY)
     try:
         return check_names([str(n) for n in names])
     except (TypeError, ValueError) as error:
-        raise ModelError(f"{spec.rdf_path}: config.selfden.symmetries: {error}") from None
+        raise ModelError(f"{spec.rdf_path}: config.selfden.{key}: {error}") from None
 
 
 def trained_orientations(model_path: str | os.PathLike[str]) -> tuple[str, ...]:
