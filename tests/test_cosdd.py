@@ -332,6 +332,29 @@ def test_size_auto_means_tiny_on_cpu_small_on_gpu_and_the_run_saves_the_choice(t
     assert explicit.data.patch_size == 32, "the user's choice wins over the method's CPU default"
 
 
+def test_a_planned_run_measures_the_noise_direction_unless_the_user_chose_one(tmp_path: Path) -> None:
+    import tifffile
+
+    from selfden import runs
+    from selfden.errors import SelfdenError
+    from test_noise_analysis import blurred_noise, structured_images
+
+    rng = np.random.default_rng(0)
+    clean = structured_images(4, 96, rng)
+    image = tmp_path / "rows.tif"
+    tifffile.imwrite(image, (clean + blurred_noise(clean.shape, rng, -1)).astype(np.float32), photometric="minisblack")
+    trainer = {"device": "cpu", "max_steps": 1}
+    for options in ({}, {"direction": "auto"}):
+        plan = runs.plan_run("cosdd", [image], options, {}, trainer, 0)
+        assert plan.config.method_config["direction"] == "x", plan.notes
+        assert [(n.level, n.text.split(" — ")[0]) for n in plan.notes] == [("note", "noise direction: x")], plan.notes
+        assert "along rows" in plan.notes[0].text, plan.notes
+    chosen = runs.plan_run("cosdd", [image], {"direction": "y"}, {}, trainer, 0)
+    assert chosen.config.method_config["direction"] == "y" and chosen.notes == ()
+    with pytest.raises(SelfdenError, match="auto"):
+        make_cosdd(direction="auto")
+
+
 # --- the split sampler: encoder once per tile, decoder per sample ----------------------------------
 
 

@@ -374,6 +374,23 @@ def test_atom_options_warn_only_when_far_from_the_data(atoms_pair: synth.SynthSe
     assert any("--atom-spacing" in w for w in too_far), too_far
 
 
+def test_a_planned_run_warns_when_the_atom_options_are_far_from_the_data(
+    atoms_pair: synth.SynthSet, tmp_path
+) -> None:
+    import tifffile
+
+    from selfden import runs
+
+    data = tmp_path / "atoms.tif"
+    tifffile.imwrite(data, atoms_pair.noisy.astype(np.float32), photometric="minisblack")
+    trainer = {"device": "cpu", "max_steps": 1}
+    matched = runs.plan_run("noise2atom", [data], {"atom_spacing": 8.0}, {}, trainer, 0)
+    assert matched.notes == (), matched.notes
+    too_wide = runs.plan_run("noise2atom", [data], {"atom_spacing": 8.0, "atom_sigma": 6.0}, {}, trainer, 0)
+    assert too_wide.notes and all(n.level == "warning" for n in too_wide.notes), too_wide.notes
+    assert any("--atom-sigma" in n.text for n in too_wide.notes), too_wide.notes
+
+
 def test_failure_warnings_name_inverted_contrast_and_false_atoms() -> None:
     from selfden.methods.noise2atom.method import failure_warnings
 

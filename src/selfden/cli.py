@@ -163,18 +163,17 @@ def train(
                 method, bottleneck=bottleneck, size=size, direction=direction, noise_model=noise_model,
                 atom_spacing=atom_spacing, atom_sigma=atom_sigma, extra=set_,
             )
-            method_options = _resolve_direction(method, method_options, inputs, max_pixels)
-            warning = runs.correlated_noise_warning(method, inputs, max_pixels)
-            if warning:
-                say("warning", "yellow", warning)
             data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size,
                                               "augment": augment, "max_pixels": max_pixels}.items() if v is not None}
             trainer_options = {"device": device, "max_minutes": minutes, "max_steps": steps, "devices": devices or 1}
-            if minutes is None and steps is None:
+            default_budget = minutes is None and steps is None
+            if default_budget:
                 trainer_options["max_minutes"] = 10.0
+            plan = runs.plan_run(method, inputs, method_options, data_options, trainer_options, seed)
+            _print_notes(plan.notes)
+            if default_budget:
                 console.print("no --minutes or --steps given: training for 10 minutes")
-            config = runs.new_run_config(method, inputs, method_options, data_options, trainer_options, seed)
-            _check_atom_options(config.method_config, inputs, max_pixels)
+            config = plan.config
         result = _train_with_progress(config, output, resume)
         if result is not None:  # None: a rank > 0 started by torchrun; rank 0 reports
             _report_training(result)
@@ -210,28 +209,13 @@ def _method_options(method: str, extra: list[str], **named: Any) -> dict[str, An
     return options
 
 
-def _resolve_direction(
-    method: str, options: dict[str, Any], inputs: list[Path], max_pixels: int | None
-) -> dict[str, Any]:
-    """Replace a direction of "auto" by what the data show, and say why."""
-    from selfden import runs
-
-    options, reason = runs.resolve_direction(method, options, inputs, max_pixels)
-    if reason is not None:
-        console.print(f"noise direction: {options['direction']} — {reason}", highlight=False)
-    return options
-
-
-def _check_atom_options(method_config: dict[str, Any], inputs: list[Path], max_pixels: int | None) -> None:
-    """For methods that simulate atoms, warn when the simulated peaks look unlike those in the data."""
-    if "atom_spacing" not in method_config or "atom_sigma" not in method_config:
-        return
-    from selfden.methods.noise2atom.atom_check import check_atom_options
-    from selfden.io.images import open_image
-
-    spacing, sigma = method_config["atom_spacing"], tuple(method_config["atom_sigma"])
-    for warning in check_atom_options([open_image(p, max_pixels) for p in inputs], spacing, sigma):
-        say("warning", "yellow", warning)
+def _print_notes(notes: Any) -> None:
+    """The method's notes on the data: choices plain, doubts as warnings."""
+    for note in notes:
+        if note.level == "warning":
+            say("warning", "yellow", note.text)
+        else:
+            console.print(note.text, highlight=False)
 
 
 def _train_with_progress(config: Any, output: Path, resume: bool) -> Any:

@@ -11,15 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from selfden.data import StackLike
 from selfden.geometry.orientations import DIHEDRAL
 from selfden.normalisation import Normalisation, NormalisationKind
 
-__all__ = ["Cite", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "average_gradients", "reseed_for_rank"]
+__all__ = [
+    "Cite", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "Note", "average_gradients",
+    "reseed_for_rank",
+]
 
 
 class MethodConfig(BaseModel):
@@ -70,6 +74,15 @@ class TorchArchitecture:
 
 
 @dataclass(frozen=True)
+class Note:
+    """What a method tells the user before a new run trains: a choice it made from the data
+    ("note", printed plain) or a doubt about the data or the options ("warning")."""
+
+    level: Literal["note", "warning"]
+    text: str
+
+
+@dataclass(frozen=True)
 class Cite:
     """A paper to cite in docs and packages."""
 
@@ -98,9 +111,6 @@ class Method(ABC):
     #: Export ``best.pt`` (lowest ``val_loss``) rather than ``last.pt``. False for methods whose
     #: ``val_loss`` does not track quality (e.g. adversarial ones); the trainer still writes both.
     export_best_checkpoint: ClassVar[bool] = True
-    #: The method treats noise as independent from pixel to pixel; ``selfden train`` warns when
-    #: the data's noise is correlated along rows or columns.
-    assumes_independent_noise: ClassVar[bool] = False
 
     @classmethod
     def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:
@@ -111,6 +121,13 @@ class Method(ABC):
     def data_defaults(cls, device_type: str) -> dict[str, Any]:
         """Crop size and batch defaults for this device when the user sets none (e.g. smaller on CPU)."""
         return {}
+
+    @classmethod
+    def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
+        """Before a new run trains on ``stacks``: ``config`` with the choices the data decide (e.g.
+        COSDD's noise direction) and notes for the user (e.g. data that break the method's
+        assumptions). Nothing to decide or say by default."""
+        return config, ()
 
     def __init__(self, config: MethodConfig, normalisation: Normalisation, device: torch.device) -> None:
         self.config = config

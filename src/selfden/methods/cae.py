@@ -76,6 +76,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -83,10 +84,12 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from selfden.data import StackLike
 from selfden.errors import SelfdenError
 from selfden.methods import cae_networks
-from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, TorchArchitecture
+from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, Note, TorchArchitecture
 from selfden.methods.cae_networks import CaeNet, NormKind
+from selfden.methods.independent_noise import correlated_noise_warnings
 from selfden.methods.padding import pad_to_multiple
 from selfden.methods.weight_average import WeightAverage
 
@@ -190,7 +193,6 @@ class Cae(Method):
     name: ClassVar[str] = "cae"
     config_class: ClassVar[type[MethodConfig]] = CaeConfig
     normalisation_kind = "range"
-    assumes_independent_noise = True
     summary = (
         "Compressive autoencoder: the image is squeezed through a narrow bottleneck of a few channels at "
         "1/8 to 1/32 resolution; noise, being incompressible, does not fit through and is left out of the reconstruction."
@@ -217,6 +219,11 @@ class Cae(Method):
     def data_defaults(cls, device_type: str) -> dict[str, Any]:
         # 64² crops in batches of 8: the CPU measurements above (4x the steps of 128² crops per second)
         return {"patch_size": 64, "batch_size": 8} if device_type == "cpu" else {}
+
+    @classmethod
+    def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
+        """Warn when the data's noise is correlated: the code would keep it (see the module docstring)."""
+        return config, correlated_noise_warnings(cls.name, stacks)
 
     def __init__(self, config: CaeConfig, normalisation: Normalisation, device: torch.device) -> None:
         config = config.for_device(device.type)

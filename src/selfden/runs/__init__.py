@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -25,6 +25,9 @@ from selfden.geometry.orientations import IDENTITY_ONLY
 from selfden.io.atomic import atomic_write_text
 from selfden.runs.checks import check_crops, check_run_dir, checkpoint_progress, has_checkpoint
 from selfden.runs.checks import first_line as _first_line, removed_if_untrained, validated
+
+if TYPE_CHECKING:  # the methods import torch; run folders are also read where it is not needed yet
+    from selfden.methods.base import Note
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,14 @@ def save_run_config(run_dir: Path, config: RunConfig) -> None:
     atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """A new run's config, checked and ready to train, and what the method says about the data."""
+
+    config: RunConfig
+    notes: tuple[Note, ...] = ()
+
+
 def new_run_config(
     method: str,
     inputs: Sequence[Path],
@@ -112,6 +123,31 @@ def new_run_config(
     seed: int | None,
 ) -> RunConfig:
     """Validate user options into a RunConfig (unknown keys and bad values are errors naming them)."""
+    return _planned(method, inputs, method_options, data_options, trainer_options, seed, prepare=False).config
+
+
+def plan_run(
+    method: str,
+    inputs: Sequence[Path],
+    method_options: dict[str, Any],
+    data_options: dict[str, Any],
+    trainer_options: dict[str, Any],
+    seed: int | None,
+) -> RunPlan:
+    """What ``selfden train`` trains: :func:`new_run_config`, then the method's look at the images
+    (``Method.prepare``: choices made from the data, warnings about it)."""
+    return _planned(method, inputs, method_options, data_options, trainer_options, seed, prepare=True)
+
+
+def _planned(
+    method: str,
+    inputs: Sequence[Path],
+    method_options: dict[str, Any],
+    data_options: dict[str, Any],
+    trainer_options: dict[str, Any],
+    seed: int | None,
+    prepare: bool,
+) -> RunPlan:
     from selfden.methods import get_method
     from selfden.training import TrainerConfig, resolve_device
 
@@ -128,55 +164,19 @@ def new_run_config(
         raise SelfdenError(
             f"--augment: {method} trains on crops as recorded (its noise model depends on the scan direction); leave it out"
         )
-    return RunConfig(
+    notes: tuple[Note, ...] = ()
+    if prepare:
+        from selfden.io.images import open_image
+
+        method_config, notes = method_cls.prepare(method_config, [open_image(p, data.max_pixels) for p in inputs])
+    config = RunConfig(
         method=method,
         method_config=method_config.model_dump(mode="json"),
         data=data,
         trainer=trainer_config.model_dump(mode="json"),
         seed=seed if seed is not None else random.SystemRandom().randrange(2**31),
     )
-
-
-def resolve_direction(
-    method: str, options: dict[str, Any], inputs: Sequence[Path], max_pixels: int | None = None
-) -> tuple[dict[str, Any], str | None]:
-    """For methods with a noise direction, replace "auto" (the default) by what the data show.
-
-    Returns the options and the reason for the choice (None when nothing was measured).
-    """
-    from selfden.methods import get_method
-
-    if "direction" not in get_method(method).config_class.model_fields:
-        return options, None
-    if options.get("direction", "auto") != "auto":
-        return options, None
-    from selfden.io.images import open_image
-    from selfden.noise_analysis import measure_noise_correlation
-
-    result = measure_noise_correlation([open_image(p, max_pixels) for p in inputs])
-    return {**options, "direction": result.direction}, result.reason
-
-
-def correlated_noise_warning(method: str, inputs: Sequence[Path], max_pixels: int | None = None) -> str | None:
-    """A warning when ``method`` assumes pixel-independent noise and the data's noise is
-    correlated along rows or columns (measured as for cosdd's ``--direction auto``)."""
-    from selfden.methods import get_method
-
-    if not get_method(method).assumes_independent_noise:
-        return None
-    from selfden.io.images import open_image
-    from selfden.noise_analysis import measure_noise_correlation
-
-    try:
-        result = measure_noise_correlation([open_image(p, max_pixels) for p in inputs])
-    except SelfdenError:  # frames too small to measure (bad files fail training with their own error)
-        return None
-    if result.direction == "none":
-        return None
-    return (
-        f"{result.reason}. {method} assumes pixel-independent noise and may keep the correlated part "
-        "as signal; cosdd models noise correlated along rows or columns (selfden train cosdd)"
-    )
+    return RunPlan(config, notes)
 
 
 def train_run(config: RunConfig, run_dir: Path, resume: bool = False, progress: Any = None) -> RunResult | None:

@@ -14,6 +14,8 @@ from selfden.geometry.orientations import DIHEDRAL
 from selfden.methods.base import MethodConfig
 
 Direction = Literal["x", "y", "none"]
+#: "auto": measured from the training images when a run is planned (``Cosdd.prepare``).
+DirectionOption = Literal["x", "y", "none", "auto"]
 SizePreset = Literal["auto", "tiny", "small", "large"]
 #: What "auto" means per device: small/large are the reference's sizes (for a GPU); tiny keeps a
 #: laptop CPU at ~1 step/s on 64² crops (small: 0.5; measured on 1 core, see the method docstring).
@@ -64,7 +66,11 @@ class CosddConfig(MethodConfig):
     latent_channels: int | None = Field(None, ge=1, le=512, description="latent channels per level")
     components: int | None = Field(None, ge=1, le=16, description="Gaussian mixture components of the noise model")
     downsamplings: int | None = Field(None, ge=0, le=8, description="stride-2 levels; size step = 2**downsamplings")
-    direction: Direction = Field("x", description="noise correlation axis: x (rows), y (columns) or none")
+    direction: DirectionOption = Field(
+        "x",
+        description="noise correlation axis: x (rows), y (columns) or none; auto (or unset, in a planned run): "
+        "measured from the training images",
+    )
     ar_receptive_field: int = Field(
         40, ge=4, le=256, description="pixels before the current one that the noise model sees (multiple of 4)"
     )

@@ -18,12 +18,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from selfden.data import StackLike
 from selfden.errors import SelfdenError
-from selfden.methods.base import Cite, Method, Normalisation, NormalisationKind, TorchArchitecture, reseed_for_rank
+from selfden.methods.base import (
+    Cite, Method, MethodConfig, Normalisation, NormalisationKind, Note, TorchArchitecture, reseed_for_rank,
+)
 from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
 from selfden.methods.dnnet import networks
 from selfden.methods.dnnet.networks import DEPTH, DNet, NoiseNet
+from selfden.methods.independent_noise import correlated_noise_warnings
 from selfden.methods.padding import pad_to_multiple
 
 if TYPE_CHECKING:
@@ -53,7 +57,6 @@ class Dnnet(Method):
     config_class: ClassVar[type[DnnetConfig]] = DnnetConfig
     #: Standardised data put the N-net's input and the noise scales near 1 whatever the camera's units.
     normalisation_kind: ClassVar[NormalisationKind] = "standardise"
-    assumes_independent_noise: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "D-net + N-net: a U-Net denoiser trained on grid-masked pixels (Noise2Self-style blind spots) together "
         "with a per-pixel noise model (Gaussian or Gaussian mixture, conditioned on the signal) whose likelihood "
@@ -76,6 +79,11 @@ class Dnnet(Method):
             url="https://arxiv.org/abs/1901.11365",
         ),
     )
+
+    @classmethod
+    def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
+        """Warn when the data's noise is correlated: the blind spot would keep it as signal."""
+        return config, correlated_noise_warnings(cls.name, stacks)
 
     def __init__(self, config: DnnetConfig, normalisation: Normalisation, device: torch.device) -> None:
         super().__init__(config, normalisation, device)
