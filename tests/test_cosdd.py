@@ -321,8 +321,8 @@ def test_size_auto_means_tiny_on_cpu_small_on_gpu_and_the_run_saves_the_choice(t
     from selfden.methods.cosdd.config import CosddConfig
 
     assert CosddConfig().size == "auto"
-    assert CosddConfig().for_device("cuda").size == "small"
-    assert CosddConfig(size="large").for_device("cpu").size == "large", "an explicit size is kept"
+    assert CosddConfig().device_defaults("cuda").config.size == "small"
+    assert CosddConfig(size="large").device_defaults("cpu").config.size == "large", "an explicit size is kept"
     image = tmp_path / "noisy.npy"
     np.save(image, np.random.default_rng(0).normal(size=(2, 64, 64)).astype(np.float32))
     config = runs.new_run_config("cosdd", [image], {"direction": "x"}, {}, {"device": "cpu", "max_steps": 1}, 0)

@@ -21,7 +21,7 @@ from selfden.geometry.orientations import DIHEDRAL
 from selfden.normalisation import Normalisation, NormalisationKind
 
 __all__ = [
-    "Cite", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "Note", "average_gradients",
+    "Cite", "DeviceDefaults", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "Note", "average_gradients",
     "reseed_for_rank",
 ]
 
@@ -31,9 +31,10 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    def for_device(self, device_type: str) -> "MethodConfig":
-        """This config with device-dependent defaults made explicit ("cpu" or "cuda"); none by default."""
-        return self
+    def device_defaults(self, device_type: str) -> DeviceDefaults:
+        """What this config means on ``device_type`` ("cpu" or "cuda"): the only place device-dependent
+        defaults live. A planned run applies it once and saves the result. None by default."""
+        return DeviceDefaults(self)
 
     def training_orientations(self) -> tuple[str, ...]:
         """Orientations (names from ``selfden.geometry.orientations``) that leave the modelled noise's
@@ -44,7 +45,7 @@ class MethodConfig(BaseModel):
     def size_step(self) -> int:
         """Training crops' side must be a multiple of this (2**downsamplings of the networks); 1 by default.
 
-        Called on the device-resolved config (``for_device``), before any network is built."""
+        Called on the device-resolved config (``device_defaults``), before any network is built."""
         return 1
 
     def patch_size_problem(self, patch_size: int, batch_size: int) -> str | None:
@@ -58,6 +59,16 @@ class MethodConfig(BaseModel):
             f"patch size {patch_size} must be a multiple of {step} (the network halves it "
             f"{step.bit_length() - 1} times); try {low} or {low + step}"
         )
+
+
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """A method config with its device-dependent fields made explicit, and the crops to train on
+    when the user sets none (None: the run's own defaults)."""
+
+    config: MethodConfig
+    patch_size: int | None = None
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,16 +122,6 @@ class Method(ABC):
     #: Export ``best.pt`` (lowest ``val_loss``) rather than ``last.pt``. False for methods whose
     #: ``val_loss`` does not track quality (e.g. adversarial ones); the trainer still writes both.
     export_best_checkpoint: ClassVar[bool] = True
-
-    @classmethod
-    def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:
-        """The config with device-dependent defaults made explicit ("cpu" or "cuda"); saved with the run."""
-        return config.for_device(device_type)
-
-    @classmethod
-    def data_defaults(cls, device_type: str) -> dict[str, Any]:
-        """Crop size and batch defaults for this device when the user sets none (e.g. smaller on CPU)."""
-        return {}
 
     @classmethod
     def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:

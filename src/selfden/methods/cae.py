@@ -87,7 +87,7 @@ from torch import nn
 from selfden.data import StackLike
 from selfden.errors import SelfdenError
 from selfden.methods import cae_networks
-from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, Note, TorchArchitecture
+from selfden.methods.base import Cite, DeviceDefaults, Method, MethodConfig, Normalisation, Note, TorchArchitecture
 from selfden.methods.cae_networks import CaeNet, NormKind
 from selfden.methods.independent_noise import correlated_noise_warnings
 from selfden.methods.padding import pad_to_multiple
@@ -138,11 +138,13 @@ class CaeConfig(MethodConfig):
             raise ValueError(f"widths {widths} need at least two positive entries (full resolution + one downsampling)")
         return widths
 
-    def for_device(self, device_type: str) -> "CaeConfig":
-        """This config with unset ``widths``/``bottleneck`` taken from the preset for ``device_type``."""
+    def device_defaults(self, device_type: str) -> DeviceDefaults:
+        """Unset ``widths``/``bottleneck`` from the preset for ``device_type``; on a CPU, 64² crops in
+        batches of 8 (the CPU measurements above: 4x the steps of 128² crops per second)."""
         preset = DEVICE_PRESETS.get(device_type, DEVICE_PRESETS["cpu"])
         unset = {key: value for key, value in preset.items() if getattr(self, key) is None}
-        return self.model_copy(update=unset) if unset else self
+        config = self.model_copy(update=unset) if unset else self
+        return DeviceDefaults(config, 64, 8) if device_type == "cpu" else DeviceDefaults(config)
 
     def size_step(self) -> int:
         return 2 ** (len(self.widths or PAPER_WIDTHS) - 1)
@@ -171,7 +173,7 @@ class CaeConfig(MethodConfig):
 def network_kwargs(config: CaeConfig) -> dict[str, Any]:
     """CaeNet's arguments from a device-resolved config."""
     if config.widths is None or config.bottleneck is None:
-        raise ValueError("CaeNet needs explicit widths and bottleneck: resolve the config with for_device first")
+        raise ValueError("CaeNet needs explicit widths and bottleneck: resolve the config with device_defaults first")
     return {
         "widths": list(config.widths), "bottleneck": config.bottleneck, "residual_blocks": config.residual_blocks,
         "residual_width": config.residual_width, "norm": config.norm, "output_margin": config.output_margin,
@@ -216,17 +218,11 @@ class Cae(Method):
     )
 
     @classmethod
-    def data_defaults(cls, device_type: str) -> dict[str, Any]:
-        # 64² crops in batches of 8: the CPU measurements above (4x the steps of 128² crops per second)
-        return {"patch_size": 64, "batch_size": 8} if device_type == "cpu" else {}
-
-    @classmethod
     def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
         """Warn when the data's noise is correlated: the code would keep it (see the module docstring)."""
         return config, correlated_noise_warnings(cls.name, stacks)
 
     def __init__(self, config: CaeConfig, normalisation: Normalisation, device: torch.device) -> None:
-        config = config.for_device(device.type)
         super().__init__(config, normalisation, device)
         self.config: CaeConfig = config
         self.net = CaeNet(**network_kwargs(config)).to(device)

@@ -156,8 +156,10 @@ def _planned(
     trainer_config = validated(TrainerConfig, trainer_options, "trainer option")
     # Device-dependent defaults (e.g. COSDD's size "auto") are fixed now, so the saved config is explicit.
     device_type = resolve_device(trainer_config.device).type
-    method_config = method_cls.for_device(method_config, device_type)
-    data_options = {**method_cls.data_defaults(device_type), **data_options}
+    defaults = method_config.device_defaults(device_type)
+    method_config = defaults.config
+    crops = {"patch_size": defaults.patch_size, "batch_size": defaults.batch_size}
+    data_options = {**{k: v for k, v in crops.items() if v is not None}, **data_options}
     data = validated(DataConfig, {"inputs": [str(Path(p).resolve()) for p in inputs], **data_options}, "data option")
     check_crops(method, method_config, data.patch_size, data.batch_size)
     if data.augment and method_config.training_orientations() == IDENTITY_ONLY:

@@ -116,12 +116,6 @@ class Cosdd(Method):
     )
 
     @classmethod
-    def data_defaults(cls, device_type: str) -> dict[str, Any]:
-        # On a CPU the tiny preset trains at ~1 step/s on 64² crops in batches of 4 (1 core), ~6x
-        # the steps of 128² x 8 in the same time; the noise model's 40-px reach fits in 64 px.
-        return {"patch_size": 64, "batch_size": 4} if device_type == "cpu" else {}
-
-    @classmethod
     def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
         """The noise direction measured from the training images, unless the user chose x, y or none."""
         assert isinstance(config, CosddConfig)
@@ -137,7 +131,6 @@ class Cosdd(Method):
                 "cosdd direction 'auto' is measured from the training images when a run is planned "
                 "(selfden train does it); choose x, y or none to build the networks"
             )
-        config = config.for_device(device.type)
         super().__init__(config, normalisation, device)
         self.config: CosddConfig = config
         arch = config.arch()

@@ -113,11 +113,6 @@ class Noise2Atom(Method):
     )
 
     @classmethod
-    def data_defaults(cls, device_type: str) -> dict[str, Any]:
-        # 64² crops in batches of 4: every CPU measurement in the module docstring used them
-        return {"patch_size": 64, "batch_size": 4} if device_type == "cpu" else {}
-
-    @classmethod
     def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
         """Warn when the simulated atoms' width or spacing is far from the peaks in the data."""
         assert isinstance(config, Noise2AtomConfig)
