@@ -222,7 +222,7 @@ def training_rows(
 
 
 def training_table(methods: list[str], seconds: float, precisions: tuple[str, ...]) -> dict[str, Any]:
-    from selfden.runs import DataConfig
+    from selfden.runs.config import DataConfig
 
     patch = DataConfig.model_fields["patch_size"].default
     batch = DataConfig.model_fields["batch_size"].default

@@ -145,17 +145,11 @@ def train(
     """Train a denoiser on noisy images; ends by exporting RUN/model/ for `selfden infer` and Fiji."""
     with user_errors():
         require_training_extra("train")
-        from selfden import runs
+        from selfden.runs.plan import plan_resume, plan_run
 
+        default_budget = not resume and minutes is None and steps is None
         if resume:
-            config = runs.load_run_config(output)
-            if config.method != method:
-                raise SelfdenError(f"{output}: the run trains {config.method}, not {method}")
-            config = _apply_budget(config, minutes, steps)
-            if devices is not None:
-                config = config.model_copy(update={"trainer": {**config.trainer, "devices": devices}})
-            if max_pixels is not None:
-                config = config.model_copy(update={"data": config.data.model_copy(update={"max_pixels": max_pixels})})
+            plan = plan_resume(output, method, minutes=minutes, steps=steps, devices=devices, max_pixels=max_pixels)
         else:
             if not inputs:
                 raise SelfdenError("no input images given: selfden train METHOD IMAGE... -o RUN")
@@ -165,27 +159,15 @@ def train(
             )
             data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size,
                                               "augment": augment, "max_pixels": max_pixels}.items() if v is not None}
-            trainer_options = {"device": device, "max_minutes": minutes, "max_steps": steps, "devices": devices or 1}
-            default_budget = minutes is None and steps is None
-            if default_budget:
-                trainer_options["max_minutes"] = 10.0
-            plan = runs.plan_run(method, inputs, method_options, data_options, trainer_options, seed)
-            _print_notes(plan.notes)
-            if default_budget:
-                console.print("no --minutes or --steps given: training for 10 minutes")
-            config = plan.config
-        result = _train_with_progress(config, output, resume)
+            trainer_options = {"device": device, "max_minutes": 10.0 if default_budget else minutes,
+                               "max_steps": steps, "devices": devices or 1}
+            plan = plan_run(method, inputs, method_options, data_options, trainer_options, seed)
+        _print_notes(plan.notes)
+        if default_budget:
+            console.print("no --minutes or --steps given: training for 10 minutes")
+        result = _train_with_progress(plan.config, output, resume)
         if result is not None:  # None: a rank > 0 started by torchrun; rank 0 reports
             _report_training(result)
-
-
-def _apply_budget(config: Any, minutes: float | None, steps: int | None) -> Any:
-    trainer = dict(config.trainer)
-    if minutes is not None:
-        trainer["max_minutes"] = minutes
-    if steps is not None:
-        trainer["max_steps"] = steps
-    return config.model_copy(update={"trainer": trainer})
 
 
 def _method_options(method: str, extra: list[str], **named: Any) -> dict[str, Any]:
@@ -219,15 +201,13 @@ def _print_notes(notes: Any) -> None:
 
 
 def _train_with_progress(config: Any, output: Path, resume: bool) -> Any:
-    from selfden import runs
+    from selfden.runs.train import train_run
     from selfden.training.progress import RichProgress
 
-    return runs.train_run(config, output, resume=resume, progress=RichProgress(console=console))
+    return train_run(config, output, resume=resume, progress=RichProgress(console=console))
 
 
 def _report_training(result: Any) -> None:
-    from selfden.inference.predictor import trained_orientations
-
     minutes = result.elapsed_seconds / 60
     out.print(
         f"trained {result.steps} steps in {minutes:.1f} min on {result.device} "
@@ -241,7 +221,7 @@ def _report_training(result: Any) -> None:
         raise typer.Exit(130)
     out.print(f"report: {result.run_dir / 'report.png'}")
     out.print(f"model: {result.model_dir}\ndenoise with:\n  selfden infer {_q(result.model_dir)} IMAGE.tif -o DENOISED.tif")
-    orientations = len(trained_orientations(result.model_dir)) if result.model_dir is not None else 1
+    orientations = result.orientations
     if orientations > 1:
         out.print(
             f"  (add --tta to average the {orientations} orientations it was trained with: "
@@ -384,7 +364,7 @@ def export(
     with user_errors():
         require_training_extra("export")
         from selfden.export.metadata import PackageMetadata, load_metadata, metadata_from_options
-        from selfden.runs import export_run
+        from selfden.runs.export import export_run
 
         given = metadata_from_options(author, github_user, maintainer, git_repo, name, description, tag, training_data)
         described = (load_metadata(metadata) if metadata is not None else PackageMetadata()).merged(given)
@@ -445,7 +425,7 @@ def noise_model(
     """Plot the noise model a dnnet run learned: noise std and skewness against the signal."""
     with user_errors():
         require_training_extra("noise-model")
-        from selfden.methods.dnnet.noise_model_plot import noise_model_report
+        from selfden.runs.noise_model import noise_model_report
 
         if output is not None:
             require_suffix(output, (".png",), "the noise-model plot")

@@ -19,7 +19,7 @@ import yaml
 
 from selfden.errors import SelfdenError
 
-RUN_CONFIG = "config.yaml"  # runs.CONFIG_FILE; not imported, so exporting never imports training code
+RUN_CONFIG = "config.yaml"  # selfden.runs.config.CONFIG_FILE; not imported: export sits below runs
 _MAX_RDF_BYTES = 1 << 20  # an rdf.yaml is a few kB; a bigger one in a zip is not ours
 _FILE_KEYS = ("source", "documentation")
 
@@ -71,15 +71,15 @@ def foreign_files(folder: Path, rdf: Any) -> list[str]:
 
 
 def _in_own_run_folder(out_dir: Path, run_id: str) -> bool:
-    """Whether ``out_dir`` is RUN/model of the run ``run_id`` (packages exported before run ids)."""
-    from selfden.runs import load_run_config  # here: runs imports this module's users
+    """Whether ``out_dir`` is RUN/model of the run ``run_id`` (packages exported before run ids).
 
-    if not (out_dir.parent / RUN_CONFIG).is_file():
-        return False
+    The id comes from RUN/config.yaml as written, as ``selfden.runs.export`` computes it.
+    """
     try:
-        return run_identity(load_run_config(out_dir.parent).model_dump(mode="json")) == run_id
-    except SelfdenError:
+        config = yaml.safe_load((out_dir.parent / RUN_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
+    return isinstance(config, dict) and run_identity(config) == run_id
 
 
 def check_same_run(out_dir: Path, run_id: str) -> None:

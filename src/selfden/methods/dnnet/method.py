@@ -14,7 +14,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -27,11 +27,10 @@ from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
 from selfden.methods.dnnet import networks
 from selfden.methods.dnnet.networks import DEPTH, DNet, NoiseNet
+from selfden.methods.dnnet.noise_model import NoiseCurve, empirical_noise, noise_model_curve
+from selfden.methods.dnnet.noise_model_plot import plot_noise_model
 from selfden.methods.independent_noise import correlated_noise_warnings
 from selfden.methods.padding import pad_to_multiple
-
-if TYPE_CHECKING:
-    from selfden.methods.dnnet.noise_model import NoiseCurve
 
 logger = logging.getLogger(__name__)
 
@@ -206,8 +205,6 @@ class Dnnet(Method):
 
     def noise_curve(self, signal_range: tuple[float, float] | None = None, points: int = 64) -> NoiseCurve:
         """The N-net's noise std and skewness against the signal, raw units (see ``noise_model_curve``)."""
-        from selfden.methods.dnnet.noise_model import noise_model_curve
-
         return noise_model_curve(self, signal_range, points)
 
     def package_config(self) -> dict[str, Any]:
@@ -231,9 +228,6 @@ class Dnnet(Method):
 
         A trainer may call this after training with its validation batches (normalised tensors).
         """
-        from selfden.methods.dnnet.noise_model import empirical_noise
-        from selfden.methods.dnnet.noise_model_plot import plot_noise_model
-
         curve = self.noise_curve() if self.nnet is not None else None
         empirical = empirical_noise(self, val_batches)
         title = f"dnnet noise model ({self.config.noise_model})"
