@@ -3,13 +3,19 @@ notes on the data, train, report what the run produced."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from selfden.cli.shell import console, max_pixels_option, out, quote, require_training_extra, say, user_errors
 from selfden.errors import SelfdenError
+
+if TYPE_CHECKING:  # torch: imported by the command, after it checked that the training extra is there
+    from selfden.methods.base import Note
+    from selfden.runs.config import RunConfig
+    from selfden.runs.train import RunResult
 
 
 def train(
@@ -94,7 +100,7 @@ def _method_options(method: str, extra: list[str], **named: Any) -> dict[str, An
     return options
 
 
-def _print_notes(notes: Any) -> None:
+def _print_notes(notes: Sequence[Note]) -> None:
     """The method's notes on the data: choices plain, doubts as warnings."""
     for note in notes:
         if note.level == "warning":
@@ -103,14 +109,15 @@ def _print_notes(notes: Any) -> None:
             console.print(note.text, highlight=False)
 
 
-def _train_with_progress(config: Any, output: Path, resume: bool) -> Any:
+def _train_with_progress(config: RunConfig, output: Path, resume: bool) -> RunResult | None:
     from selfden.runs.train import train_run
     from selfden.training.progress import RichProgress
 
     return train_run(config, output, resume=resume, progress=RichProgress(console=console))
 
 
-def _report_training(result: Any) -> None:
+def _report_training(result: RunResult) -> None:
+    """What the run produced, and the commands that continue from it."""
     minutes = result.elapsed_seconds / 60
     out.print(
         f"trained {result.steps} steps in {minutes:.1f} min on {result.device} "
@@ -124,9 +131,8 @@ def _report_training(result: Any) -> None:
         raise typer.Exit(130)
     out.print(f"report: {result.run_dir / 'report.png'}")
     out.print(f"model: {result.model_dir}\ndenoise with:\n  selfden infer {quote(result.model_dir)} IMAGE.tif -o DENOISED.tif")
-    orientations = result.orientations
-    if orientations > 1:
+    if result.orientations > 1:
         out.print(
-            f"  (add --tta to average the {orientations} orientations it was trained with: "
-            f"{orientations}x the time, a little less noise)"
+            f"  (add --tta to average the {result.orientations} orientations it was trained with: "
+            f"{result.orientations}x the time, a little less noise)"
         )

@@ -21,8 +21,8 @@ from selfden.geometry.orientations import DIHEDRAL
 from selfden.normalisation import Normalisation, NormalisationKind
 
 __all__ = [
-    "Cite", "DeviceDefaults", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "Note", "average_gradients",
-    "reseed_for_rank",
+    "Cite", "DeviceDefaults", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "Note",
+    "average_gradients", "reseed_for_rank",
 ]
 
 
@@ -32,8 +32,9 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def device_defaults(self, device_type: str) -> DeviceDefaults:
-        """What this config means on ``device_type`` ("cpu" or "cuda"): the only place device-dependent
-        defaults live. A planned run applies it once and saves the result. None by default."""
+        """What this config means on ``device_type`` ("cpu" or "cuda"): the one place device-dependent
+        defaults live (e.g. COSDD's size "auto", smaller crops on a CPU). A planned run applies it
+        once and saves the result; networks are built from that result. The base has none."""
         return DeviceDefaults(self)
 
     def training_orientations(self) -> tuple[str, ...]:
