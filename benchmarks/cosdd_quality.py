@@ -111,28 +111,30 @@ def stripe_record(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Path]:
 
 def record_from_run(run: Path, suite: Any, noisy_path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """quality.py's record for a run trained elsewhere: export if needed, denoise directly, score."""
-    from selfden import runs
     from selfden.inference.running import denoise_files
+    from selfden.runs.config import MODEL_DIR, load_run_config
+    from selfden.runs.export import export_run, training_progress
+    from selfden.runs.weights import load_method
 
-    config = runs.load_run_config(run)
-    if not (run / runs.MODEL_DIR / "rdf.yaml").is_file():
-        runs.export_run(run)
-    progress = runs.training_progress(run)
+    config = load_run_config(run)
+    if not (run / MODEL_DIR / "rdf.yaml").is_file():
+        export_run(run)
+    progress = training_progress(run)
     start = time.perf_counter()
-    denoised = denoise_files(run / runs.MODEL_DIR, [noisy_path], run.parent / "denoised.tif", device=args.device)[0]
+    denoised = denoise_files(run / MODEL_DIR, [noisy_path], run.parent / "denoised.tif", device=args.device)[0]
     seconds = time.perf_counter() - start
     denoised_stack = quality.read_stack(denoised)
-    label = quality._label("cosdd", {"size": config.method_config["size"]}, None, 1)
+    label = quality._label("cosdd", {"size": config.method_config.size}, None, 1)
     figure = quality.save_figure(suite, denoised_stack, label, args.figures_dir)
-    settings = (f"size={config.method_config['size']}, direction={config.method_config['direction']}, "
+    settings = (f"size={config.method_config.size}, direction={config.method_config.direction}, "
                 f"patch {config.data.patch_size}, batch {config.data.batch_size}")
     row = {"name": label, "settings": settings, "train_minutes": progress.get("minutes"),
-           "steps": progress.get("steps"), "params": runs.load_method(run, config).parameter_count(),
+           "steps": progress.get("steps"), "params": load_method(run, config).parameter_count(),
            "scores": quality._scores(denoised_stack, suite.clean), "seconds": seconds}
     record = {**quality._base_record("method", suite), "method": "cosdd", "label": label,
-              "method_config": config.method_config,
+              "method_config": config.model_dump(mode="json")["method_config"],
               "data_config": config.data.model_dump(mode="json", exclude={"inputs"}),
-              "trainer": config.trainer, "seed": config.seed, "best_val_loss": progress.get("best_val_loss"),
+              "trainer": config.model_dump(mode="json")["trainer"], "seed": config.seed, "best_val_loss": progress.get("best_val_loss"),
               "run_dir": str(run), "figure": quality._relative(figure), "rows": [row]}
     if args.trained_by:
         record["command"] = f"{args.trained_by}; scored by {common.command_line('cosdd_quality.py')}"
@@ -269,22 +271,25 @@ def training_speed(patch: int, batch: int, seconds: float) -> dict[str, Any]:
 
 def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train on the real frames (direction auto), then CSS and streak index of every estimate."""
-    from selfden import runs
     from selfden.inference.running import denoise_files
     from selfden.metrics import css
+    from selfden.runs.plan import plan_run
+    from selfden.runs.train import train_run
 
     if not args.stem.is_file():
         print(f"[stem] skipped: {args.stem} not found (see shared/data/README.md)")
         return None
     raw = quality.read_stack(args.stem)
     work = args.out / "stem_pt" / f"cosdd-{time.strftime('%Y%m%d-%H%M%S')}"
-    options, reason = runs.resolve_direction("cosdd", {"size": args.size, "direction": "auto"}, [args.stem])
-    print(f"[stem] noise direction {options['direction']}: {reason}")
     data = {"patch_size": args.patch_size, "batch_size": args.batch_size}
-    config = runs.new_run_config("cosdd", [args.stem], options, data,
-                                 {"device": args.device, "max_minutes": args.stem_minutes}, args.seed)
+    plan = plan_run("cosdd", [args.stem], {"size": args.size, "direction": "auto"}, data,
+                    {"device": args.device, "max_minutes": args.stem_minutes}, args.seed)
+    for note in plan.notes:
+        print(f"[stem] {note.text}")
+    config = plan.config
+    reason = " ".join(note.text.partition(" — ")[2] for note in plan.notes)
     print(f"[stem] cosdd: training {args.stem_minutes:g} min in {work / 'run'}")
-    result = runs.train_run(config, work / "run")
+    result = train_run(config, work / "run")
     if result.model_dir is None:
         raise RuntimeError(f"STEM training was interrupted; no model in {work / 'run'}")
     direct = quality.read_stack(denoise_files(result.model_dir, [args.stem], work / "direct.tif", device=args.device)[0])
@@ -303,7 +308,7 @@ def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
     return {
         "title": f"(c) COSDD on the real STEM frames ({len(raw)} frames, {raw.shape[1]}x{raw.shape[2]})",
         "note": f"trained {result.elapsed_seconds / 60:.1f} min ({result.steps} steps, preset {args.size}, "
-        f"direction auto -> {options['direction']}: {reason}); CSS = mean SSIM of consecutive frames (higher: more of what repeats "
+        f"direction auto -> {config.method_config.direction}: {reason}); CSS = mean SSIM of consecutive frames (higher: more of what repeats "
         "from frame to frame, i.e. structure, and less noise); row-streak index = roughness of the row-mean "
         "profile over that of the column-mean profile (about 1 without row streaks). A running mean's "
         f"neighbours share 2 of 3 frames, which inflates its CSS. Figure: [{figure.name}](figures/{figure.name})",

@@ -95,12 +95,13 @@ def score_snapshots(run: Path, snapshots: Path, noisy: np.ndarray, clean: np.nda
     import torch
 
     from selfden.metrics import affine_psnr
-    from selfden.runs import load_method, load_run_config
+    from selfden.runs.config import load_run_config
+    from selfden.runs.weights import load_method
 
     run_config = load_run_config(run)
     method = load_method(run, run_config)
     norm = run_config.normalisation
-    batch = torch.from_numpy(((noisy - norm["offset"]) / norm["scale"]).astype(np.float32))[:, None]
+    batch = torch.from_numpy(((noisy - norm.offset) / norm.scale).astype(np.float32))[:, None]
     rows = []
     for path in sorted(snapshots.glob("*.pt")):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

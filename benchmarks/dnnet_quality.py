@@ -116,8 +116,8 @@ def true_noise(signal: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def noise_fit(record: dict[str, Any], synth_set: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Learned vs true noise std over the central 90% of the clean signal, and the figure."""
     from selfden.methods.dnnet import noise_model_curve
-    from selfden.methods.dnnet.noise_model_plot import noise_model_report
-    from selfden.runs import load_method
+    from selfden.runs.noise_model import noise_model_report
+    from selfden.runs.weights import load_method
 
     run_dir = Path(record["run_dir"])
     method = load_method(run_dir)
@@ -212,7 +212,7 @@ def halo_check(run_dir: Path, frame: np.ndarray, halos: tuple[int, ...] = HALOS,
     """max |tile centre - whole image| / std(whole) of the trained D-net, for each halo."""
     import torch
 
-    from selfden.runs import load_method
+    from selfden.runs.weights import load_method
 
     method = load_method(run_dir)
     norm = method.normalisation

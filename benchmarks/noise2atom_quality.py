@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 import common
 import quality
@@ -114,10 +113,11 @@ def print_atoms(summary: dict[str, Any]) -> None:
 
 def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
     """CSS of raw, denoised and 3-frame-mean STEM frames, with warnings and a figure."""
-    from selfden import runs
     from selfden.methods.noise2atom.atom_check import check_atom_options, diagnose_run
     from selfden.inference.running import denoise_files
     from selfden.metrics import css
+    from selfden.runs.plan import new_run_config
+    from selfden.runs.train import train_run
 
     if not args.stem.is_file():
         print(f"[stem] skipped: {args.stem} not found (real data lives beside the project, see shared/data/README.md)")
@@ -128,16 +128,16 @@ def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
     work = args.out / "stem_pt" / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     minutes = args.stem_minutes or args.minutes
     data = {k: v for k, v in {"patch_size": args.patch_size, "batch_size": args.batch_size}.items() if v is not None}
-    config = runs.new_run_config(METHOD, [args.stem], options, data,
-                                 {"device": args.device, "max_minutes": minutes}, args.seed)
+    config = new_run_config(METHOD, [args.stem], options, data,
+                            {"device": args.device, "max_minutes": minutes}, args.seed)
     print(f"[stem] {label}: training {minutes:g} min in {work / 'run'}")
-    result = runs.train_run(config, work / "run")
+    result = train_run(config, work / "run")
     if result.model_dir is None:
         raise RuntimeError(f"STEM training was interrupted; no model in {work / 'run'}")
     denoised = quality.read_stack(denoise_files(result.model_dir, [args.stem], work / "denoised.tif", device=args.device)[0])
     mean3 = stem_frames.running_mean(raw)
     method_config = config.method_config
-    warnings = check_atom_options(raw, method_config["atom_spacing"], tuple(method_config["atom_sigma"]))
+    warnings = check_atom_options(raw, method_config.atom_spacing, tuple(method_config.atom_sigma))
     warnings += diagnose_run(raw, denoised)
     figure = stem_frames.before_after_figure(
         {"raw": raw, "3-frame running mean": mean3, f"{label} (onnxruntime)": denoised},
@@ -157,7 +157,7 @@ def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
         "train_minutes": result.elapsed_seconds / 60,
         "steps": result.steps,
         "params": result.parameter_count,
-        "method_config": method_config,
+        "method_config": config.model_dump(mode="json")["method_config"],
         "data_config": config.data.model_dump(mode="json", exclude={"inputs"}),
         "seed": config.seed,
         "run_dir": str(result.run_dir),
@@ -181,15 +181,15 @@ def print_stem(record: dict[str, Any]) -> None:
 
 def _trainer_options(args: argparse.Namespace) -> None:
     """quality.py hands the trainer only its budget; add this script's trainer options to every run."""
-    from selfden import runs
+    from selfden.runs import plan
 
     extra = {"val_every_seconds": args.val_every_seconds}
-    original = runs.new_run_config
+    original = plan.new_run_config
 
     def with_options(method, inputs, method_options, data_options, trainer_options, seed):  # type: ignore[no-untyped-def]
         return original(method, inputs, method_options, data_options, {**extra, **trainer_options}, seed)
 
-    runs.new_run_config = with_options
+    plan.new_run_config = with_options
 
 
 def _ensure_registered() -> None:

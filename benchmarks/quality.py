@@ -175,7 +175,8 @@ def _label(method: str, options: dict[str, Any], given: str | None, n_methods: i
 
 
 def _settings(method: str, config: Any, options: dict[str, Any], threads: int | None) -> str:
-    shown = {k: config.method_config.get(k) for k in KNOBS.get(method, ()) if k in config.method_config}
+    saved = config.model_dump(mode="json")["method_config"]
+    shown = {k: saved.get(k) for k in KNOBS.get(method, ()) if k in saved}
     shown.update(options)
     parts = [f"{k}={v}" for k, v in shown.items()]
     parts.append(f"patch {config.data.patch_size}, batch {config.data.batch_size}")
@@ -187,7 +188,7 @@ def _settings(method: str, config: Any, options: dict[str, Any], threads: int | 
 def data_options(args: argparse.Namespace, frame_side: int) -> dict[str, int]:
     """--patch-size/--batch-size; without --patch-size, frames smaller than the default crop
     (cjk: 64²) train on whole frames, as a user would have to ask for with --patch-size."""
-    from selfden.runs import DataConfig
+    from selfden.runs.config import DataConfig
 
     patch = args.patch_size
     if patch is None and frame_side < DataConfig.model_fields["patch_size"].default:
@@ -202,8 +203,9 @@ def train_and_denoise(
 
     Returns config, run result, denoised file, denoising seconds and the CPU cores training got.
     """
-    from selfden import runs
     from selfden.inference.running import denoise_files
+    from selfden.runs.plan import new_run_config
+    from selfden.runs.train import train_run
 
     options = method_options(method, args.sets)
     data = data_options(args, frame_side)
@@ -213,14 +215,14 @@ def train_and_denoise(
         start = time.perf_counter()
         denoised = denoise_files(result.model_dir, [noisy_path], work / "denoised.tif", device=args.device)[0]
         return config, result, denoised, time.perf_counter() - start, None
-    config = runs.new_run_config(method, [noisy_path], options, data, trainer, args.seed)
+    config = new_run_config(method, [noisy_path], options, data, trainer, args.seed)
     threads = getattr(args, "threads", None)
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     cpu_start, wall_start = _cpu_seconds(), time.perf_counter()
-    result = runs.train_run(config, work / "run")
+    result = train_run(config, work / "run")
     cores = (_cpu_seconds() - cpu_start) / (time.perf_counter() - wall_start)
     if result.model_dir is None:
         raise RuntimeError(f"training of {method} was interrupted; no model exported in {work / 'run'}")
@@ -231,20 +233,23 @@ def train_and_denoise(
 
 def finished_run(run_dir: Path) -> tuple[Any, Any]:
     """The config and a RunResult of a run trained earlier, its model exported if it is missing."""
-    from selfden import runs
+    from selfden.runs.config import MODEL_DIR, load_run_config
+    from selfden.runs.export import export_run, training_progress
+    from selfden.runs.train import RunResult
+    from selfden.runs.weights import load_method
 
     run_dir = run_dir.resolve()
-    config = runs.load_run_config(run_dir)
-    model_dir = run_dir / runs.MODEL_DIR
-    method = runs.load_method(run_dir, config)
+    config = load_run_config(run_dir)
+    model_dir = run_dir / MODEL_DIR
+    method = load_method(run_dir, config)
     if not (model_dir / "rdf.yaml").is_file():
         print(f"exporting {run_dir} (its model folder is missing)")
-        runs.export_run(run_dir, method=method)
-    progress = runs.training_progress(run_dir)
-    result = runs.RunResult(
+        export_run(run_dir, method=method)
+    progress = training_progress(run_dir)
+    result = RunResult(
         run_dir=run_dir, model_dir=model_dir, steps=progress.get("steps", 0),
         elapsed_seconds=60 * progress.get("minutes", 0.0), best_val_loss=progress.get("best_val_loss"),
-        interrupted=False, parameter_count=method.parameter_count(), device=str(config.trainer.get("device", "?")),
+        interrupted=False, parameter_count=method.parameter_count(), device=config.trainer.device,
     )
     return config, result
 
@@ -303,9 +308,9 @@ def method_record(
         **_base_record("method", synth_set),
         "method": method,
         "label": label,
-        "method_config": config.method_config,
+        "method_config": config.model_dump(mode="json")["method_config"],
         "data_config": config.data.model_dump(mode="json", exclude={"inputs"}),
-        "trainer": config.trainer,
+        "trainer": config.model_dump(mode="json")["trainer"],
         "seed": config.seed,
         "best_val_loss": result.best_val_loss,
         "train_cores_used": None if cores is None else round(cores, 2),

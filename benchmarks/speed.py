@@ -81,7 +81,8 @@ def build_cae(folder: Path) -> tuple[Any, Path]:
     torch.manual_seed(0)
     cls = get_method("cae")
     # Not the identity: bioimage.io rejects a "redundant" scale_linear (gain 1, offset 0).
-    method = cls(cls.config_class(), Normalisation(offset=0.01, scale=0.98), torch.device("cpu"))
+    config = cls.config_class().device_defaults("cpu").config
+    method = cls(config, Normalisation(offset=0.01, scale=0.98), torch.device("cpu"))
     sample = np.random.default_rng(0).random((256, 256), dtype=np.float32)
     package = export_package(method, folder / "cae-package", sample, {"name": "speed benchmark (untrained)"})
     return method, package
@@ -196,7 +197,8 @@ def training_rows(
     cls = get_method(name)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    method = cls(cls.config_class(**(options or {})), Normalisation(offset=0.0, scale=1.0), device)
+    config = cls.config_class(**(options or {})).device_defaults(device.type).config
+    method = cls(config, Normalisation(offset=0.0, scale=1.0), device)
     data = torch.from_numpy(training_batch(patch, batch)).to(device)
 
     def step(bf16: bool) -> Callable[[], object]:
@@ -220,7 +222,7 @@ def training_rows(
 
 
 def training_table(methods: list[str], seconds: float, precisions: tuple[str, ...]) -> dict[str, Any]:
-    from selfden.runs import DataConfig
+    from selfden.runs.config import DataConfig
 
     patch = DataConfig.model_fields["patch_size"].default
     batch = DataConfig.model_fields["batch_size"].default

@@ -70,13 +70,16 @@ def test_code_has_bottleneck_channels_at_one_32nd_resolution() -> None:
     assert tuple(cae.net.code(torch.rand(2, 1, 96, 160)).shape) == (2, 3, 3, 5)
 
 
-def test_unset_widths_and_bottleneck_follow_the_device() -> None:
-    cpu, gpu = (CaeConfig().for_device(kind) for kind in ("cpu", "cuda"))
+def test_unset_widths_and_bottleneck_follow_the_device(tmp_path) -> None:
+    from selfden.runs.plan import new_run_config
+
+    cpu, gpu = (CaeConfig().device_defaults(kind).config for kind in ("cpu", "cuda"))
     assert (cpu.widths, cpu.bottleneck) == ((8, 16, 32, 64), 2)  # code at 1/8 resolution
     assert (gpu.widths, gpu.bottleneck) == ((8, 16, 32, 64, 64, 64), 64)  # the paper's 1/32
-    explicit = CaeConfig(bottleneck=5).for_device("cpu")
+    explicit = CaeConfig(bottleneck=5).device_defaults("cpu").config
     assert (explicit.widths, explicit.bottleneck) == ((8, 16, 32, 64), 5)
-    assert Cae.for_device(CaeConfig(), "cpu") == cpu
+    planned = new_run_config("cae", [tmp_path / "x.tif"], {}, {}, {"device": "cpu", "max_steps": 1}, 0)
+    assert planned.method_config == cpu, "a planned run saves the device-resolved config"
 
 
 def test_denoise_validation_and_export_use_the_weight_average() -> None:

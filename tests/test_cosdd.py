@@ -317,19 +317,42 @@ def test_seeded_sampler_is_reproducible_and_draws_per_batch_item(
 
 
 def test_size_auto_means_tiny_on_cpu_small_on_gpu_and_the_run_saves_the_choice(tmp_path) -> None:
-    from selfden import runs
     from selfden.methods.cosdd.config import CosddConfig
+    from selfden.runs.plan import new_run_config
 
     assert CosddConfig().size == "auto"
-    assert CosddConfig().for_device("cuda").size == "small"
-    assert CosddConfig(size="large").for_device("cpu").size == "large", "an explicit size is kept"
+    assert CosddConfig().device_defaults("cuda").config.size == "small"
+    assert CosddConfig(size="large").device_defaults("cpu").config.size == "large", "an explicit size is kept"
     image = tmp_path / "noisy.npy"
     np.save(image, np.random.default_rng(0).normal(size=(2, 64, 64)).astype(np.float32))
-    config = runs.new_run_config("cosdd", [image], {"direction": "x"}, {}, {"device": "cpu", "max_steps": 1}, 0)
-    assert config.method_config["size"] == "tiny", "the run's config must name the preset it trains"
+    config = new_run_config("cosdd", [image], {"direction": "x"}, {}, {"device": "cpu", "max_steps": 1}, 0)
+    assert config.method_config.size == "tiny", "the run's config must name the preset it trains"
     assert (config.data.patch_size, config.data.batch_size) == (64, 4), "CPU crops default to 64² x 4"
-    explicit = runs.new_run_config("cosdd", [image], {}, {"patch_size": 32}, {"device": "cpu", "max_steps": 1}, 0)
+    explicit = new_run_config("cosdd", [image], {}, {"patch_size": 32}, {"device": "cpu", "max_steps": 1}, 0)
     assert explicit.data.patch_size == 32, "the user's choice wins over the method's CPU default"
+
+
+def test_a_planned_run_measures_the_noise_direction_unless_the_user_chose_one(tmp_path: Path) -> None:
+    import tifffile
+
+    from selfden.errors import SelfdenError
+    from selfden.runs.plan import plan_run
+    from test_noise_analysis import blurred_noise, structured_images
+
+    rng = np.random.default_rng(0)
+    clean = structured_images(4, 96, rng)
+    image = tmp_path / "rows.tif"
+    tifffile.imwrite(image, (clean + blurred_noise(clean.shape, rng, -1)).astype(np.float32), photometric="minisblack")
+    trainer = {"device": "cpu", "max_steps": 1}
+    for options in ({}, {"direction": "auto"}):
+        plan = plan_run("cosdd", [image], options, {}, trainer, 0)
+        assert plan.config.method_config.direction == "x", plan.notes
+        assert [(n.level, n.text.split(" — ")[0]) for n in plan.notes] == [("note", "noise direction: x")], plan.notes
+        assert "along rows" in plan.notes[0].text, plan.notes
+    chosen = plan_run("cosdd", [image], {"direction": "y"}, {}, trainer, 0)
+    assert chosen.config.method_config.direction == "y" and chosen.notes == ()
+    with pytest.raises(SelfdenError, match="auto"):
+        make_cosdd(direction="auto")
 
 
 # --- the split sampler: encoder once per tile, decoder per sample ----------------------------------

@@ -321,27 +321,29 @@ def test_diagnostic_hook_writes_the_noise_model_figure(trained_gmm: Trained, tmp
 
 def test_noise_model_report_draws_a_trained_run_and_refuses_other_methods(tmp_path: Path) -> None:
     tifffile = pytest.importorskip("tifffile")
-    from selfden import runs
+    from selfden.methods import get_method
+    from selfden.runs.config import save_run_config
+    from selfden.runs.plan import new_run_config
     from selfden.training import TrainerConfig, train
 
     rng = np.random.default_rng(3)
     image = tmp_path / "noisy.tif"
     tifffile.imwrite(image, poisson_gaussian(smooth_scene(2, 64, rng), rng).astype(np.float32))
-    config = runs.new_run_config("dnnet", [image], TINY, {"patch_size": 32, "batch_size": 2, "val_batches": 1},
+    config = new_run_config("dnnet", [image], TINY, {"patch_size": 32, "batch_size": 2, "val_batches": 1},
                                  {"max_steps": 3, "write_report": False}, seed=5)
     norm = Normalisation(0.5, 0.3)
-    config = config.model_copy(update={"normalisation": {"offset": norm.offset, "scale": norm.scale}})
+    config = config.model_copy(update={"normalisation": norm})
     run_dir = tmp_path / "run"
-    runs.save_run_config(run_dir, config)
+    save_run_config(run_dir, config)
     method = Dnnet(DnnetConfig(**TINY), norm, torch.device("cpu"))
     batches = [random_crops(torch.randn(2, 1, 64, 64), rng, batch=2).numpy()]
     train(method, lambda: batches[0], batches, run_dir, TrainerConfig(max_steps=3, write_report=False))
 
-    from selfden.methods.dnnet.noise_model_plot import noise_model_report
+    from selfden.runs.noise_model import noise_model_report
 
     png = noise_model_report(run_dir, tmp_path / "noise.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    other = config.model_copy(update={"method": "cae", "method_config": {}})
-    runs.save_run_config(run_dir, other)
+    other = config.model_copy(update={"method": "cae", "method_config": get_method("cae").config_class()})
+    save_run_config(run_dir, other)
     with pytest.raises(InputError, match="dnnet"):
         noise_model_report(run_dir, tmp_path / "other.png")

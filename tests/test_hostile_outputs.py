@@ -322,9 +322,9 @@ def run(tmp_path: Path) -> Path:
 
 
 def _run_id(run: Path) -> str:
-    from selfden.runs import load_run_config
+    from selfden.runs.config import read_run_config
 
-    return run_identity(load_run_config(run).model_dump(mode="json"))
+    return run_identity(read_run_config(run))
 
 
 def _package_of(folder: Path, run_id: str | None) -> Path:

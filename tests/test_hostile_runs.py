@@ -179,6 +179,36 @@ def test_first_checkpoint_is_written_at_the_first_validation(killed_run: Path) -
     assert checkpoint_step(killed_run / "checkpoints" / "last.pt") == first
 
 
+# --- config.yaml of the previous version ------------------------------------------------------
+def test_config_yaml_stores_the_seed_once_at_the_top_level(killed_run: Path) -> None:
+    import yaml
+
+    saved = yaml.safe_load((killed_run / "config.yaml").read_text())
+    assert saved["seed"] == 1 and "seed" not in saved["trainer"], saved
+    assert list(saved) == ["method", "method_config", "data", "trainer", "seed", "normalisation",
+                           "intensity_stats", "selfden_version"], list(saved)
+
+
+def test_a_run_config_in_the_previous_layout_loads_and_resumes(killed_run: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from selfden.runs.config import load_run_config
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_run, run)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    # the previous version kept the trainer's unused default seed of 0 beside the run's own
+    previous = {**saved, "trainer": {**saved["trainer"], "seed": 0}}
+    (run / "config.yaml").write_text(yaml.safe_dump(previous, sort_keys=False))
+    assert load_run_config(run).seed == 1
+    steps = max(train_steps(run)) + 2
+    result = run_selfden("train", "cae", "-o", run, "--resume", "--steps", str(steps))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert checkpoint_step(run / "checkpoints" / "last.pt") == steps
+    resaved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resaved["seed"] == 1 and "seed" not in resaved["trainer"] and resaved["trainer"]["max_steps"] == steps
+
+
 # --- corrupted checkpoints -------------------------------------------------------------------
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -231,7 +261,7 @@ def test_exported_readme_counts_the_steps_of_the_exported_checkpoint(killed_run:
 
 
 def test_export_passes_over_an_untrained_best_checkpoint_of_older_versions(killed_run: Path, tmp_path: Path) -> None:
-    from selfden.runs import load_method_and_checkpoint
+    from selfden.runs.weights import load_method_and_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(killed_run, run)

@@ -285,7 +285,7 @@ def test_critic_learns_faster_than_the_generators_by_default() -> None:
 
 
 def test_runs_export_the_last_checkpoint_not_the_lowest_val_loss(tmp_path) -> None:
-    from selfden.runs import _load_weights
+    from selfden.runs.weights import load_weights
 
     (tmp_path / "checkpoints").mkdir()
     best, last = make_n2a(seed=1), make_n2a(seed=2)
@@ -294,10 +294,10 @@ def test_runs_export_the_last_checkpoint_not_the_lowest_val_loss(tmp_path) -> No
     x = torch.rand(1, 1, 32, 32)
     assert Noise2Atom.export_best_checkpoint is False
     loaded = make_n2a(seed=3)
-    _load_weights(loaded, tmp_path)
+    load_weights(loaded, tmp_path)
     assert torch.equal(loaded.denoise(x), last.denoise(x)), "noise2atom must export last.pt"
     loaded.export_best_checkpoint = True  # what every other method does
-    _load_weights(loaded, tmp_path)
+    load_weights(loaded, tmp_path)
     assert torch.equal(loaded.denoise(x), best.denoise(x)), "the default must stay best.pt"
 
 
@@ -372,6 +372,23 @@ def test_atom_options_warn_only_when_far_from_the_data(atoms_pair: synth.SynthSe
     assert any("--atom-sigma" in w for w in too_wide), too_wide
     too_far = atom_check.check_atom_options(atoms_pair.noisy, spacing=32.0, sigma=(1.0, 10.0**0.5))
     assert any("--atom-spacing" in w for w in too_far), too_far
+
+
+def test_a_planned_run_warns_when_the_atom_options_are_far_from_the_data(
+    atoms_pair: synth.SynthSet, tmp_path
+) -> None:
+    import tifffile
+
+    from selfden.runs.plan import plan_run
+
+    data = tmp_path / "atoms.tif"
+    tifffile.imwrite(data, atoms_pair.noisy.astype(np.float32), photometric="minisblack")
+    trainer = {"device": "cpu", "max_steps": 1}
+    matched = plan_run("noise2atom", [data], {"atom_spacing": 8.0}, {}, trainer, 0)
+    assert matched.notes == (), matched.notes
+    too_wide = plan_run("noise2atom", [data], {"atom_spacing": 8.0, "atom_sigma": 6.0}, {}, trainer, 0)
+    assert too_wide.notes and all(n.level == "warning" for n in too_wide.notes), too_wide.notes
+    assert any("--atom-sigma" in n.text for n in too_wide.notes), too_wide.notes
 
 
 def test_failure_warnings_name_inverted_contrast_and_false_atoms() -> None:

@@ -88,13 +88,14 @@ def test_training_warns_when_a_method_assuming_independent_noise_meets_correlate
 ) -> None:
     import tifffile
 
-    from selfden.runs import correlated_noise_warning
+    from selfden.runs.plan import plan_run
 
     rng = np.random.default_rng(2)
     clean = structured_images(4, 96, rng)
     path = tmp_path / "noisy.tif"
     tifffile.imwrite(path, (clean + blurred_noise(clean.shape, rng, axis)).astype(np.float32), photometric="minisblack")
-    warning = correlated_noise_warning(method, [path])
+    plan = plan_run(method, [path], {}, {}, {"device": "cpu", "max_steps": 1}, 0)
+    warning = next((note.text for note in plan.notes if note.level == "warning"), None)
     assert (warning is not None) == warned, warning
     if warned:
         assert f"{method} assumes pixel-independent noise" in warning and "cosdd" in warning

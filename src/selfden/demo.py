@@ -57,11 +57,13 @@ class DemoResult:
 
 def run_demo(output: Path, minutes: float = 2.5, device: str = "auto", progress: Any = None) -> DemoResult:
     """Generate data, train, export, denoise with onnxruntime and score; files go under ``output``."""
-    from selfden import runs, synth
+    from selfden import synth
     from selfden.io.reading import open_image
     from selfden.inference.running import denoise_files
     from selfden.metrics import affine_psnr
     from selfden.report import before_after_png
+    from selfden.runs.plan import new_run_config
+    from selfden.runs.train import train_run
 
     run_dir = output / "run"
     if run_dir.exists():
@@ -69,7 +71,7 @@ def run_demo(output: Path, minutes: float = 2.5, device: str = "auto", progress:
     dataset = synth.poisson_gaussian_suite(rng=np.random.default_rng(0))
     noisy_path, clean_path = synth.save_synth_set(dataset, output / "data")
 
-    config = runs.new_run_config(
+    config = new_run_config(
         DEMO_METHOD,
         [noisy_path],
         method_options=DEMO_OPTIONS,
@@ -77,7 +79,7 @@ def run_demo(output: Path, minutes: float = 2.5, device: str = "auto", progress:
         trainer_options={"device": device, "max_minutes": minutes},
         seed=0,
     )
-    result = runs.train_run(config, run_dir, progress=progress)
+    result = train_run(config, run_dir, progress=progress)
     denoised_path = output / "denoised.tif"
     denoise_files(result.model_dir, [noisy_path], denoised_path, device=device)
 

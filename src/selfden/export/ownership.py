@@ -21,7 +21,7 @@ import yaml
 
 from selfden.errors import SelfdenError
 
-RUN_CONFIG = "config.yaml"  # runs.CONFIG_FILE; not imported, so exporting never imports training code
+RUN_CONFIG = "config.yaml"  # selfden.runs.config.CONFIG_FILE; not imported: export sits below runs
 _MAX_RDF_BYTES = 1 << 20  # an rdf.yaml is a few kB; a bigger one in a zip is not ours
 _FILE_KEYS = ("source", "documentation")
 

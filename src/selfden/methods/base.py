@@ -11,15 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from selfden.data import StackLike
 from selfden.geometry.orientations import DIHEDRAL
 from selfden.normalisation import Normalisation, NormalisationKind
 
-__all__ = ["Cite", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "average_gradients", "reseed_for_rank"]
+__all__ = [
+    "Cite", "DeviceDefaults", "Method", "MethodConfig", "Normalisation", "NormalisationKind", "Note",
+    "average_gradients", "reseed_for_rank",
+]
 
 
 class MethodConfig(BaseModel):
@@ -27,9 +31,11 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    def for_device(self, device_type: str) -> "MethodConfig":
-        """This config with device-dependent defaults made explicit ("cpu" or "cuda"); none by default."""
-        return self
+    def device_defaults(self, device_type: str) -> DeviceDefaults:
+        """What this config means on ``device_type`` ("cpu" or "cuda"): the one place device-dependent
+        defaults live (e.g. COSDD's size "auto", smaller crops on a CPU). A planned run applies it
+        once and saves the result; networks are built from that result. The base has none."""
+        return DeviceDefaults(self)
 
     def training_orientations(self) -> tuple[str, ...]:
         """Orientations (names from ``selfden.geometry.orientations``) that leave the modelled noise's
@@ -40,7 +46,7 @@ class MethodConfig(BaseModel):
     def size_step(self) -> int:
         """Training crops' side must be a multiple of this (2**downsamplings of the networks); 1 by default.
 
-        Called on the device-resolved config (``for_device``), before any network is built."""
+        Called on the device-resolved config (``device_defaults``), before any network is built."""
         return 1
 
     def patch_size_problem(self, patch_size: int, batch_size: int) -> str | None:
@@ -57,6 +63,16 @@ class MethodConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class DeviceDefaults:
+    """A method config with its device-dependent fields made explicit, and the crops to train on
+    when the user sets none (None: the run's own defaults)."""
+
+    config: MethodConfig
+    patch_size: int | None = None
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
 class TorchArchitecture:
     """The exported denoiser as ``callable(**kwargs)``, defined by the source of ``modules``.
 
@@ -67,6 +83,15 @@ class TorchArchitecture:
     modules: tuple[ModuleType, ...]
     callable: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Note:
+    """What a method tells the user before a new run trains: a choice it made from the data
+    ("note", printed plain) or a doubt about the data or the options ("warning")."""
+
+    level: Literal["note", "warning"]
+    text: str
 
 
 @dataclass(frozen=True)
@@ -98,19 +123,13 @@ class Method(ABC):
     #: Export ``best.pt`` (lowest ``val_loss``) rather than ``last.pt``. False for methods whose
     #: ``val_loss`` does not track quality (e.g. adversarial ones); the trainer still writes both.
     export_best_checkpoint: ClassVar[bool] = True
-    #: The method treats noise as independent from pixel to pixel; ``selfden train`` warns when
-    #: the data's noise is correlated along rows or columns.
-    assumes_independent_noise: ClassVar[bool] = False
 
     @classmethod
-    def for_device(cls, config: MethodConfig, device_type: str) -> MethodConfig:
-        """The config with device-dependent defaults made explicit ("cpu" or "cuda"); saved with the run."""
-        return config.for_device(device_type)
-
-    @classmethod
-    def data_defaults(cls, device_type: str) -> dict[str, Any]:
-        """Crop size and batch defaults for this device when the user sets none (e.g. smaller on CPU)."""
-        return {}
+    def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
+        """Before a new run trains on ``stacks``: ``config`` with the choices the data decide (e.g.
+        COSDD's noise direction) and notes for the user (e.g. data that break the method's
+        assumptions). Nothing to decide or say by default."""
+        return config, ()
 
     def __init__(self, config: MethodConfig, normalisation: Normalisation, device: torch.device) -> None:
         self.config = config

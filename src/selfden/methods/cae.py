@@ -76,6 +76,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -83,10 +84,12 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from selfden.data import StackLike
 from selfden.errors import SelfdenError
 from selfden.methods import cae_networks
-from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, TorchArchitecture
+from selfden.methods.base import Cite, DeviceDefaults, Method, MethodConfig, Normalisation, Note, TorchArchitecture
 from selfden.methods.cae_networks import CaeNet, NormKind
+from selfden.methods.independent_noise import correlated_noise_warnings
 from selfden.methods.padding import pad_to_multiple
 from selfden.methods.weight_average import WeightAverage
 
@@ -135,11 +138,13 @@ class CaeConfig(MethodConfig):
             raise ValueError(f"widths {widths} need at least two positive entries (full resolution + one downsampling)")
         return widths
 
-    def for_device(self, device_type: str) -> "CaeConfig":
-        """This config with unset ``widths``/``bottleneck`` taken from the preset for ``device_type``."""
+    def device_defaults(self, device_type: str) -> DeviceDefaults:
+        """Unset ``widths``/``bottleneck`` from the preset for ``device_type``; on a CPU, 64² crops in
+        batches of 8 (the CPU measurements above: 4x the steps of 128² crops per second)."""
         preset = DEVICE_PRESETS.get(device_type, DEVICE_PRESETS["cpu"])
         unset = {key: value for key, value in preset.items() if getattr(self, key) is None}
-        return self.model_copy(update=unset) if unset else self
+        config = self.model_copy(update=unset) if unset else self
+        return DeviceDefaults(config, 64, 8) if device_type == "cpu" else DeviceDefaults(config)
 
     def size_step(self) -> int:
         return 2 ** (len(self.widths or PAPER_WIDTHS) - 1)
@@ -168,7 +173,7 @@ class CaeConfig(MethodConfig):
 def network_kwargs(config: CaeConfig) -> dict[str, Any]:
     """CaeNet's arguments from a device-resolved config."""
     if config.widths is None or config.bottleneck is None:
-        raise ValueError("CaeNet needs explicit widths and bottleneck: resolve the config with for_device first")
+        raise ValueError("CaeNet needs explicit widths and bottleneck: resolve the config with device_defaults first")
     return {
         "widths": list(config.widths), "bottleneck": config.bottleneck, "residual_blocks": config.residual_blocks,
         "residual_width": config.residual_width, "norm": config.norm, "output_margin": config.output_margin,
@@ -190,7 +195,6 @@ class Cae(Method):
     name: ClassVar[str] = "cae"
     config_class: ClassVar[type[MethodConfig]] = CaeConfig
     normalisation_kind = "range"
-    assumes_independent_noise = True
     summary = (
         "Compressive autoencoder: the image is squeezed through a narrow bottleneck of a few channels at "
         "1/8 to 1/32 resolution; noise, being incompressible, does not fit through and is left out of the reconstruction."
@@ -214,12 +218,11 @@ class Cae(Method):
     )
 
     @classmethod
-    def data_defaults(cls, device_type: str) -> dict[str, Any]:
-        # 64² crops in batches of 8: the CPU measurements above (4x the steps of 128² crops per second)
-        return {"patch_size": 64, "batch_size": 8} if device_type == "cpu" else {}
+    def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
+        """Warn when the data's noise is correlated: the code would keep it (see the module docstring)."""
+        return config, correlated_noise_warnings(cls.name, stacks)
 
     def __init__(self, config: CaeConfig, normalisation: Normalisation, device: torch.device) -> None:
-        config = config.for_device(device.type)
         super().__init__(config, normalisation, device)
         self.config: CaeConfig = config
         self.net = CaeNet(**network_kwargs(config)).to(device)

@@ -32,7 +32,7 @@ class TrainerConfig(BaseModel):
     devices: int = Field(
         default=1, ge=1,
         description="data-parallel processes (one GPU each on CUDA); the batch is split evenly over them. "
-        "Started by selfden.runs.train_run, or by torchrun, whose world size then applies",
+        "Started by selfden.runs.train.train_run, or by torchrun, whose world size then applies",
     )
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA (when the GPU supports it)")
     bf16_on_cpu: bool = Field(default=False, description="bf16 autocast on CPU as well")

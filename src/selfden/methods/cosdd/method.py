@@ -49,15 +49,17 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfden.data import StackLike
 from selfden.errors import SelfdenError
 from selfden.methods.base import (
-    Cite, Method, Normalisation, NormalisationKind, TorchArchitecture, reseed_for_rank,
+    Cite, Method, MethodConfig, Normalisation, NormalisationKind, Note, TorchArchitecture, reseed_for_rank,
 )
 from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, mixture_nll
 from selfden.methods.cosdd import blocks, direct_denoiser
@@ -67,6 +69,7 @@ from selfden.methods.cosdd.ladder_vae import LadderVAE
 from selfden.methods.cosdd.objective import collapse_message, is_collapsed, kl_weight, kl_with_free_bits
 from selfden.methods.cosdd.split_sampler import SamplerDecoder, SamplerEncoder
 from selfden.methods.cosdd.signal_decoder import SignalDecoder
+from selfden.noise_analysis import measure_noise_correlation
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +116,21 @@ class Cosdd(Method):
     )
 
     @classmethod
-    def data_defaults(cls, device_type: str) -> dict[str, Any]:
-        # On a CPU the tiny preset trains at ~1 step/s on 64² crops in batches of 4 (1 core), ~6x
-        # the steps of 128² x 8 in the same time; the noise model's 40-px reach fits in 64 px.
-        return {"patch_size": 64, "batch_size": 4} if device_type == "cpu" else {}
+    def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
+        """The noise direction measured from the training images, unless the user chose x, y or none."""
+        assert isinstance(config, CosddConfig)
+        if config.direction != "auto" and "direction" in config.model_fields_set:
+            return config, ()
+        result = measure_noise_correlation(stacks)
+        note = Note("note", f"noise direction: {result.direction} — {result.reason}")
+        return config.model_copy(update={"direction": result.direction}), (note,)
 
     def __init__(self, config: CosddConfig, normalisation: Normalisation, device: torch.device) -> None:
-        config = config.for_device(device.type)
+        if config.direction == "auto":
+            raise SelfdenError(
+                "cosdd direction 'auto' is measured from the training images when a run is planned "
+                "(selfden train does it); choose x, y or none to build the networks"
+            )
         super().__init__(config, normalisation, device)
         self.config: CosddConfig = config
         arch = config.arch()

@@ -14,20 +14,23 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
+from selfden.data import StackLike
 from selfden.errors import SelfdenError
-from selfden.methods.base import Cite, Method, Normalisation, NormalisationKind, TorchArchitecture, reseed_for_rank
+from selfden.methods.base import (
+    Cite, Method, MethodConfig, Normalisation, NormalisationKind, Note, TorchArchitecture, reseed_for_rank,
+)
 from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
 from selfden.methods.dnnet import networks
 from selfden.methods.dnnet.networks import DEPTH, DNet, NoiseNet
+from selfden.methods.dnnet.noise_model import NoiseCurve, empirical_noise, noise_model_curve
+from selfden.methods.dnnet.noise_model_plot import plot_noise_model
+from selfden.methods.independent_noise import correlated_noise_warnings
 from selfden.methods.padding import pad_to_multiple
-
-if TYPE_CHECKING:
-    from selfden.methods.dnnet.noise_model import NoiseCurve
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,6 @@ class Dnnet(Method):
     config_class: ClassVar[type[DnnetConfig]] = DnnetConfig
     #: Standardised data put the N-net's input and the noise scales near 1 whatever the camera's units.
     normalisation_kind: ClassVar[NormalisationKind] = "standardise"
-    assumes_independent_noise: ClassVar[bool] = True
     summary: ClassVar[str] = (
         "D-net + N-net: a U-Net denoiser trained on grid-masked pixels (Noise2Self-style blind spots) together "
         "with a per-pixel noise model (Gaussian or Gaussian mixture, conditioned on the signal) whose likelihood "
@@ -76,6 +78,11 @@ class Dnnet(Method):
             url="https://arxiv.org/abs/1901.11365",
         ),
     )
+
+    @classmethod
+    def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
+        """Warn when the data's noise is correlated: the blind spot would keep it as signal."""
+        return config, correlated_noise_warnings(cls.name, stacks)
 
     def __init__(self, config: DnnetConfig, normalisation: Normalisation, device: torch.device) -> None:
         super().__init__(config, normalisation, device)
@@ -198,8 +205,6 @@ class Dnnet(Method):
 
     def noise_curve(self, signal_range: tuple[float, float] | None = None, points: int = 64) -> NoiseCurve:
         """The N-net's noise std and skewness against the signal, raw units (see ``noise_model_curve``)."""
-        from selfden.methods.dnnet.noise_model import noise_model_curve
-
         return noise_model_curve(self, signal_range, points)
 
     def package_config(self) -> dict[str, Any]:
@@ -223,9 +228,6 @@ class Dnnet(Method):
 
         A trainer may call this after training with its validation batches (normalised tensors).
         """
-        from selfden.methods.dnnet.noise_model import empirical_noise
-        from selfden.methods.dnnet.noise_model_plot import plot_noise_model
-
         curve = self.noise_curve() if self.nnet is not None else None
         empirical = empirical_noise(self, val_batches)
         title = f"dnnet noise model ({self.config.noise_model})"

@@ -11,19 +11,40 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 
 from selfden.errors import SelfdenError
+from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
-
-if TYPE_CHECKING:
-    from selfden.methods.dnnet.method import Dnnet
+from selfden.methods.dnnet.networks import NoiseNet
+from selfden.normalisation import Normalisation
 
 #: Seed of the masks used for the empirical statistics (repeatable figures).
 _EMPIRICAL_SEED = 7
+
+
+class NoiseModelled(Protocol):
+    """What these functions read from a trained dnnet (``selfden.methods.dnnet.Dnnet`` is one)."""
+
+    @property
+    def config(self) -> DnnetConfig: ...
+
+    @property
+    def normalisation(self) -> Normalisation: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dnet(self) -> torch.nn.Module: ...
+
+    @property
+    def nnet(self) -> NoiseNet | None: ...
+
+    def raw_signal_range(self) -> tuple[float, float]: ...
 
 
 class NoiseCurve(NamedTuple):
@@ -44,7 +65,7 @@ class EmpiricalNoise(NamedTuple):
 
 
 def noise_model_curve(
-    method: "Dnnet", signal_range: tuple[float, float] | None = None, points: int = 64
+    method: NoiseModelled, signal_range: tuple[float, float] | None = None, points: int = 64
 ) -> NoiseCurve:
     """The N-net's noise std and skewness at ``points`` signal levels in ``signal_range`` (raw units).
 
@@ -67,7 +88,7 @@ def noise_model_curve(
 
 
 def blind_residuals(
-    method: "Dnnet", batches: Sequence[torch.Tensor | np.ndarray], passes: int = 4
+    method: NoiseModelled, batches: Sequence[torch.Tensor | np.ndarray], passes: int = 4
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predicted signal and noisy-minus-prediction at masked pixels, ``passes`` masks per batch, raw units."""
     generator = torch.Generator().manual_seed(_EMPIRICAL_SEED)
@@ -105,7 +126,7 @@ def binned_stats(signal: np.ndarray, residual: np.ndarray, bins: int = 16, min_c
 
 
 def empirical_noise(
-    method: "Dnnet", batches: Sequence[torch.Tensor | np.ndarray], bins: int = 16, passes: int = 4
+    method: NoiseModelled, batches: Sequence[torch.Tensor | np.ndarray], bins: int = 16, passes: int = 4
 ) -> EmpiricalNoise:
     """Binned blind-residual statistics of normalised ``batches`` (e.g. the validation crops), raw units."""
     signal, residual = blind_residuals(method, batches, passes)

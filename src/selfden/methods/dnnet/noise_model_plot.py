@@ -2,7 +2,7 @@
 
 Two panels: the N-net's curves (lines) over the binned residual statistics of validation
 crops (dots), optionally with a known true curve (dashed; synthetic data). Plotting is
-numpy + matplotlib (Agg canvas); :func:`noise_model_report` loads a trained run, which needs torch.
+numpy + matplotlib (Agg canvas); ``selfden.runs.noise_model`` draws it for a trained run.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from selfden.errors import InputError
 from selfden.io.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -56,49 +53,6 @@ def _draw(ax: Any, curve: Any | None, empirical: Any | None, truth: Any | None, 
                 label="validation residuals (blind)")
     if curve is not None:
         ax.plot(curve[0], curve[column], "-", color="tab:blue", linewidth=1.8, label="N-net")
-
-
-def noise_model_report(
-    run_dir: Path, out_png: Path | None = None, truth: Any | None = None, title: str | None = None
-) -> Path:
-    """Load a trained dnnet run and draw its noise model over its validation residuals.
-
-    ``out_png`` defaults to ``RUN/noise_model.png``; ``truth`` (signal, std, skew), when known
-    (synthetic data), is drawn dashed; ``title`` names the run (default: its folder's name).
-    Raises InputError for runs of other methods.
-    """
-    from selfden.methods.dnnet import empirical_noise
-    from selfden.runs import load_method, load_run_config
-
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    if config.method != "dnnet":
-        raise InputError(
-            f"{run_dir}: a {config.method!r} run; the noise-model figure needs a run trained with --method dnnet"
-        )
-    method = load_method(run_dir, config)
-    empirical = empirical_noise(method, _validation_crops(config, method.normalisation))
-    curve = method.noise_curve() if method.nnet is not None else None
-    name = title or run_dir.resolve().name
-    title = f"{name}: dnnet noise model ({method.config.noise_model})" if curve is not None else (
-        f"{name}: dnnet without noise model (Noise2Self); residual statistics only")
-    return plot_noise_model(curve, empirical, out_png or run_dir / "noise_model.png", truth=truth, title=title)
-
-
-def _validation_crops(config: Any, normalisation: Any) -> list[np.ndarray]:
-    """The run's fixed validation batches, drawn exactly as ``selfden.runs.train_run`` drew them."""
-    from selfden.data import split_train_val, validation_batches
-    from selfden.io.reading import open_image
-
-    data = config.data
-    stacks = [open_image(Path(p), data.max_pixels) for p in data.inputs]  # the run's own image limit
-    _, val_regions = split_train_val(
-        stacks, val_fraction=data.val_fraction, rng=np.random.default_rng(config.seed), patch_size=data.patch_size
-    )
-    return validation_batches(
-        val_regions, data.patch_size, data.batch_size, normalisation, data.val_batches,
-        np.random.default_rng(config.seed + 1),
-    )
 
 
 def _save(fig: Any, out_png: Path) -> Path:

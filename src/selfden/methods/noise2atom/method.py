@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from selfden.methods.noise2atom import atom_check
+from selfden.data import StackLike
 from selfden.errors import SelfdenError
-from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, TorchArchitecture
+from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, Note, TorchArchitecture
 from selfden.methods.noise2atom.config import SIZE_STEP, Noise2AtomConfig
 from selfden.methods.weight_average import WeightAverage
 from selfden.methods.noise2atom.losses import critic_loss, cycle_losses
@@ -111,9 +113,11 @@ class Noise2Atom(Method):
     )
 
     @classmethod
-    def data_defaults(cls, device_type: str) -> dict[str, Any]:
-        # 64² crops in batches of 4: every CPU measurement in the module docstring used them
-        return {"patch_size": 64, "batch_size": 4} if device_type == "cpu" else {}
+    def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
+        """Warn when the simulated atoms' width or spacing is far from the peaks in the data."""
+        assert isinstance(config, Noise2AtomConfig)
+        warnings = atom_check.check_atom_options(stacks, config.atom_spacing, tuple(config.atom_sigma))
+        return config, tuple(Note("warning", text) for text in warnings)
 
     def __init__(self, config: Noise2AtomConfig, normalisation: Normalisation, device: torch.device) -> None:
         super().__init__(config, normalisation, device)

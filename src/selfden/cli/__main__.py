@@ -1,0 +1,5 @@
+"""``python -m selfden.cli``: the ``selfden`` command."""
+
+from selfden.cli import run
+
+run()
