@@ -273,7 +273,7 @@ def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train on the real frames (direction auto), then CSS and streak index of every estimate."""
     from selfden.inference.running import denoise_files
     from selfden.metrics import css
-    from selfden.runs.plan import plan_run
+    from selfden.runs.plan import new_run_config, plan_run
     from selfden.runs.train import train_run
 
     if not args.stem.is_file():
@@ -282,8 +282,8 @@ def run_stem(args: argparse.Namespace) -> dict[str, Any] | None:
     raw = quality.read_stack(args.stem)
     work = args.out / "stem_pt" / f"cosdd-{time.strftime('%Y%m%d-%H%M%S')}"
     data = {"patch_size": args.patch_size, "batch_size": args.batch_size}
-    plan = plan_run("cosdd", [args.stem], {"size": args.size, "direction": "auto"}, data,
-                    {"device": args.device, "max_minutes": args.stem_minutes}, args.seed)
+    plan = plan_run(new_run_config("cosdd", [args.stem], {"size": args.size, "direction": "auto"}, data,
+                                   {"device": args.device, "max_minutes": args.stem_minutes}, args.seed))
     for note in plan.notes:
         print(f"[stem] {note.text}")
     config = plan.config

@@ -336,7 +336,7 @@ def test_a_planned_run_measures_the_noise_direction_unless_the_user_chose_one(tm
     import tifffile
 
     from selfden.errors import SelfdenError
-    from selfden.runs.plan import plan_run
+    from selfden.runs.plan import new_run_config, plan_run
     from test_noise_analysis import blurred_noise, structured_images
 
     rng = np.random.default_rng(0)
@@ -345,11 +345,11 @@ def test_a_planned_run_measures_the_noise_direction_unless_the_user_chose_one(tm
     tifffile.imwrite(image, (clean + blurred_noise(clean.shape, rng, -1)).astype(np.float32), photometric="minisblack")
     trainer = {"device": "cpu", "max_steps": 1}
     for options in ({}, {"direction": "auto"}):
-        plan = plan_run("cosdd", [image], options, {}, trainer, 0)
+        plan = plan_run(new_run_config("cosdd", [image], options, {}, trainer, 0))
         assert plan.config.method_config.direction == "x", plan.notes
         assert [(n.level, n.text.split(" — ")[0]) for n in plan.notes] == [("note", "noise direction: x")], plan.notes
         assert "along rows" in plan.notes[0].text, plan.notes
-    chosen = plan_run("cosdd", [image], {"direction": "y"}, {}, trainer, 0)
+    chosen = plan_run(new_run_config("cosdd", [image], {"direction": "y"}, {}, trainer, 0))
     assert chosen.config.method_config.direction == "y" and chosen.notes == ()
     with pytest.raises(SelfdenError, match="auto"):
         make_cosdd(direction="auto")

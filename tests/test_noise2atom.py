@@ -379,14 +379,14 @@ def test_a_planned_run_warns_when_the_atom_options_are_far_from_the_data(
 ) -> None:
     import tifffile
 
-    from selfden.runs.plan import plan_run
+    from selfden.runs.plan import new_run_config, plan_run
 
     data = tmp_path / "atoms.tif"
     tifffile.imwrite(data, atoms_pair.noisy.astype(np.float32), photometric="minisblack")
     trainer = {"device": "cpu", "max_steps": 1}
-    matched = plan_run("noise2atom", [data], {"atom_spacing": 8.0}, {}, trainer, 0)
+    matched = plan_run(new_run_config("noise2atom", [data], {"atom_spacing": 8.0}, {}, trainer, 0))
     assert matched.notes == (), matched.notes
-    too_wide = plan_run("noise2atom", [data], {"atom_spacing": 8.0, "atom_sigma": 6.0}, {}, trainer, 0)
+    too_wide = plan_run(new_run_config("noise2atom", [data], {"atom_spacing": 8.0, "atom_sigma": 6.0}, {}, trainer, 0))
     assert too_wide.notes and all(n.level == "warning" for n in too_wide.notes), too_wide.notes
     assert any("--atom-sigma" in n.text for n in too_wide.notes), too_wide.notes
 

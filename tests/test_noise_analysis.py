@@ -88,13 +88,13 @@ def test_training_warns_when_a_method_assuming_independent_noise_meets_correlate
 ) -> None:
     import tifffile
 
-    from selfden.runs.plan import plan_run
+    from selfden.runs.plan import new_run_config, plan_run
 
     rng = np.random.default_rng(2)
     clean = structured_images(4, 96, rng)
     path = tmp_path / "noisy.tif"
     tifffile.imwrite(path, (clean + blurred_noise(clean.shape, rng, axis)).astype(np.float32), photometric="minisblack")
-    plan = plan_run(method, [path], {}, {}, {"device": "cpu", "max_steps": 1}, 0)
+    plan = plan_run(new_run_config(method, [path], {}, {}, {"device": "cpu", "max_steps": 1}, 0))
     warning = next((note.text for note in plan.notes if note.level == "warning"), None)
     assert (warning is not None) == warned, warning
     if warned:

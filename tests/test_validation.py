@@ -32,6 +32,7 @@ from selfden.export.validation_report import ValidationReport  # noqa: E402
 from selfden.inference.running import denoise_files  # noqa: E402
 from selfden.methods.base import Normalisation  # noqa: E402
 from selfden.methods.cae import Cae, CaeConfig  # noqa: E402
+from selfden.package.files import source_entries  # noqa: E402
 
 TINY_CAE = CaeConfig(widths=(4, 4, 4, 4, 4, 4), residual_blocks=1, residual_width=8, bottleneck=2, halo=32)
 MEAN, STD = 100.0, 50.0  # the hand-made package's fixed_zero_mean_unit_variance
@@ -321,18 +322,6 @@ def _rdf_in_zip(path: Path) -> dict[str, Any]:
         return yaml.safe_load(archive.read("rdf.yaml"))
 
 
-def _file_entries(value: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(value, dict):
-        if "source" in value:
-            yield value
-        for key, item in value.items():
-            if key != "config":
-                yield from _file_entries(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _file_entries(item)
-
-
 def test_the_zip_validates_with_no_id_and_every_file_hashed(package: Path, tmp_path: Path) -> None:
     path = write_package_zip(package, tmp_path / "upload" / "cae.zip")
     assert path == tmp_path / "upload" / "cae.zip" and sorted(p.name for p in path.parent.iterdir()) == ["cae.zip"]
@@ -340,7 +329,7 @@ def test_the_zip_validates_with_no_id_and_every_file_hashed(package: Path, tmp_p
     assert report.passed and all(c.passed for c in report.checks), report.format()
     rdf = _rdf_in_zip(path)
     assert "id" not in rdf
-    entries = list(_file_entries(rdf))
+    entries = list(source_entries(rdf))
     assert len(entries) >= 6 and all(len(str(e.get("sha256", ""))) == 64 for e in entries), entries
     with zipfile.ZipFile(path) as archive:
         assert {e["source"] for e in entries} | {"rdf.yaml"} == set(archive.namelist())
@@ -348,13 +337,13 @@ def test_the_zip_validates_with_no_id_and_every_file_hashed(package: Path, tmp_p
 
 def test_an_exported_folder_gives_every_file_a_sha256(package: Path) -> None:
     """selfden infer checks these before it runs a graph; a package without them runs unchecked."""
-    entries = list(_file_entries(yaml.safe_load((package / "rdf.yaml").read_text())))
+    entries = list(source_entries(yaml.safe_load((package / "rdf.yaml").read_text())))
     assert len(entries) >= 6 and all(len(str(e.get("sha256", ""))) == 64 for e in entries), entries
 
 
 def test_zipping_adds_the_hashes_a_hand_written_rdf_lacks(third_party: Path, tmp_path: Path) -> None:
     path = write_package_zip(third_party, tmp_path / "mean3.zip")
-    entries = list(_file_entries(_rdf_in_zip(path)))
+    entries = list(source_entries(_rdf_in_zip(path)))
     assert entries and all(len(str(e.get("sha256", ""))) == 64 for e in entries), entries
     report = validate_package(path)
     assert report.passed and report.check("all files hashed").passed, report.format()

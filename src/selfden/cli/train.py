@@ -54,7 +54,7 @@ def train(
     """Train a denoiser on noisy images; ends by exporting RUN/model/ for `selfden infer` and Fiji."""
     with user_errors():
         require_training_extra("train")
-        from selfden.runs.plan import plan_resume, plan_run
+        from selfden.runs.plan import new_run_config, plan_resume, plan_run
 
         default_budget = not resume and minutes is None and steps is None
         if resume:
@@ -70,7 +70,7 @@ def train(
                                               "augment": augment, "max_pixels": max_pixels}.items() if v is not None}
             trainer_options = {"device": device, "max_minutes": 10.0 if default_budget else minutes,
                                "max_steps": steps, "devices": devices or 1}
-            plan = plan_run(method, inputs, method_options, data_options, trainer_options, seed)
+            plan = plan_run(new_run_config(method, inputs, method_options, data_options, trainer_options, seed))
         _print_notes(plan.notes)
         if default_budget:
             console.print("no --minutes or --steps given: training for 10 minutes")

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from selfden.export import reflect_border
 from selfden.export.architecture import module_source
 from selfden.export.border_graph import CORE, border_of, border_pads, write_bordered
 from selfden.export.onnx import INPUT_NAME, ExportError
-from selfden.package.files import sha256_of
+from selfden.io.atomic import replace_folder
+from selfden.package.files import sha256_of, source_entries
 from selfden.package.runtime import open_session
 
 logger = logging.getLogger(__name__)
@@ -50,10 +51,7 @@ def add_borders(folder: str | os.PathLike[str]) -> Path:
     shutil.copytree(folder, staging)
     try:
         _rebuild(staging)
-        old = folder.with_name(f".{folder.name}-old-{uuid.uuid4().hex[:8]}")
-        os.replace(folder, old)
-        os.replace(staging, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("rebuilt %s with the reflect border in its weights", folder)
@@ -168,7 +166,7 @@ def _note_in_readme(readme: Path, core: str) -> None:
 
 def write_rdf(root: Path, rdf: dict[str, Any]) -> None:
     """rdf.yaml with every named file's sha256 recomputed."""
-    for entry in _file_entries(rdf):
+    for entry in source_entries(rdf):
         if (root / entry["source"]).is_file():
             entry["sha256"] = sha256_of(root / entry["source"])
     text = yaml.dump(rdf, Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True, width=100)
@@ -180,15 +178,3 @@ class _IndentedDumper(yaml.SafeDumper):
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)
-
-
-def _file_entries(value: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(value, dict):
-        if isinstance(value.get("source"), str):
-            yield value
-        for key, item in value.items():
-            if key != "config":
-                yield from _file_entries(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _file_entries(item)

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from selfden.export.package_assets import (
 from selfden.export.package_rdf import model_descr, plain
 from selfden.export.package_readme import readme
 from selfden.geometry.orientations import IDENTITY_ONLY, check_names
+from selfden.io.atomic import replace_folder
 from selfden.methods.base import Method, TorchArchitecture
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def export_package(
         if offline is not description:
             package = _save(description, build / "package")
         _check_replaceable(out_dir, run_id, run_folder)  # again: the folder may have changed while we built
-        _swap_in(package, out_dir)
+        replace_folder(package, out_dir)
     finally:
         shutil.rmtree(build, ignore_errors=True)
     logger.info("wrote bioimage.io package %s", out_dir)
@@ -220,12 +220,3 @@ def _test_package(folder: Path) -> None:
         logger.info("bioimageio.core test_model passed for %s (%d checks)", weight_format, len(summary.details))
 
 
-def _swap_in(package: Path, out_dir: Path) -> None:
-    """Rename the finished folder into place, replacing an earlier export only after it is complete."""
-    if not out_dir.exists():
-        os.replace(package, out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}-old-{uuid.uuid4().hex[:8]}")
-    os.replace(out_dir, old)
-    os.replace(package, out_dir)
-    shutil.rmtree(old, ignore_errors=True)

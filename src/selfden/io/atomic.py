@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -34,3 +36,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) in one rename; on any error ``path`` is untouched."""
     with atomic_write(path, binary=False) as handle:
         handle.write(text)
+
+
+def replace_folder(finished: Path, target: Path) -> None:
+    """Rename the complete folder ``finished`` to ``target``; an existing ``target`` is moved aside
+    first and deleted only once the new one is in place, so a crash never leaves neither."""
+    if not target.exists():
+        os.replace(finished, target)
+        return
+    old = target.with_name(f".{target.name}-old-{uuid.uuid4().hex[:8]}")
+    os.replace(target, old)
+    os.replace(finished, target)
+    shutil.rmtree(old, ignore_errors=True)

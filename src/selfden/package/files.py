@@ -25,7 +25,7 @@ import stat
 import struct
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -86,6 +86,19 @@ def referenced_files(rdf: Mapping[str, Any]) -> list[FileRef]:
 
     visit(rdf, "", "")
     return [ref for ref in found if not REMOTE.match(ref.source)]
+
+
+def source_entries(rdf: Any) -> Iterator[dict[str, Any]]:
+    """The rdf's file entries (mappings with a ``source``; ``config`` not walked), to read or update in place."""
+    if isinstance(rdf, dict):
+        if isinstance(rdf.get("source"), str):
+            yield rdf
+        for key, item in rdf.items():
+            if key != "config":
+                yield from source_entries(item)
+    elif isinstance(rdf, list):
+        for item in rdf:
+            yield from source_entries(item)
 
 
 def selfden_graphs(rdf: Mapping[str, Any]) -> list[FileRef]:

@@ -61,21 +61,13 @@ def new_run_config(
     return RunConfig(method=method, method_config=defaults.config, data=data, trainer=trainer)
 
 
-def plan_run(
-    method: str,
-    inputs: Sequence[Path],
-    method_options: dict[str, Any],
-    data_options: dict[str, Any],
-    trainer_options: dict[str, Any],
-    seed: int | None,
-) -> RunPlan:
-    """What ``selfden train`` trains: :func:`new_run_config`, then the method's look at the images."""
+def plan_run(config: RunConfig) -> RunPlan:
+    """What ``selfden train`` trains: a :func:`new_run_config` after the method's look at its images."""
     from selfden.io.reading import open_image
     from selfden.methods import get_method
 
-    config = new_run_config(method, inputs, method_options, data_options, trainer_options, seed)
-    stacks = [open_image(Path(p), config.data.max_pixels) for p in inputs]
-    method_config, notes = get_method(method).prepare(config.method_config, stacks)
+    stacks = [open_image(Path(p), config.data.max_pixels) for p in config.data.inputs]
+    method_config, notes = get_method(config.method).prepare(config.method_config, stacks)
     return RunPlan(config.model_copy(update={"method_config": method_config}), notes)
 
 
