@@ -50,7 +50,7 @@ class DataConfig(BaseModel):
         None, description="Flip/turn crops into the orientations the method allows; None = yes, False = no."
     )
     max_pixels: int | None = Field(
-        None, ge=1, description="Refuse input frames of more pixels, before decoding (None: image_limits' default)."
+        None, ge=1, description="Refuse input frames of more pixels, before decoding (None: selfden.io.limits' default)."
     )
 
     def orientations(self, method_allows: Sequence[str]) -> tuple[str, ...]:
