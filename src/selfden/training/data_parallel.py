@@ -148,7 +148,7 @@ def run_ranks(world_size: int, backend: str, fn: Callable[..., T], *args: Any, *
     if launched is not None:
         _join(launched.rank, launched.world_size, backend)
         try:
-            return fn(*args, **local)
+            return _finished(fn(*args, **local))
         finally:
             _leave()
     if world_size == 1:
@@ -172,7 +172,7 @@ def _spawn_and_run(
     try:
         _wait_until_started(children, messages)
         _join(0, world_size, backend, port)
-        return fn(*args, **local)
+        return _finished(fn(*args, **local))
     except Exception as exc:
         failed = _first_error(messages)
         if failed is not None:  # a peer's own error explains the broken collective here
@@ -191,7 +191,7 @@ def _child(
     messages.put((rank, "started", ""))
     try:
         _join(rank, world_size, backend, port)
-        fn(*args)
+        _finished(fn(*args))
     except Exception as exc:
         messages.put((rank, "error", " ".join(str(exc).split()) or type(exc).__name__))
         raise SystemExit(1) from None
@@ -233,6 +233,18 @@ def _join(rank: int, world_size: int, backend: str, port: int | None = None) -> 
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) if port is None else rank)
     dist.init_process_group(backend, init_method=init, rank=rank, world_size=world_size, timeout=_TIMEOUT)
     logger.info("rank %d of %d joined the %s group", rank, world_size, backend)
+
+
+def _finished(result: T) -> T:
+    """``result``, once every rank has finished too, so that no rank tears the group down while a
+    peer still uses it (that can abort the peer's gloo threads: SIGABRT at exit). The work is done
+    either way: a peer that does not arrive (gone, or rank 0 exporting past the group's timeout) is
+    logged, never raised."""
+    try:
+        barrier()
+    except RuntimeError as error:  # torch's DistBackendError and gloo timeouts are RuntimeErrors
+        logger.warning("ranks did not meet before leaving the group: %s", error)
+    return result
 
 
 def _leave() -> None:
