@@ -204,15 +204,24 @@ def build(recipe: Recipe, output: Path, work: Path, args: argparse.Namespace) ->
             measured += f" ({record['tta_affine_psnr']:.2f} dB with `--tta`)"
         measured += "."
 
-        export = ["export", "run", "-o", package, "--validation", measured]
-        record["commands"].append(_shown(export))
-        _selfden(export, work)
-        record.update(_validate(package))
+        export_and_validate(["export", "run", "-o", package, "--validation", measured], package, work, record)
     except subprocess.CalledProcessError as error:
-        record["error"] = f"`{_shown(error.cmd[3:])}` exited with {error.returncode}"
-        print(f"{recipe.name}: {record['error']}", flush=True)
-        return record
+        return failed(record, error)
+    return record
+
+
+def export_and_validate(export: list[Any], package: Path, work: Path, record: dict[str, Any]) -> None:
+    """Run ``selfden export`` (recorded), validate the package and mark the record ok when it passed."""
+    record["commands"].append(_shown(export))
+    _selfden(export, work)
+    record.update(_validate(package))
     record["ok"] = record["validation"] == "passed" and record["size_mb"] <= MAX_MB
+
+
+def failed(record: dict[str, Any], error: subprocess.CalledProcessError) -> dict[str, Any]:
+    """``record`` with the command that failed."""
+    record["error"] = f"`{_shown(error.cmd[3:])}` exited with {error.returncode}"
+    print(f"{record['name']}: {record['error']}", flush=True)
     return record
 
 

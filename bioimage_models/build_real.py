@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from build import HERE, REPO, _parse_training, _run_progress, _selfden, _shown, _validate
-from catalogue import MAX_MB, load_records, render_readme, save_records
+from build import HERE, REPO, _parse_training, _run_progress, _selfden, _shown, export_and_validate, failed
+from catalogue import load_records, render_readme, save_records
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from stem_frames import row_streak_index  # noqa: E402
@@ -116,14 +116,9 @@ def build(args: argparse.Namespace, package: Path, work: Path) -> dict[str, Any]
         record.update(held_out_scores(frames[first_held:], tifffile.imread(work / "denoised.tif")))
         export = ["export", "run", "-o", package, "--validation", validation_text(record, args.held_out),
                   *_metadata_options(first_held)]  # fmt: skip
-        record["commands"].append(_shown(export))
-        _selfden(export, work)
-        record.update(_validate(package))
+        export_and_validate(export, package, work, record)
     except subprocess.CalledProcessError as error:
-        record["error"] = f"`{_shown(error.cmd[3:])}` exited with {error.returncode}"
-        print(f"{NAME}: {record['error']}", flush=True)
-        return record
-    record["ok"] = record["validation"] == "passed" and record["size_mb"] <= MAX_MB
+        return failed(record, error)
     return record
 
 

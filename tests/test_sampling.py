@@ -45,8 +45,13 @@ def write_sampler_model(folder: Path, orientations: list[str] | None = None) -> 
     """A COSDD-like model folder: the mean3 denoiser plus the toy sampler, 20 samples by default."""
     write_model(folder, tile_size=16, orientations=orientations)
     save_noisy_sampler(folder / "sampler.onnx")
+    return _with_sampler_graphs(folder, sampler="sampler.onnx")
+
+
+def _with_sampler_graphs(folder: Path, **graphs: str) -> Path:
+    """Name the sampler ``graphs`` in the folder's rdf, with 20 samples by default."""
     rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
-    rdf["config"]["selfden"]["graphs"]["sampler"] = "sampler.onnx"
+    rdf["config"]["selfden"]["graphs"].update(graphs)
     rdf["config"]["selfden"]["default_samples"] = 20
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
     return folder
@@ -144,11 +149,7 @@ def write_split_model(folder: Path, scale: float = SIGMA / 3) -> Path:
     """A model folder as this version exports COSDD: the split sampler pair instead of one sampler."""
     write_model(folder, tile_size=16)
     save_split_sampler(folder, scale)
-    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
-    rdf["config"]["selfden"]["graphs"].update(sampler_encoder="sampler_encoder.onnx", sampler_decoder="sampler_decoder.onnx")
-    rdf["config"]["selfden"]["default_samples"] = 20
-    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
-    return folder
+    return _with_sampler_graphs(folder, sampler_encoder="sampler_encoder.onnx", sampler_decoder="sampler_decoder.onnx")
 
 
 @pytest.fixture(scope="module")
