@@ -24,6 +24,7 @@ import torch
 
 from selfden.errors import SelfdenError
 from selfden.export.onnx_random import RANDOM_OPS, seed_random_nodes
+from selfden.export.onnx_rewrites import rewrite_for_speed
 from selfden.package.runtime import open_session
 
 logger = logging.getLogger(__name__)
@@ -128,12 +129,14 @@ def _output_names(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[str]:
 
 
 def _normalise_model(path: Path) -> onnx.ModelProto:
-    """Pin IR 8, seed random nodes, and check opset 17 and that everything is in one file."""
+    """Pin IR 8, rewrite slow ops (``onnx_rewrites``), seed random nodes, and check opset 17 and
+    that everything is in one file."""
     files = sorted(p.name for p in path.parent.iterdir())
     if files != [path.name]:
         raise ExportError(f"ONNX export wrote {files}, expected one file {path.name}; this is a bug, please report it")
     model = onnx.load(str(path))
     model.ir_version = min(model.ir_version, IR_VERSION)
+    rewrite_for_speed(model)
     _seed_random_nodes(model)
     opset = _default_opset(model)
     if opset != OPSET:
