@@ -1,4 +1,4 @@
-"""Give an exported selfden package its borders: reflect padding inside the weights, from the package alone.
+"""Give an exported selfden package its borders and fast graphs, from the package alone.
 
 Packages exported before ``border_graph`` ran their plain network as the ONNX weights: bioimageio.core
 and deepImageJ then saw zero padding at the image edges while ``selfden infer`` reflect-pads. This
@@ -27,6 +27,7 @@ from selfden.export import reflect_border
 from selfden.export.architecture import module_source
 from selfden.export.border_graph import CORE, border_of, border_pads, write_bordered
 from selfden.export.onnx import INPUT_NAME, ExportError
+from selfden.export.onnx_rewrites import rewrite_for_speed
 from selfden.io.atomic import replace_folder
 from selfden.package.files import sha256_of, source_entries
 from selfden.package.runtime import open_session
@@ -64,6 +65,7 @@ def _rebuild(root: Path) -> None:
     halo, step, low = int(selfden["halo"]), int(selfden["size_step"]), int(selfden["min_size"])
     weights = rdf["weights"]["onnx"]["source"]
     core = _core_graph(root, rdf, weights)
+    _rewrite_graphs(root, {core, *(str(v) for v in (selfden.get("graphs") or {}).values())} - {weights})
     write_bordered(root / core, root / weights, halo, step, ((low, low), (low + step, low + 2 * step)))
     before, after = border_pads(halo, step)
     _wrap_torch(root, rdf["weights"]["pytorch_state_dict"], before, after)
@@ -99,6 +101,18 @@ def _core_graph(root: Path, rdf: Mapping[str, Any], weights: str) -> str:
     core = f"{Path(weights).stem}_core.onnx"
     os.replace(root / weights, root / core)
     return core
+
+
+def _rewrite_graphs(root: Path, names: set[str]) -> None:
+    """Each named graph in ``onnx_rewrites``' fast forms (idempotent: a rewritten graph is left as it is)."""
+    import onnx
+
+    for name in sorted(names):
+        model = onnx.load(str(root / name))
+        if any(rewrite_for_speed(model).values()):
+            onnx.checker.check_model(model)
+            onnx.save_model(model, str(root / name))
+            logger.info("rewrote %s into onnxruntime's fast forms", name)
 
 
 def _wrap_torch(root: Path, entry: dict[str, Any], before: int, after: int) -> None:
