@@ -196,6 +196,38 @@ def test_split_samples_are_reproducible_in_a_fresh_predictor(split_model: Path) 
     assert outputs[0][1].mean() > 0, "the samples must differ from one another"
 
 
+def _two_level_source(folder: Path) -> SplitSource:
+    """encoder: post0 = post1 = input; decoder: post0 + eps0 + 2 * eps1 (two latent levels)."""
+    from selfden.package.runtime import open_session
+
+    dims = ["b", 1, "y", "x"]
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)  # noqa: E731
+    encoder = helper.make_graph([helper.make_node("Identity", ["input"], ["post0"]),
+                                 helper.make_node("Identity", ["input"], ["post1"])],
+                                "encoder", [value("input")], [value("post0"), value("post1")])  # fmt: skip
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    decoder = helper.make_graph([helper.make_node("Mul", ["eps1", "two"], ["e1"]), helper.make_node("Add", ["post0", "eps0"], ["a"]),
+                                 helper.make_node("Add", ["a", "e1"], ["b0"]), helper.make_node("Add", ["b0", "post1"], ["output"])],
+                                "decoder", [value(n) for n in ("post0", "post1", "eps0", "eps1")], [value("output")],
+                                initializer=[two])  # fmt: skip
+    files = []
+    for graph, name in ((encoder, "encoder.onnx"), (decoder, "decoder.onnx")):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, str(folder / name))
+        files.append(folder / name)
+    return SplitSource(open_session(files[0]), open_session(files[1]), (files[0], files[1]), [1, 1])
+
+
+def test_samples_are_the_same_however_they_are_split_into_session_runs(tmp_path: Path) -> None:
+    source, tile = _two_level_source(tmp_path), smooth_image((12, 10))
+    at_once = source.start(tile).draw(7)  # a GPU runs many samples at once, a CPU few
+    draws = source.start(tile)
+    in_pieces = np.concatenate([draws.draw(2), draws.draw(1), draws.draw(4)])
+    np.testing.assert_array_equal(in_pieces, at_once)
+    assert np.ptp(at_once[:, 0, 0]) > 0, "the samples must differ from one another"
+
+
 def test_predictions_carry_a_std_only_when_asked_and_the_same_mean_either_way(split_model: Path) -> None:
     image = noisy_image((24, 20), 0.3)
     with load_predictor(split_model, samples=4, tile_size=16) as plain, \

@@ -13,7 +13,7 @@ from selfden.errors import ModelError
 from selfden.inference.loading import load_predictor
 from selfden.inference.predictors import DirectPredictor
 from selfden.inference.running import denoise_files
-from selfden.geometry.tile_plan import MEMORY_BUDGET_BYTES, TARGET_OVERHEAD, plan_tiles, run_pixel_budget
+from selfden.geometry.tile_plan import CPU_RUN_PIXELS, MEMORY_BUDGET_BYTES, TARGET_OVERHEAD, plan_tiles, run_pixel_budget
 from selfden.geometry.tiles import tile_image, valid_size
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bioimage_models"
@@ -137,12 +137,21 @@ def test_a_stack_of_small_frames_runs_in_batches_and_equals_frame_by_frame(noise
     frames = [atoms((64, 80), seed) for seed in range(6)]
     loaded = load_predictor(noise2atom, device="cpu")
     predictor = CountingPredictor(loaded.spec, loaded.runner)
+    predictor.batch_pixels = predictor.max_pixels  # a GPU's batching, tested on this CPU
     assert predictor.frames_per_run((64, 80)) >= len(frames)
     batched = [prediction.image for prediction in predictor.predict_frames(frames)]
     assert predictor.runs == 1, "six small frames should share one session run"
     one_by_one = [predictor.predict(frame).image for frame in frames]
     for got, expected in zip(batched, one_by_one):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * float(expected.std()))
+
+
+def test_on_a_cpu_small_frames_share_a_run_only_up_to_a_cache_sized_batch(noise2atom: Path) -> None:
+    predictor = load_predictor(noise2atom, device="cpu")
+    for shape in [(16, 16), (64, 80), (128, 128)]:
+        plan = predictor.plan(shape)
+        tile_pixels = plan.input_shape[0] * plan.input_shape[1]
+        assert plan.batch == max(1, CPU_RUN_PIXELS // tile_pixels), (shape, plan)
 
 
 def test_selfden_infer_on_a_stack_of_small_frames_equals_frame_by_frame(noise2atom: Path, tmp_path: Path) -> None:
@@ -163,6 +172,9 @@ def test_tile_size_option_overrides_the_plan(noise2atom: Path) -> None:
 
 
 def test_sampling_plans_per_image_size_like_the_direct_denoiser() -> None:
+    direct = load_predictor(SHIPPED / "cosdd-stripe", device="cpu")
     with load_predictor(SHIPPED / "cosdd-stripe", device="cpu", samples=2) as predictor:
         assert predictor.auto_tiles and predictor.plan((1024, 1024)).n_tiles == 1
-        assert predictor.frames_per_run((128, 128)) > 1
+        for shape in [(128, 128), (1024, 1024)]:
+            assert predictor.plan(shape) == direct.plan(shape)
+            assert predictor.frames_per_run(shape) == direct.frames_per_run(shape)

@@ -48,11 +48,14 @@ class SplitDraws:
     rng: np.random.Generator
 
     def draw(self, count: int) -> np.ndarray:
+        # Sample by sample, level by level: the same draws however the samples are split into
+        # session runs (a CPU runs fewer at a time than a GPU).
+        shapes = [(self.source.latent_channels[i], *post.shape[2:]) for i, post in enumerate(self.posts)]
+        eps = [[self.rng.standard_normal(shape, dtype=np.float32) for shape in shapes] for _ in range(count)]
         feeds: dict[str, np.ndarray] = {}
         for i, post in enumerate(self.posts):
             feeds[f"post{i}"] = np.ascontiguousarray(np.broadcast_to(post, (count, *post.shape[1:])))
-            shape = (count, self.source.latent_channels[i], *post.shape[2:])
-            feeds[f"eps{i}"] = self.rng.standard_normal(shape, dtype=np.float32)
+            feeds[f"eps{i}"] = np.stack([sample[i] for sample in eps])
         return _run(self.source.decoder, self.source.files[1], feeds)[0][:, 0]
 
 

@@ -22,12 +22,12 @@ import numpy as np
 
 from selfden.errors import ModelError, SelfdenError
 from selfden.geometry.orientations import IDENTITY_ONLY, running_mean, self_ensemble
-from selfden.geometry.tile_plan import TilePlan, fixed_plan, plan_tiles, run_pixel_budget
+from selfden.geometry.tile_plan import CPU_RUN_PIXELS, TilePlan, fixed_plan, plan_tiles, run_pixel_budget
 from selfden.geometry.tiles import run_tiled, tile_image
 from selfden.inference.sample_count import SampleCount
 from selfden.package.processing import apply_steps
 from selfden.package.rdf import ModelSpec
-from selfden.package.runtime import OnnxRunner
+from selfden.package.runtime import CPU, OnnxRunner
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class Predictor(ABC):
         self.tile_size = int(tile_size if tile_size is not None else _suggested_tile(spec))
         self.auto_tiles = tile_size is None  # plan per image size (tile_plan); --tile-size overrides
         self.max_pixels = run_pixel_budget(spec.config_selfden)
+        # Pixels per session run: the memory budget on a GPU, a cache-sized batch on a CPU.
+        self.batch_pixels = min(self.max_pixels, CPU_RUN_PIXELS) if runner.provider == CPU else self.max_pixels
         self._plans: dict[tuple[int, int], TilePlan] = {}
         if self.tile_size < 1 or tile_batch < 1:
             raise SelfdenError(
@@ -180,7 +182,8 @@ class Predictor(ABC):
         if key not in self._plans:
             spec = self.spec
             if self.auto_tiles and self.overlap is None:
-                plan = plan_tiles(key, spec.min_size, spec.size_step, spec.halo, self.max_pixels, fixed_batch=spec.batch_size)
+                plan = plan_tiles(key, spec.min_size, spec.size_step, spec.halo, self.max_pixels,
+                                  fixed_batch=spec.batch_size, batch_pixels=self.batch_pixels)  # fmt: skip
             else:
                 plan = fixed_plan(key, self.tile_size, spec.min_size, spec.size_step, spec.halo, self.overlap, self.tile_batch)
             log.info("%s", plan.describe())

@@ -131,7 +131,7 @@ class SamplingPredictor(Predictor):
         done = 0
         while not self._enough(tile, total, total_sq, done):
             wanted = AUTO_CHUNK if self.n_samples == AUTO else int(self.n_samples) - done
-            count = min(self.max_batch, wanted, max(1, self.max_pixels // tile.size))  # memory budget
+            count = min(self.max_batch, wanted, max(1, self.batch_pixels // tile.size))  # memory / cache budget
             samples = draws.draw(count).astype(np.float64)
             total += samples.sum(axis=0)
             total_sq += np.square(samples).sum(axis=0)
