@@ -89,9 +89,9 @@ def build_method(name: str, gpu: Gpu, quick: bool) -> tuple[Any, int, int]:
     cls = get_method(name)
     gpu.torch.manual_seed(0)
     defaults = cls.config_class().device_defaults(gpu.device.type)
-    options = DataConfig()
-    patch = 32 if quick else defaults.patch_size or options.patch_size
-    batch = 2 if quick else defaults.batch_size or options.batch_size
+    fields = DataConfig.model_fields  # selfden train's crops when the method sets none
+    patch = 32 if quick else defaults.patch_size or fields["patch_size"].default
+    batch = 2 if quick else defaults.batch_size or fields["batch_size"].default
     return cls(defaults.config, Normalisation(offset=0.0, scale=1.0), gpu.device), patch, batch
 
 
@@ -126,9 +126,9 @@ def _onnx_cuda() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def inference_table(gpu: Gpu, seconds: float, quick: bool, work: Path) -> dict[str, Any]:
+def inference_table(gpu: Gpu, seconds: float, quick: bool, work: Path, torch_only: bool = False) -> dict[str, Any]:
     tile, batch = (64, 2) if quick else (TILE, TILE_BATCH)
-    use_onnx = _onnx_cuda() or not gpu.cuda  # on a CPU the smoke test exercises the onnxruntime path
+    use_onnx = not torch_only and (_onnx_cuda() or not gpu.cuda)
     rows = []
     for name in METHODS:
         method, _, _ = build_method(name, gpu, quick)
@@ -234,6 +234,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test)")
     parser.add_argument("--seconds", type=float, default=8.0, help="timing per measurement (default 8)")
     parser.add_argument("--quick", action="store_true", help="tiny crops and tiles: checks that everything runs")
+    parser.add_argument("--torch-inference", action="store_true", help="time inference in torch even where onnxruntime could")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     parser.add_argument("--record", type=Path, help="put a fetched record into RESULTS.md instead of measuring")
     args = parser.parse_args()
@@ -244,7 +245,7 @@ def main() -> None:
     gpu = Gpu(args.device)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        tables = [training_table(gpu, args.seconds, args.quick), inference_table(gpu, args.seconds, args.quick, Path(work)),
+        tables = [training_table(gpu, args.seconds, args.quick), inference_table(gpu, args.seconds, args.quick, Path(work), args.torch_inference),
                   sampling_table(gpu, args.seconds, args.quick)]  # fmt: skip
     record = {
         "kind": "speed", "title": "GPU check" + (" (quick smoke test)" if args.quick else ""), "tables": tables,
