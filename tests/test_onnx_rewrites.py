@@ -97,7 +97,7 @@ def _small_cosdd_graph(name: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("graph", ["denoiser", "sampler_encoder", "sampler_decoder"])
-def test_cosdd_graphs_export_without_softplus_or_a_split_gate_and_match_torch(graph: str, tmp_path: Path) -> None:
+def test_cosdd_graphs_export_without_softplus_a_split_gate_or_a_concat_and_match_torch(graph: str, tmp_path: Path) -> None:
     network = _small_cosdd_graph(graph)
     report = export_graph(network, tmp_path / f"{graph}.onnx", sizes=((32, 32), (32, 48)))
     assert report.passed  # within 1e-4 of torch
@@ -106,6 +106,7 @@ def test_cosdd_graphs_export_without_softplus_or_a_split_gate_and_match_torch(gr
     # Each gate is two convolutions, not one split in two; the decoder still splits each of its
     # 2 levels' posterior into mean and scale.
     assert ops["Slice"] + ops["Split"] == (4 if graph == "sampler_decoder" else 0)
+    assert ops["Concat"] == 0  # a conv of a concatenation is exported as a sum of convs
 
 
 def test_a_module_with_mish_exports_through_the_rewrite(tmp_path: Path) -> None:

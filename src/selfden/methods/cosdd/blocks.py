@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,7 +41,25 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            # The same map with the conv first: both are linear and the interpolation weights sum
+            # to one, so they commute, and at the low resolution the conv costs a quarter.
+            return F.interpolate(self.conv(x), scale_factor=2.0, mode="bilinear", align_corners=False)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+
+
+def conv_of_concat(conv: nn.Conv2d, parts: Sequence[torch.Tensor], channels: Sequence[int]) -> torch.Tensor:
+    """``conv(cat(parts))`` for parts of ``channels`` channels each. Exported, it is one convolution
+    per part, summed: the same map, without copying the parts into one tensor first."""
+    if not torch.onnx.is_in_onnx_export():
+        return conv(torch.cat(list(parts), dim=1))
+    out, start = None, 0
+    for index, (part, count) in enumerate(zip(parts, channels)):
+        bias = conv.bias if index == len(channels) - 1 else None
+        term = F.conv2d(part, conv.weight[:, start : start + count], bias, conv.stride, conv.padding)
+        out, start = term if out is None else out + term, start + count
+    assert out is not None
+    return out
 
 
 def downsample(channels: int) -> nn.Conv2d:

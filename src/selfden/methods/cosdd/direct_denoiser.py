@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from selfden.methods.cosdd.blocks import BottomUp, GatedResBlock, Upsample
+from selfden.methods.cosdd.blocks import BottomUp, GatedResBlock, Upsample, conv_of_concat
 
 
 class DirectDenoiser(nn.Module):
@@ -24,6 +24,7 @@ class DirectDenoiser(nn.Module):
         """``downsample[i]``: whether level ``i`` (bottom first) halves the resolution."""
         super().__init__()
         f, flags, levels = features, list(downsample), len(downsample)
+        self.features = f
         self.bottom_up = BottomUp(f, flags)
         self.merges = nn.ModuleList(nn.Conv2d(f if i == levels - 1 else 2 * f, f, 1) for i in range(levels))
         self.blocks = nn.ModuleList(GatedResBlock(f) for _ in range(levels))
@@ -34,6 +35,7 @@ class DirectDenoiser(nn.Module):
         skips = self.bottom_up(x)
         h = skips[-1]
         for i in reversed(range(len(skips))):
-            merged = self.merges[i](h if i == len(skips) - 1 else torch.cat([h, skips[i]], dim=1))
+            top = i == len(skips) - 1
+            merged = self.merges[i](h) if top else conv_of_concat(self.merges[i], [h, skips[i]], [self.features] * 2)
             h = self.ups[i](self.blocks[i](merged))
         return self.head(h)
