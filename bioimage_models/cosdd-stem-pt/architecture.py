@@ -6,6 +6,8 @@ from __future__ import annotations
 """Building blocks shared by the ladder VAE and the direct denoiser."""
 
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,7 +45,25 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            # The same map with the conv first: both are linear and the interpolation weights sum
+            # to one, so they commute, and at the low resolution the conv costs a quarter.
+            return F.interpolate(self.conv(x), scale_factor=2.0, mode="bilinear", align_corners=False)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+
+
+def conv_of_concat(conv: nn.Conv2d, parts: Sequence[torch.Tensor], channels: Sequence[int]) -> torch.Tensor:
+    """``conv(cat(parts))`` for parts of ``channels`` channels each. Exported, it is one convolution
+    per part, summed: the same map, without copying the parts into one tensor first."""
+    if not torch.onnx.is_in_onnx_export():
+        return conv(torch.cat(list(parts), dim=1))
+    out, start = None, 0
+    for index, (part, count) in enumerate(zip(parts, channels)):
+        bias = conv.bias if index == len(channels) - 1 else None
+        term = F.conv2d(part, conv.weight[:, start : start + count], bias, conv.stride, conv.padding)
+        out, start = term if out is None else out + term, start + count
+    assert out is not None
+    return out
 
 
 def downsample(channels: int) -> nn.Conv2d:
@@ -100,6 +120,7 @@ class DirectDenoiser(nn.Module):
         """``downsample[i]``: whether level ``i`` (bottom first) halves the resolution."""
         super().__init__()
         f, flags, levels = features, list(downsample), len(downsample)
+        self.features = f
         self.bottom_up = BottomUp(f, flags)
         self.merges = nn.ModuleList(nn.Conv2d(f if i == levels - 1 else 2 * f, f, 1) for i in range(levels))
         self.blocks = nn.ModuleList(GatedResBlock(f) for _ in range(levels))
@@ -110,7 +131,8 @@ class DirectDenoiser(nn.Module):
         skips = self.bottom_up(x)
         h = skips[-1]
         for i in reversed(range(len(skips))):
-            merged = self.merges[i](h if i == len(skips) - 1 else torch.cat([h, skips[i]], dim=1))
+            top = i == len(skips) - 1
+            merged = self.merges[i](h) if top else conv_of_concat(self.merges[i], [h, skips[i]], [self.features] * 2)
             h = self.ups[i](self.blocks[i](merged))
         return self.head(h)
 
