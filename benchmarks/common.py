@@ -92,6 +92,16 @@ def save_result(record: dict[str, Any], name: str, results_dir: Path = RESULTS_D
     return path
 
 
+def save_speed_record(name: str, title: str, tables: list[dict[str, Any]], script: str, **extra: Any) -> Path:
+    """Save a speed record (its tables, the command, date and machine) as ``results/name.json`` and
+    regenerate RESULTS.md."""
+    record = {"kind": "speed", "title": title, "tables": tables, "command": command_line(script), "date": today(),
+              "machine": machine_description(), **extra}  # fmt: skip
+    path = save_result(record, name)
+    render_results_md()
+    return path
+
+
 def load_results(results_dir: Path = RESULTS_DIR) -> list[dict[str, Any]]:
     """Every result record, sorted by file name."""
     if not results_dir.is_dir():

@@ -90,12 +90,7 @@ def main() -> None:
     for row in rows:
         print("  ", " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c) for c in row))
     if not args.no_save:
-        record = {"kind": "speed", "title": "COSDD end to end: now vs issue 16", "tables": [table],
-                  "command": common.command_line("cosdd_end_to_end.py"), "date": common.today(),
-                  "machine": common.machine_description()}  # fmt: skip
-        common.save_result(record, "cosdd_end_to_end")
-        common.render_results_md()
-
+        common.save_speed_record("cosdd_end_to_end", "COSDD end to end: now vs issue 16", [table], "cosdd_end_to_end.py")
 
 if __name__ == "__main__":
     main()

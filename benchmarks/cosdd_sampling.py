@@ -202,11 +202,8 @@ def curve_only(args: argparse.Namespace, noisy: np.ndarray, clean: np.ndarray) -
         "The model is a short training run (the --trained-by command above), so its absolute PSNR is low; a "
         "longer-trained posterior may need a different count. ", "")
     print(f"{args.split.name}: MMSE within 0.1 dB of 100 samples from N={needed}; auto drew {np.mean(auto['counts']):.0f} per tile")
-    record = {"kind": "speed", "title": f"COSDD: samples the MMSE needs ({args.split.name})",
-              "command": common.command_line(Path(__file__).name), "date": common.today(),
-              "machine": common.machine_description(), "tables": [curve], "samples_needed": needed}  # fmt: skip
-    common.save_result(record, f"cosdd_sampling_curve_{args.split.name}")
-    common.render_results_md()
+    common.save_speed_record(f"cosdd_sampling_curve_{args.split.name}", f"COSDD: samples the MMSE needs ({args.split.name})",
+                             [curve], Path(__file__).name, samples_needed=needed)
     return 0
 
 

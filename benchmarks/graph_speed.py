@@ -172,12 +172,7 @@ def main() -> None:
     for table in tables:
         print(table["title"], "\n", table["note"])
     if not args.no_save:
-        record = {"kind": "speed", "title": "Graphs: FLOP rate against the CPU's peak", "tables": tables,
-                  "command": common.command_line("graph_speed.py"), "date": common.today(),
-                  "machine": common.machine_description()}  # fmt: skip
-        common.save_result(record, "graph_speed")
-        common.render_results_md()
-
+        common.save_speed_record("graph_speed", "Graphs: FLOP rate against the CPU's peak", tables, "graph_speed.py")
 
 if __name__ == "__main__":
     main()

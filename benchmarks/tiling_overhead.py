@@ -56,7 +56,8 @@ def overhead_table() -> dict[str, Any]:
             "package's suggested tile for every image size (overlap an eighth of the core); after: "
             "inference/tile_plan.py per image size, 4 GiB per session run at the package's bytes per pixel "
             "(1600 B when it states none, as the shipped ones). The reflected border halo is part of the output's "
-            "definition, so one tile over the whole image is the floor (cae at 1024²: 1.56).")
+            "definition, so one tile over the whole image is the floor (cae at 1024²: 1.56). Tiles per session run as "
+            "on a GPU (the memory budget); on a CPU a run holds at most 256² of input (tile_plan.CPU_RUN_PIXELS).")
     columns = ["package", "halo", "suggested tile (before)", "image", "before", "after", "after: plan"]
     return {"title": "(a) halo overhead: computed / output pixels", "note": note, "columns": columns, "rows": rows}
 
@@ -125,12 +126,7 @@ def main() -> None:
     tables = [overhead_table()] + ([speed_table(args.time_sizes)] if args.time else [])
     print("\n\n".join(markdown(t) for t in tables))
     if not args.no_save:
-        record = {"kind": "speed", "title": "Tiling: halo overhead per image size", "tables": tables,
-                  "command": common.command_line("tiling_overhead.py"), "date": common.today(),
-                  "machine": common.machine_description()}
-        common.save_result(record, "tiling_overhead")
-        common.render_results_md()
-
+        common.save_speed_record("tiling_overhead", "Tiling: halo overhead per image size", tables, "tiling_overhead.py")
 
 if __name__ == "__main__":
     main()
