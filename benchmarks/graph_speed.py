@@ -133,8 +133,9 @@ def measure(packages: list[Path], before: Path | None, threads: int, repeats: in
     for package in packages:
         old_folder = before / package.name if before and (before / package.name).is_dir() else None
         old_files = _graph_files(old_folder) if old_folder else {}
+        files = _graph_files(package)
         for label, key, feed in graph_feeds(package):
-            new = Graph(label, package / _graph_files(package)[key], threads, feed)
+            new = Graph(label, package / files[key], threads, feed)
             old = Graph(label, old_folder / old_files[key], threads, feed) if old_folder and key in old_files else None
             for _ in range(repeats):
                 for graph in (new, old) if old else (new,):

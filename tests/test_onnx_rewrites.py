@@ -115,3 +115,51 @@ def test_a_module_with_mish_exports_through_the_rewrite(tmp_path: Path) -> None:
     report = export_onnx(network, tmp_path / "mish.onnx")
     assert report.passed
     assert "Softplus" not in {n.op_type for n in onnx.load(str(tmp_path / "mish.onnx")).graph.node}
+
+
+# --- shipped packages are rebuilt from their own files (bioimage_models/build.py --from-package) ---
+
+SHIPPED = Path(__file__).resolve().parents[1] / "bioimage_models"
+
+
+def _package_copy(tmp_path: Path, extra_graph: str) -> Path:
+    """A shipped package whose rdf also names ``extra_graph`` among selfden's graphs."""
+    import shutil
+
+    import yaml
+
+    folder = tmp_path / "pkg"
+    shutil.copytree(SHIPPED / "dnnet-poisson-gaussian", folder)
+    rdf = yaml.safe_load((folder / "rdf.yaml").read_text())
+    rdf["config"]["selfden"]["graphs"]["extra"] = extra_graph
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    return folder
+
+
+def test_rebuilding_a_package_rewrites_its_graphs_with_the_same_values(tmp_path: Path) -> None:
+    from selfden.export.border_package import add_borders
+
+    folder = _package_copy(tmp_path, "extra.onnx")
+    onnx.save(_mish_graph(), str(folder / "extra.onnx"))
+    before = _run(_mish_graph(), tmp_path, "before")
+    add_borders(folder)
+    rebuilt = onnx.load(str(folder / "extra.onnx"))
+    assert "Softplus" not in {n.op_type for n in rebuilt.graph.node}
+    np.testing.assert_allclose(_run(rebuilt, tmp_path, "after")[0], before[0], rtol=1e-5, atol=3e-6)
+
+
+def test_rebuilding_a_package_whose_rdf_names_a_file_outside_it_touches_nothing(tmp_path: Path) -> None:
+    from selfden.export.border_package import add_borders
+    from selfden.export.onnx import ExportError
+
+    outside = tmp_path / "outside.onnx"
+    onnx.save(_mish_graph(), str(outside))
+    folder = _package_copy(tmp_path, "../outside.onnx")
+    kept = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ExportError) as error:
+        add_borders(folder)
+    message = str(error.value)
+    assert "\n" not in message and "pkg" in message and "outside.onnx" in message, message
+    assert outside.read_bytes() == _mish_graph().SerializeToString()  # not rewritten
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside.onnx", "pkg"]  # no staging copy left

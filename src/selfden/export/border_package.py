@@ -29,7 +29,7 @@ from selfden.export.border_graph import CORE, border_of, border_pads, write_bord
 from selfden.export.onnx import INPUT_NAME, ExportError
 from selfden.export.onnx_rewrites import rewrite_for_speed
 from selfden.io.atomic import replace_folder
-from selfden.package.files import sha256_of, source_entries
+from selfden.package.files import files_outside, outside_message, sha256_of, source_entries
 from selfden.package.runtime import open_session
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def add_borders(folder: str | os.PathLike[str]) -> Path:
     The new folder is assembled beside the old one and swapped in only when complete.
     """
     folder = Path(folder).absolute()
+    _load(folder)  # refused before anything is copied, with the folder's own name
     staging = folder.with_name(f".{folder.name}-border-{uuid.uuid4().hex[:8]}")
     shutil.copytree(folder, staging)
     try:
@@ -84,6 +85,9 @@ def _load(root: Path) -> dict[str, Any]:
     rdf = yaml.safe_load((root / "rdf.yaml").read_text(encoding="utf-8"))
     if not (isinstance(rdf, dict) and isinstance((rdf.get("config") or {}).get("selfden"), dict)):
         raise ExportError(f"{root.name}: not a selfden package (no config.selfden in rdf.yaml); only selfden's can be rebuilt")
+    outside = files_outside(root, "rdf.yaml", rdf)
+    if outside:  # the rebuild reads and rewrites the files the rdf names: only inside the package
+        raise ExportError(f"{root.name}: {outside_message(outside)}")
     if "onnx" not in rdf.get("weights", {}) or "pytorch_state_dict" not in rdf["weights"]:
         raise ExportError(f"{root.name}: needs ONNX and pytorch_state_dict weights to rebuild; re-export it with selfden export")
     return rdf

@@ -110,7 +110,7 @@ def plan_tiles(
 ) -> TilePlan:
     """The tiling of an ``(H, W)`` image that computes the fewest network pixels with tiles of at
     most ``max_pixels`` (ties: fewer tiles); ``fixed_batch`` for models with a fixed batch axis;
-    ``batch_pixels``: pixels per session run when fewer than ``max_pixels`` run best (a CPU)."""
+    ``batch_pixels``: pixels per session run when fewer than ``max_pixels`` run best (a CPU's cache)."""
     height, width = (int(s) for s in shape[-2:])
     overlap = PLAN_OVERLAP
     along_y = _axis_options(height, min_size[0], step[0], halo[0], overlap)
@@ -127,7 +127,7 @@ def plan_tiles(
 
     ny, nx = min(fits, key=cost) if fits else min(pairs, key=tile_pixels)  # over budget: the smallest tile
     (ty, py), (tx, px) = along_y[ny], along_x[nx]
-    batch = fixed_batch or max(1, min(max_batch, min(max_pixels, batch_pixels or max_pixels) // (py * px)))
+    batch = fixed_batch or max(1, min(max_batch, (batch_pixels or max_pixels) // (py * px)))
     overhead = ny * py * nx * px / (height * width)
     return TilePlan((height, width), (ty, tx), (py, px), (ny, nx), overlap, batch, overhead)
 

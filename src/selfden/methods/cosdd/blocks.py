@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,8 +24,8 @@ class GatedResBlock(nn.Module):
             # The same gate as two convolutions: onnxruntime fuses each with its activation and
             # needs no split, four passes over the tensor fewer (benchmarks/graph_speed.py).
             half, weight, bias = self.gate.out_channels // 2, self.gate.weight, self.gate.bias
-            a = F.conv2d(h, weight[:half], None if bias is None else bias[:half])
-            b = F.conv2d(h, weight[half:], None if bias is None else bias[half:])
+            a = F.conv2d(h, weight[:half], bias[:half])
+            b = F.conv2d(h, weight[half:], bias[half:])
         else:
             a, b = self.gate(h).chunk(2, dim=1)
         return x + torch.tanh(a) * torch.sigmoid(b)
@@ -48,18 +46,16 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
 
 
-def conv_of_concat(conv: nn.Conv2d, parts: Sequence[torch.Tensor], channels: Sequence[int]) -> torch.Tensor:
-    """``conv(cat(parts))`` for parts of ``channels`` channels each. Exported, it is one convolution
-    per part, summed: the same map, without copying the parts into one tensor first."""
+def conv_of_concat(conv: nn.Conv2d, first: torch.Tensor, second: torch.Tensor, first_channels: int) -> torch.Tensor:
+    """``conv(cat([first, second]))``. Exported, it is one convolution per part, summed: the same
+    map, without copying the parts into one tensor first (``first_channels`` is a Python int, so
+    the weight slices fold to constants)."""
     if not torch.onnx.is_in_onnx_export():
-        return conv(torch.cat(list(parts), dim=1))
-    out, start = None, 0
-    for index, (part, count) in enumerate(zip(parts, channels)):
-        bias = conv.bias if index == len(channels) - 1 else None
-        term = F.conv2d(part, conv.weight[:, start : start + count], bias, conv.stride, conv.padding)
-        out, start = term if out is None else out + term, start + count
-    assert out is not None
-    return out
+        return conv(torch.cat([first, second], dim=1))
+    weight = conv.weight
+    return F.conv2d(first, weight[:, :first_channels], None, conv.stride, conv.padding) + F.conv2d(
+        second, weight[:, first_channels:], conv.bias, conv.stride, conv.padding
+    )
 
 
 def downsample(channels: int) -> nn.Conv2d:

@@ -36,6 +36,6 @@ class DirectDenoiser(nn.Module):
         h = skips[-1]
         for i in reversed(range(len(skips))):
             top = i == len(skips) - 1
-            merged = self.merges[i](h) if top else conv_of_concat(self.merges[i], [h, skips[i]], [self.features] * 2)
+            merged = self.merges[i](h) if top else conv_of_concat(self.merges[i], h, skips[i], self.features)
             h = self.ups[i](self.blocks[i](merged))
         return self.head(h)

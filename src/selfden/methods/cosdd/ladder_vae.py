@@ -50,7 +50,7 @@ class TopDownLevel(nn.Module):
 
     def __init__(self, features: int, latents: int, top: bool, upsample: bool) -> None:
         super().__init__()
-        self.top, self.features, self.latents = top, features, latents
+        self.top, self.features = top, features
         self.prior = None if top else nn.Conv2d(features, 2 * latents, 3, padding=1)
         self.posterior = nn.Conv2d(features if top else 2 * features, 2 * latents, 3, padding=1)
         self.merge = nn.Conv2d(latents if top else features + latents, features, 1)
@@ -65,7 +65,7 @@ class TopDownLevel(nn.Module):
         return split_gaussian(self.prior(h))
 
     def output(self, h: torch.Tensor | None, z: torch.Tensor) -> torch.Tensor:
-        merged = self.merge(z) if h is None else conv_of_concat(self.merge, [h, z], [self.features, self.latents])
+        merged = self.merge(z) if h is None else conv_of_concat(self.merge, h, z, self.features)
         h = self.block(merged)
         return h if self.up is None else self.up(h)
 
