@@ -98,6 +98,21 @@ def test_unknown_config_keys_and_bad_grid_spacings_are_errors() -> None:
         DnnetConfig(grid_spacing=(1, 5))
     with pytest.raises(ValidationError):
         DnnetConfig(noise_model="laplace")
+    with pytest.raises(ValidationError, match="choose one"):
+        DnnetConfig(lr_schedule="cosine", lr_halving_steps=100)
+    assert DnnetConfig(lr_halving_steps=100).lr_schedule == "constant", "halving replaces the default annealing"
+
+
+def test_the_cosine_schedule_follows_the_budget_to_zero_and_constant_leaves_the_rate() -> None:
+    cosine = make_dnnet(learning_rate=4e-4, lr_schedule="cosine")
+    rates = []
+    for fraction in (0.0, 0.5, 1.0):
+        cosine.on_budget_progress(fraction)
+        rates.append(cosine.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([4e-4, 2e-4, 0.0])
+    constant = make_dnnet(learning_rate=4e-4, lr_schedule="constant")
+    constant.on_budget_progress(0.9)
+    assert constant.optimizer.param_groups[0]["lr"] == 4e-4
 
 
 # --- masking ----------------------------------------------------------------------------------------

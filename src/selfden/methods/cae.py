@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -90,6 +89,7 @@ from selfden.methods import cae_networks
 from selfden.methods.base import Cite, DeviceDefaults, Method, MethodConfig, Normalisation, Note, TorchArchitecture
 from selfden.methods.cae_networks import CaeNet, NormKind
 from selfden.methods.independent_noise import correlated_noise_warnings
+from selfden.methods.lr_schedule import LrSchedule, follow_budget
 from selfden.methods.padding import pad_to_multiple
 from selfden.methods.weight_average import WeightAverage
 
@@ -122,7 +122,7 @@ class CaeConfig(MethodConfig):
     output_margin: float = Field(0.25, ge=0.0, le=1.0, description="heads output [-m, 1+m]; 0 = plain sigmoid")
     loss: Literal["l1", "mse"] = Field("mse", description="per-head distance to the pooled input; the paper uses l1")
     learning_rate: float = Field(1e-3, gt=0.0)
-    lr_schedule: Literal["constant", "cosine"] = Field(
+    lr_schedule: LrSchedule = Field(
         "constant", description="cosine: anneal the learning rate to 0 at the end of the training budget"
     )
     ema_decay: float = Field(
@@ -230,10 +230,7 @@ class Cae(Method):
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.learning_rate)
 
     def on_budget_progress(self, fraction: float) -> None:
-        if self.config.lr_schedule == "cosine":
-            rate = 0.5 * self.config.learning_rate * (1.0 + math.cos(math.pi * fraction))
-            for group in self.optimizer.param_groups:
-                group["lr"] = rate
+        follow_budget(self.optimizer, self.config.lr_schedule, self.config.learning_rate, fraction)
 
     def training_step(self, batch: torch.Tensor) -> dict[str, float]:
         self._check_size(batch, training=True)

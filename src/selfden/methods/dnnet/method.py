@@ -30,6 +30,7 @@ from selfden.methods.dnnet.networks import DEPTH, DNet, NoiseNet
 from selfden.methods.dnnet.noise_model import NoiseCurve, empirical_noise, noise_model_curve
 from selfden.methods.dnnet.noise_model_plot import plot_noise_model
 from selfden.methods.independent_noise import correlated_noise_warnings
+from selfden.methods.lr_schedule import follow_budget
 from selfden.methods.padding import pad_to_multiple
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,9 @@ class Dnnet(Method):
         return [p for net in nets for p in net.parameters()]
 
     # --- training -------------------------------------------------------------------------
+    def on_budget_progress(self, fraction: float) -> None:
+        follow_budget(self.optimizer, self.config.lr_schedule, self.config.learning_rate, fraction)
+
     def training_step(self, batch: torch.Tensor) -> dict[str, float]:
         self._check_size(batch)
         self._set_train(True)
