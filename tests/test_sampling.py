@@ -228,6 +228,20 @@ def test_samples_are_the_same_however_they_are_split_into_session_runs(tmp_path:
     assert np.ptp(at_once[:, 0, 0]) > 0, "the samples must differ from one another"
 
 
+def test_antithetic_pairs_mirror_each_other_and_do_not_depend_on_the_split(tmp_path: Path) -> None:
+    source, tile = _two_level_source(tmp_path), smooth_image((12, 10))
+    source.antithetic = True
+    at_once = source.start(tile).draw(6)
+    draws = source.start(tile)
+    np.testing.assert_array_equal(np.concatenate([draws.draw(1), draws.draw(4), draws.draw(1)]), at_once)
+    # the toy decoder is linear in its draws, so each pair averages to the draw-free output exactly
+    np.testing.assert_allclose((at_once[0::2] + at_once[1::2]) / 2, np.broadcast_to(2 * tile, (3, *tile.shape)), atol=1e-5)
+    assert np.ptp(at_once[0::2, 0, 0]) > 0, "the pairs must differ from one another"
+    source.antithetic = False
+    independent = source.start(tile).draw(2)
+    assert np.abs(independent.mean(axis=0) - 2 * tile).max() > 1e-2, "independent samples do not cancel"
+
+
 def test_predictions_carry_a_std_only_when_asked_and_the_same_mean_either_way(split_model: Path) -> None:
     image = noisy_image((24, 20), 0.3)
     with load_predictor(split_model, samples=4, tile_size=16) as plain, \

@@ -40,18 +40,41 @@ class SingleGraphDraws:
 
 
 @dataclass
+class LatentDraws:
+    """Standard-normal draws for one sample after another, level by level.
+
+    With ``antithetic`` every second sample gets the negated draws of the one before: each is
+    still an exact posterior sample, but the pair's errors largely cancel in their mean (where
+    the decoder is near linear in the draws), so the MMSE settles with fewer samples.
+    """
+
+    rng: np.random.Generator
+    antithetic: bool = False
+    drawn: int = 0
+    previous: list[np.ndarray] = field(default_factory=list)
+
+    def next(self, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+        if self.antithetic and self.drawn % 2:
+            draws = [-e for e in self.previous]
+        else:
+            draws = [self.rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+        self.previous, self.drawn = draws, self.drawn + 1
+        return draws
+
+
+@dataclass
 class SplitDraws:
-    """One tile's encoder outputs, repeated per sample for the decoder, with its own generator."""
+    """One tile's encoder outputs, repeated per sample for the decoder, with its own draws."""
 
     source: SplitSource
     posts: list[np.ndarray]
-    rng: np.random.Generator
+    latents: LatentDraws
 
     def draw(self, count: int) -> np.ndarray:
         # Sample by sample, level by level: the same draws however the samples are split into
         # session runs (a CPU runs fewer at a time than a GPU).
         shapes = [(self.source.latent_channels[i], *post.shape[2:]) for i, post in enumerate(self.posts)]
-        eps = [[self.rng.standard_normal(shape, dtype=np.float32) for shape in shapes] for _ in range(count)]
+        eps = [self.latents.next(shapes) for _ in range(count)]
         feeds: dict[str, np.ndarray] = {}
         for i, post in enumerate(self.posts):
             feeds[f"post{i}"] = np.ascontiguousarray(np.broadcast_to(post, (count, *post.shape[1:])))
@@ -68,6 +91,7 @@ class SplitSource:
     files: tuple[Path, Path]
     latent_channels: list[int]
     seed: int = 0
+    antithetic: bool = False
     encoder_runs: int = field(default=0)
 
     def start(self, tile: np.ndarray) -> SplitDraws:
@@ -75,7 +99,7 @@ class SplitSource:
         self.encoder_runs += 1
         # Seeded by the tile's bytes: reproducible per tile, independent of tile order and resumes.
         rng = np.random.default_rng([self.seed, zlib.crc32(np.ascontiguousarray(tile, np.float32).tobytes())])
-        return SplitDraws(self, posts, rng)
+        return SplitDraws(self, posts, LatentDraws(rng, self.antithetic))
 
 
 def sampler_graphs(config_selfden: dict[str, Any], folder: Path) -> dict[str, Path]:
