@@ -28,7 +28,7 @@ import common
 SUITES = ("atoms", "stripe", "poisson_gaussian", "cjk")
 DATA_SEED = 0
 #: Options shown in the table's settings column even at their defaults (the strength knobs).
-KNOBS = {"cae": ("bottleneck",), "cosdd": ("size", "direction")}
+KNOBS = {"cae": ("bottleneck",), "cosdd": ("size", "direction"), "dnnet": ("noise_model", "lr_schedule")}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

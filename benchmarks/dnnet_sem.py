@@ -1,0 +1,192 @@
+"""dnnet on a real image without ground truth: the SEM frame in ``../shared/data`` (the Noise2Void
+SEM example), judged by what it takes out.
+
+Trains dnnet on the image (as ``selfden train dnnet``), denoises it with the exported package
+(as ``selfden infer``) and compares with a Gaussian blur that removes exactly as much
+(residual variance matched). A denoiser that keeps fine structure leaves a residual without
+structure; a blur leaves edges in it. Two numbers say how much structure a residual holds:
+
+- **structure ratio**: 25 * var(5x5 box mean of the residual) / var(residual): 1 for white
+  noise, larger when the residual holds smooth parts of the image;
+- **edge correlation**: correlation between the residual's local magnitude (5x5 mean of
+  |residual|) and the gradient magnitude of the denoised image: near 0 when the residual does
+  not follow edges.
+
+Writes ``figures/dnnet_sem.png`` (noisy, dnnet, blur and both residuals, whole image and a
+zoom), ``figures/dnnet_sem_noise_model.png`` and the table in RESULTS.md.
+
+    python benchmarks/dnnet_sem.py --minutes 10
+    python benchmarks/dnnet_sem.py --steps 10 --no-record          # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import common
+import quality
+
+SEM = common.BENCH_DIR.parent.parent / "shared" / "data" / "sem_validation.tif"
+#: Zoomed window of the figure (y, x, side): membranes and round vesicles.
+ZOOM = (40, 420, 220)
+#: Pixels this close to a saturated one are left out of the residual statistics: where the detector
+#: clipped, the data hold no noise to remove and any estimate differs from them by structure.
+SATURATION_MARGIN = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--image", type=Path, default=SEM)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-run", type=Path, default=None, help="score this finished run instead of training")
+    parser.add_argument("--no-record", action="store_true", help="do not write results/ or RESULTS.md")
+    parser.add_argument("--out", type=Path, default=common.BENCH_DIR / "_work" / "dnnet_sem")
+    parser.add_argument("--figures-dir", type=Path, default=common.FIGURES_DIR)
+    return parser.parse_args(argv)
+
+
+def box_mean(image: np.ndarray, size: int = 5) -> np.ndarray:
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(image, size, mode="reflect")
+
+
+def unsaturated(noisy: np.ndarray) -> np.ndarray:
+    """Pixels at least SATURATION_MARGIN px from any pixel at the image's maximum or minimum."""
+    from scipy.ndimage import binary_dilation
+
+    clipped = (noisy >= noisy.max()) | (noisy <= noisy.min())
+    return ~binary_dilation(clipped, iterations=SATURATION_MARGIN)
+
+
+def structure_ratio(residual: np.ndarray, keep: np.ndarray, size: int = 5) -> float:
+    """size² · var(box mean) / var over ``keep``: 1 for white noise, above 1 when the residual holds
+    smooth parts of the image (below 1 for a high-passed residual such as a blur's)."""
+    smooth = box_mean(residual, size)[keep]
+    return float(size**2 * smooth.var() / residual[keep].var())
+
+
+def edge_correlation(residual: np.ndarray, denoised: np.ndarray, keep: np.ndarray) -> float:
+    """Correlation over ``keep`` between the residual's local magnitude and the output's gradient."""
+    from scipy.ndimage import sobel
+
+    gradient = np.hypot(sobel(denoised, 0), sobel(denoised, 1))
+    return float(np.corrcoef(box_mean(np.abs(residual))[keep], gradient[keep])[0, 1])
+
+
+def matched_blur(noisy: np.ndarray, variance: float, keep: np.ndarray) -> tuple[np.ndarray, float]:
+    """The Gaussian blur whose residual variance over ``keep`` equals ``variance`` (bisection on sigma)."""
+    from scipy.ndimage import gaussian_filter
+
+    low, high = 0.05, 20.0
+    for _ in range(40):
+        sigma = 0.5 * (low + high)
+        if (noisy - gaussian_filter(noisy, sigma))[keep].var() < variance:
+            low = sigma
+        else:
+            high = sigma
+    return gaussian_filter(noisy, sigma), sigma
+
+
+def train(args: argparse.Namespace, work: Path) -> tuple[Path, Any]:
+    from selfden.runs.plan import new_run_config
+    from selfden.runs.train import train_run
+
+    if args.from_run is not None:
+        config, result = quality.finished_run(args.from_run)
+        return result.model_dir, result
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    trainer = {"device": "cpu", "max_minutes": args.minutes, "max_steps": args.steps}
+    config = new_run_config("dnnet", [args.image], quality.method_options("dnnet", args.sets), {}, trainer, args.seed)
+    result = train_run(config, work / "run")
+    if result is None or result.model_dir is None:
+        raise SystemExit(f"training in {work / 'run'} was interrupted")
+    return result.model_dir, result
+
+
+def figure(panels: list[tuple[np.ndarray, str]], path: Path) -> Path:
+    """Two rows: the whole images, then the zoom window, each panel stretched on its own."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    y, x, side = ZOOM
+    fig = Figure(figsize=(3.2 * len(panels), 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(panels), height_ratios=(471 / 1690 * 3.2, 3.2))
+    for column, (image, title) in enumerate(panels):
+        low, high = np.percentile(image, (0.5, 99.5))
+        for row, view in enumerate((image, image[y : y + side, x : x + side])):
+            axes[row, column].imshow(view, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+            axes[row, column].axis("off")
+        axes[0, column].set_title(title, fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.image.is_file():
+        print(f"{args.image}: not found; this benchmark needs the SEM frame of ../shared/data (skipped)")
+        return 0
+    from selfden.inference.running import denoise_files
+    from selfden.runs.noise_model import noise_model_report
+
+    work = (args.out / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    model_dir, result = train(args, work)
+    start = time.perf_counter()
+    denoised_path = denoise_files(model_dir, [args.image.resolve()], work / "denoised.tif", device="cpu")[0]
+    seconds = time.perf_counter() - start
+    noisy = quality.read_stack(args.image)[0].astype(np.float64)
+    denoised = quality.read_stack(denoised_path)[0].astype(np.float64)
+    residual = noisy - denoised
+    keep = unsaturated(noisy)
+    clipped = float(((noisy >= noisy.max()) | (noisy <= noisy.min())).mean())
+    blurred, sigma = matched_blur(noisy, float(residual[keep].var()), keep)
+    blur_residual = noisy - blurred
+    rows = [
+        ["selfden dnnet", float(residual[keep].std()), structure_ratio(residual, keep),
+         edge_correlation(residual, denoised, keep)],
+        [f"Gaussian blur, sigma {sigma:.2f} px (same residual variance)", float(blur_residual[keep].std()),
+         structure_ratio(blur_residual, keep), edge_correlation(blur_residual, blurred, keep)],
+    ]
+    for row in rows:
+        print(f"{row[0]:55} residual std {row[1]:9.1f}  structure ratio {row[2]:5.2f}  edge corr {row[3]:.3f}")
+    panels = [(noisy, "noisy (SEM)"), (denoised, f"dnnet, {result.steps} steps"), (residual, "noisy - dnnet"),
+              (blurred, f"Gaussian blur {sigma:.2f} px"), (blur_residual, "noisy - blur")]
+    picture = figure(panels, args.figures_dir / "dnnet_sem.png")
+    noise_plot = noise_model_report(result.run_dir, args.figures_dir / "dnnet_sem_noise_model.png",
+                                    title="SEM (../shared/data/sem_validation.tif)")
+    print(f"figures: {picture}, {noise_plot}")
+    if args.no_record:
+        return 0
+    from selfden.runs.config import load_run_config
+
+    config = load_run_config(result.run_dir)
+    note = (f"dnnet {quality._settings('dnnet', config, quality.method_options('dnnet', args.sets), args.threads)}; "
+            f"trained {result.elapsed_seconds / 60:.1f} min, {result.steps} steps on the image itself; denoised by "
+            f"the package in {seconds:.1f} s. The detector clipped {100 * clipped:.0f}% of the pixels (at the "
+            f"image's maximum or minimum); statistics over the {100 * keep.mean():.0f}% at least {SATURATION_MARGIN} px "
+            "from any of them. Figures: "
+            "[dnnet_sem.png](figures/dnnet_sem.png), [dnnet_sem_noise_model.png](figures/dnnet_sem_noise_model.png).")
+    table = {"title": "What the denoiser removes (no ground truth)", "note": note,
+             "columns": ["output", "residual std", "structure ratio (1 = white)", "edge correlation"], "rows": rows}
+    common.save_speed_record("dnnet_sem", "dnnet on a real SEM image", [table], "dnnet_sem.py")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
