@@ -159,38 +159,35 @@ def train(paths: list[Path], args: argparse.Namespace, run_dir: Path) -> Any:
     return config, result
 
 
-def snapshots_at(folder: Path, marks: list[float]) -> list[tuple[Path, dict[str, Any]]]:
-    """For each mark, the last snapshot saved by then (each one once), and the last snapshot of all."""
+def load_snapshots(folder: Path) -> list[dict[str, Any]]:
+    """Every snapshot's checkpoint, in step order (read once: there can be dozens)."""
     import torch
 
-    saved = [(p, torch.load(p, map_location="cpu", weights_only=True)) for p in sorted(folder.glob("snap-*.pt"))]
-    saved.sort(key=lambda item: item[1]["step"])
-    chosen: dict[int, tuple[Path, dict[str, Any]]] = {}
+    saved = [torch.load(p, map_location="cpu", weights_only=True) for p in folder.glob("snap-*.pt")]
+    return sorted(saved, key=lambda checkpoint: checkpoint["step"])
+
+
+def at_marks(saved: list[dict[str, Any]], marks: list[float]) -> list[dict[str, Any]]:
+    """For each mark (minutes), the last snapshot saved by then, each once, plus the last of all."""
+    chosen = {saved[-1]["step"]: saved[-1]} if saved else {}
     for mark in marks:
-        before = [item for item in saved if item[1]["elapsed_seconds"] <= 60 * mark + 1]
+        before = [checkpoint for checkpoint in saved if checkpoint["elapsed_seconds"] <= 60 * mark + 1]
         if before:
-            chosen[before[-1][1]["step"]] = before[-1]
-    if saved:
-        chosen[saved[-1][1]["step"]] = saved[-1]
+            chosen[before[-1]["step"]] = before[-1]
     return [chosen[step] for step in sorted(chosen)]
 
 
 def denoise_torch(method: Any, image: np.ndarray, tta: bool) -> np.ndarray:
-    """The D-net on one normalised image; with ``tta`` the mean over the 8 flips and quarter turns."""
+    """The D-net on one normalised image; with ``tta`` the mean over the 8 flips and quarter turns
+    (``selfden infer --tta``'s own self-ensemble)."""
     import torch
 
-    batch = torch.from_numpy(image)[None, None].float()
-    if not tta:
-        return method.denoise(batch)[0, 0].numpy()
-    outputs = []
-    for turns in range(4):
-        for flip in (False, True):
-            view = torch.rot90(batch, turns, (-2, -1))
-            view = torch.flip(view, (-1,)) if flip else view
-            out = method.denoise(view)
-            out = torch.flip(out, (-1,)) if flip else out
-            outputs.append(torch.rot90(out, -turns, (-2, -1)))
-    return torch.stack(outputs).mean(0)[0, 0].numpy()
+    from selfden.geometry.orientations import DIHEDRAL, IDENTITY_ONLY, running_mean, self_ensemble
+
+    def predict(view: np.ndarray) -> np.ndarray:
+        return method.denoise(torch.from_numpy(view)[None, None].float())[0].numpy()
+
+    return self_ensemble(image, predict, DIHEDRAL if tta else IDENTITY_ONLY, running_mean)[0]
 
 
 def curve(run_dir: Path, config: Any, noisy: list[np.ndarray], clean: list[np.ndarray],
@@ -201,10 +198,10 @@ def curve(run_dir: Path, config: Any, noisy: list[np.ndarray], clean: list[np.nd
     from selfden.methods import get_method
 
     norm = config.normalisation
-    tta_steps = {checkpoint["step"] for _, checkpoint in snapshots_at(run_dir.parent / "snapshots", tta_marks)
-                 } if tta_marks else set()
+    saved = load_snapshots(run_dir.parent / "snapshots")
+    tta_steps = {checkpoint["step"] for checkpoint in at_marks(saved, tta_marks)} if tta_marks else set()
     rows = []
-    for path, checkpoint in snapshots_at(run_dir.parent / "snapshots", marks + tta_marks):
+    for checkpoint in at_marks(saved, marks + tta_marks):
         method = get_method("dnnet")(config.method_config, norm, torch.device("cpu"))
         method.load_state_dict(checkpoint["method"])
         scores: dict[bool, float | None] = {}
@@ -240,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     work = (folder or args.out / f"{args.label}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     paths = write_noisy(images, args.sigma, args.seed, work / "noisy")
     noisy = [quality.read_stack(p)[0] for p in paths]
-    print(f"{len(paths)} images, sigma {args.sigma}: noisy {np.mean([psnr_255(n, c) for n, c in zip(noisy, clean)]):.2f} dB")
+    noisy_psnr = float(np.mean([psnr_255(n, c) for n, c in zip(noisy, clean)]))
+    print(f"{len(paths)} images, sigma {args.sigma}: noisy {noisy_psnr:.2f} dB")
     if args.score is not None:
         config, result = quality.finished_run(work / "run")
     else:
@@ -260,7 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"package ({result.steps} steps, {result.elapsed_seconds / 60:.1f} min): {plain:.2f} dB"
           + (f", --tta {tta:.2f} dB" if tta is not None else ""))
     settings = quality._settings("dnnet", config, quality.method_options("dnnet", args.sets), args.threads)
-    noisy_psnr = float(np.mean([psnr_255(n, c) for n, c in zip(noisy, clean)]))
     tables = [
         {"title": f"{args.label}: the exported package through selfden infer", "note": (
             f"dnnet {settings}; {len(paths)} images, sigma {args.sigma:g}, noise seed {args.seed}; trained "

@@ -96,7 +96,6 @@ class PairedMeans(SamplingPredictor):
     def _draws(self, tile: np.ndarray, antithetic: bool) -> Any:
         rng = np.random.default_rng(zlib.crc32(tile.tobytes()))  # the same first draws in both modes
         if self.source is not None:
-            self.source.antithetic = antithetic
             draws = self.source.start(tile)
             draws.latents = LatentDraws(rng, antithetic)
             return draws
