@@ -10,9 +10,11 @@ fresh process (package loading, tiling, writing included), one after the other o
   rewritten) and ``bioimage_models/cosdd-stem-pt`` (the same architecture, exported today: split
   sampler, two-conv gates).
 
-The direct denoiser runs once each. The MMSE with the packages' default sample count (32) runs in
-full now; then, 32 samples took ~15 minutes, so it is timed at 1 and ``--then-samples`` samples
-and extrapolated linearly to 32 (the per-sample cost is the slope). Timed: run it alone.
+The direct denoiser runs once each. The MMSE with the default sample count of the time (32) runs in
+full now, and so does the MMSE with each package's own default now (``config.selfden.default_samples``:
+8 antithetic samples for split packages exported since they were measured to match 100 independent
+ones); then, 32 samples took ~15 minutes, so it is timed at 1 and ``--then-samples`` samples and
+extrapolated linearly to 32 (the per-sample cost is the slope). Timed: run it alone.
 
     git worktree add --detach benchmarks/_work/today 65e41b4
     python benchmarks/cosdd_end_to_end.py --then-tree benchmarks/_work/today
@@ -47,6 +49,14 @@ def infer_seconds(tree: Path, package: Path, frame: Path, samples: int | None) -
         return time.perf_counter() - start
 
 
+def package_default_samples(package: Path) -> int:
+    """The sample count ``selfden infer --std`` draws for ``package`` (its rdf's default_samples)."""
+    import yaml
+
+    rdf = yaml.safe_load((package / "rdf.yaml").read_text())
+    return int(rdf["config"]["selfden"].get("default_samples", DEFAULT_SAMPLES))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--then-tree", type=Path, required=True, help="checkout of the commit issue 16 measured (65e41b4)")
@@ -79,6 +89,12 @@ def main() -> None:
             rows += [[f"now: {name}", "direct", direct, megapixels / direct, then_direct / direct],
                      [f"now: {name}", f"MMSE-{DEFAULT_SAMPLES}", mmse, megapixels / mmse, then_mmse / mmse]]  # fmt: skip
             print(f"now {name}: direct {direct:.1f} s, MMSE {mmse:.1f} s", flush=True)
+            own = package_default_samples(package)
+            if own != DEFAULT_SAMPLES:
+                mmse = infer_seconds(REPO, package, frame, own)
+                rows.append([f"now: {name}", f"MMSE-{own} (the package's default)", mmse, megapixels / mmse,
+                             then_mmse / mmse])
+                print(f"now {name}: MMSE-{own} {mmse:.1f} s", flush=True)
     columns = ["package and code", "estimate", f"s per {args.size}² frame", "Mpx/s", "speed-up over then"]
     note = (
         f"one {args.size}² float32 frame, `selfden infer` in a fresh process each (load, tile, run, write), "

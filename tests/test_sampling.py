@@ -124,8 +124,9 @@ def test_samples_on_a_model_without_sampler_is_a_clear_error(tmp_path: Path) -> 
 # --- split sampler: encoder once per tile, decoder per sample ---------------------------------------
 
 
-def save_split_sampler(folder: Path, scale: float) -> None:
-    """encoder: post0 = mean3(x); decoder: post0 + scale * eps0 — the toy of a split COSDD sampler."""
+def save_split_sampler(folder: Path, scale: float, curve: float = 0.0) -> None:
+    """encoder: post0 = mean3(x); decoder: post0 + scale * eps0 + curve * (eps0² - 1) — the toy of a
+    split COSDD sampler (mean post0 either way; antithetic pairs cancel only the linear part)."""
     weight = numpy_helper.from_array(np.full((1, 1, 3, 3), 1 / 9, np.float32), "w")
     dims = ["b", 1, "y", "x"]
     encoder = helper.make_graph(
@@ -133,11 +134,13 @@ def save_split_sampler(folder: Path, scale: float) -> None:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
         [helper.make_tensor_value_info("post0", TensorProto.FLOAT, dims)], initializer=[weight],
     )
-    gain = numpy_helper.from_array(np.array(scale, np.float32), "scale")
+    constants = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("scale", scale), ("curve", curve), ("one", 1.0))]
     decoder = helper.make_graph(
-        [helper.make_node("Mul", ["eps0", "scale"], ["spread"]), helper.make_node("Add", ["post0", "spread"], ["output"])],
+        [helper.make_node("Mul", ["eps0", "scale"], ["spread"]), helper.make_node("Add", ["post0", "spread"], ["linear"]),
+         helper.make_node("Mul", ["eps0", "eps0"], ["square"]), helper.make_node("Sub", ["square", "one"], ["centred"]),
+         helper.make_node("Mul", ["centred", "curve"], ["bend"]), helper.make_node("Add", ["linear", "bend"], ["output"])],
         "decoder", [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("post0", "eps0")],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)], initializer=[gain],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, dims)], initializer=constants,
     )
     for graph, name in ((encoder, "sampler_encoder.onnx"), (decoder, "sampler_decoder.onnx")):
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -145,10 +148,10 @@ def save_split_sampler(folder: Path, scale: float) -> None:
         onnx.save(model, str(folder / name))
 
 
-def write_split_model(folder: Path, scale: float = SIGMA / 3) -> Path:
+def write_split_model(folder: Path, scale: float = SIGMA / 3, curve: float = 0.0) -> Path:
     """A model folder as this version exports COSDD: the split sampler pair instead of one sampler."""
     write_model(folder, tile_size=16)
-    save_split_sampler(folder, scale)
+    save_split_sampler(folder, scale, curve)
     return _with_sampler_graphs(folder, sampler_encoder="sampler_encoder.onnx", sampler_decoder="sampler_decoder.onnx")
 
 
@@ -257,24 +260,35 @@ def test_model_files_of_a_split_package_name_both_sampler_graphs(split_model: Pa
     assert {"sampler_encoder.onnx", "sampler_decoder.onnx"} <= set(names), names
 
 
-def auto_count(model: Path, image: np.ndarray) -> tuple[list[int], np.ndarray]:
+def auto_count(model: Path, image: np.ndarray, antithetic: bool = True) -> tuple[list[int], np.ndarray]:
     with load_predictor(model, samples="auto", tile_size=64) as predictor:
+        if predictor.source is not None:
+            predictor.source.antithetic = antithetic
         mean = predictor.predict(image).image
         return list(predictor.tile_counts), mean
 
 
 def test_samples_auto_draws_more_when_samples_spread_more_than_the_noise(tmp_path: Path) -> None:
     image = noisy_image((40, 36), 0.5)
-    easy, _ = auto_count(write_split_model(tmp_path / "easy", scale=0.05), image)
-    hard, hard_mean = auto_count(write_split_model(tmp_path / "hard", scale=0.4), image)
+    easy, _ = auto_count(write_split_model(tmp_path / "easy", scale=0.05, curve=0.02), image)
+    hard, hard_mean = auto_count(write_split_model(tmp_path / "hard", scale=0.4, curve=0.15), image)
     assert easy == [AUTO_MIN_SAMPLES], easy
-    assert AUTO_MIN_SAMPLES < hard[0] < AUTO_MAX_SAMPLES, hard
+    assert AUTO_MIN_SAMPLES < hard[0] < AUTO_MAX_SAMPLES and hard[0] % 2 == 0, hard
     again, again_mean = auto_count(tmp_path / "hard", image)
     assert again == hard and np.array_equal(again_mean, hard_mean), "auto must be reproducible"
 
 
+def test_samples_auto_judges_antithetic_pairs_by_their_means(tmp_path: Path) -> None:
+    # A decoder linear in its draws: each pair's mean is exact, so pairs settle at once where
+    # independent samples, spread just as much, need many.
+    image, model = noisy_image((40, 36), 0.5), write_split_model(tmp_path / "linear", scale=0.4)
+    paired, _ = auto_count(model, image, antithetic=True)
+    independent, _ = auto_count(model, image, antithetic=False)
+    assert paired == [AUTO_MIN_SAMPLES] and independent[0] > 2 * AUTO_MIN_SAMPLES, (paired, independent)
+
+
 def test_samples_auto_is_capped_when_the_samples_never_settle(tmp_path: Path) -> None:
-    counts, _ = auto_count(write_split_model(tmp_path / "wild", scale=20.0), noisy_image((24, 24), 0.1))
+    counts, _ = auto_count(write_split_model(tmp_path / "wild", scale=20.0, curve=20.0), noisy_image((24, 24), 0.1))
     assert counts == [AUTO_MAX_SAMPLES]
 
 

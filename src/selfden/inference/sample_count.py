@@ -46,17 +46,19 @@ def parse_samples(value: str | int | None) -> SampleCount | None:
     return count
 
 
-def settled(tile: np.ndarray, total: np.ndarray, total_sq: np.ndarray, count: int,
-            tolerance: float = AUTO_TOLERANCE) -> bool:
-    """Whether ``count`` samples (running sums given) put the mean's RMS standard error below
-    ``tolerance`` x the noise level of ``tile``."""
-    if count >= AUTO_MAX_SAMPLES:
+def settled(tile: np.ndarray, total: np.ndarray, total_sq: np.ndarray, samples: int,
+            tolerance: float = AUTO_TOLERANCE, samples_per_unit: int = 1) -> bool:
+    """Whether ``samples`` draws put the mean's RMS standard error below ``tolerance`` x the noise
+    level of ``tile``. ``total`` and ``total_sq`` are running sums over independent units of
+    ``samples_per_unit`` samples each (their means): single samples, or antithetic pairs."""
+    if samples >= AUTO_MAX_SAMPLES:
         return True
-    if count < AUTO_MIN_SAMPLES:
+    if samples < AUTO_MIN_SAMPLES:
         return False
-    mean = total / count
-    variance = np.maximum(total_sq / count - np.square(mean), 0.0) * count / (count - 1)
-    standard_error = float(np.sqrt(variance.mean() / count))
+    units = samples // samples_per_unit
+    mean = total / units
+    variance = np.maximum(total_sq / units - np.square(mean), 0.0) * units / (units - 1)
+    standard_error = float(np.sqrt(variance.mean() / units))
     noise = float(np.std(tile - mean))
     return standard_error <= tolerance * noise
 

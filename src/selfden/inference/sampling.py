@@ -42,10 +42,10 @@ from selfden.package.runtime import Device, OnnxRunner, create_runner
 
 logger = logging.getLogger(__name__)
 
-#: For packages that state no ``default_samples``: on the stripe suite the MMSE of 48 samples came
-#: within 0.1 dB of 100 samples' with the shipped cosdd-stripe model (-0.09 dB; 32: -0.18), and 32
-#: sufficed for a short-trained one (benchmarks/cosdd_sampling.py; RESULTS.md): a better-trained
-#: posterior spreads more, so the longer run sets the default.
+#: For packages that state no ``default_samples`` (none of selfden's exports; packages state the
+#: count they were made for: 8 since samples come in antithetic pairs). For independent samples on the
+#: stripe suite the MMSE of 48 samples came within 0.1 dB of 100 samples' (-0.07 dB; 32: -0.13) with
+#: the shipped cosdd-stripe model (benchmarks/cosdd_antithetic.py, cosdd_sampling.py; RESULTS.md).
 DEFAULT_SAMPLES = 48
 #: Tile copies per session run: bounded so a 100-sample request does not need 100 tiles of memory.
 DEFAULT_MAX_BATCH = 32
@@ -130,22 +130,34 @@ class SamplingPredictor(Predictor):
         total = np.zeros(tile.shape, np.float64)
         total_sq = np.zeros(tile.shape, np.float64)
         draws = self.source.start(tile) if self.source else SingleGraphDraws(self.runner, tile)
+        # Antithetic pairs are not independent of each other's half: --samples auto judges the
+        # Monte-Carlo error from the pair means, which are.
+        pairs = self.n_samples == AUTO and self.source is not None and self.source.antithetic
+        unit = 2 if pairs else 1
+        unit_total = np.zeros(tile.shape, np.float64)
+        unit_total_sq = np.zeros(tile.shape, np.float64)
         done = 0
-        while not self._enough(tile, total, total_sq, done):
+        while not self._enough(tile, unit_total, unit_total_sq, done, unit):
             wanted = AUTO_CHUNK if self.n_samples == AUTO else int(self.n_samples) - done
             count = min(self.max_batch, wanted, max(1, self.batch_pixels // tile.size))  # memory / cache budget
+            count = max(unit, count // unit * unit)  # whole pairs, so each run's pairs are complete
             samples = draws.draw(count).astype(np.float64)
             total += samples.sum(axis=0)
             total_sq += np.square(samples).sum(axis=0)
+            if self.n_samples == AUTO:
+                units = samples.reshape(count // unit, unit, *tile.shape).mean(axis=1)
+                unit_total += units.sum(axis=0)
+                unit_total_sq += np.square(units).sum(axis=0)
             done += count
         self.tile_counts.append(done)
         mean = total / done
         variance = np.maximum(total_sq / done - np.square(mean), 0.0)
         return np.stack([mean, np.sqrt(variance)]).astype(np.float32)
 
-    def _enough(self, tile: np.ndarray, total: np.ndarray, total_sq: np.ndarray, done: int) -> bool:
+    def _enough(self, tile: np.ndarray, unit_total: np.ndarray, unit_total_sq: np.ndarray, done: int,
+                unit: int) -> bool:
         if self.n_samples == AUTO:
-            return settled(tile, total, total_sq, done)
+            return settled(tile, unit_total, unit_total_sq, done, samples_per_unit=unit)
         return done >= int(self.n_samples)
 
     def combine_orientations(self, outputs: Iterable[np.ndarray]) -> np.ndarray:

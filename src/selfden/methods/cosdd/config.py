@@ -84,9 +84,11 @@ class CosddConfig(MethodConfig):
         0.02, ge=0, description="...and two posterior samples closer than this (mean |diff|, normalised units)"
     )
     collapse_check_after_steps: int = Field(500, ge=0, description="collapse is judged after warm-up and this step")
-    # 48: within 0.1 dB of 100 samples' MMSE on the stripe suite with the shipped cosdd-stripe model
-    # (32 was 0.18 dB short there; benchmarks/cosdd_sampling.py --curve-only).
-    samples: int = Field(48, ge=1, le=1000, description="posterior samples averaged at inference (MMSE)")
+    # 8: split packages draw samples in antithetic pairs, and on the stripe suite (first 8 frames, the
+    # shipped cosdd-stripe model) 8 paired samples scored 0.035 dB above 100 independent ones, 4 paired
+    # -0.017 dB (benchmarks/cosdd_antithetic.py). Independent samples needed 48 for -0.07 dB.
+    samples: int = Field(8, ge=1, le=1000, description="posterior samples averaged at inference (MMSE), drawn "
+                         "in antithetic pairs")
     halo: int | None = Field(None, ge=0, description="tile context in pixels (unset: chosen from the size step)")
 
     @model_validator(mode="after")
