@@ -134,7 +134,7 @@ class Snapshots(threading.Thread):
 
 def train(paths: list[Path], args: argparse.Namespace, run_dir: Path) -> Any:
     from selfden.runs.config import load_run_config
-    from selfden.runs.plan import new_run_config
+    from selfden.runs.plan import new_run_config, plan_run
     from selfden.runs.train import train_run
 
     if args.threads is not None:
@@ -148,7 +148,8 @@ def train(paths: list[Path], args: argparse.Namespace, run_dir: Path) -> Any:
     else:
         options = quality.method_options("dnnet", args.sets)
         data = {k: v for k, v in {"patch_size": args.patch_size, "batch_size": args.batch_size}.items() if v}
-        config = new_run_config("dnnet", paths, options, data, trainer, args.seed)
+        # plan_run: the method's look at the images (noise correlation, clip levels), as `selfden train`
+        config = plan_run(new_run_config("dnnet", paths, options, data, trainer, args.seed)).config
     watcher = Snapshots(run_dir, run_dir.parent / "snapshots")
     watcher.start()
     try:

@@ -99,7 +99,7 @@ def matched_blur(noisy: np.ndarray, variance: float, keep: np.ndarray) -> tuple[
 
 
 def train(args: argparse.Namespace, work: Path) -> tuple[Path, Any]:
-    from selfden.runs.plan import new_run_config
+    from selfden.runs.plan import new_run_config, plan_run
     from selfden.runs.train import train_run
 
     if args.from_run is not None:
@@ -110,8 +110,12 @@ def train(args: argparse.Namespace, work: Path) -> tuple[Path, Any]:
 
         torch.set_num_threads(args.threads)
     trainer = {"device": "cpu", "max_minutes": args.minutes, "max_steps": args.steps}
-    config = new_run_config("dnnet", [args.image], quality.method_options("dnnet", args.sets), {}, trainer, args.seed)
-    result = train_run(config, work / "run")
+    # plan_run: the method's look at the image (clip levels, noise correlation), as `selfden train`
+    plan = plan_run(new_run_config("dnnet", [args.image], quality.method_options("dnnet", args.sets), {}, trainer,
+                                   args.seed))
+    for note in plan.notes:
+        print(f"{note.level}: {note.text}")
+    result = train_run(plan.config, work / "run")
     if result is None or result.model_dir is None:
         raise SystemExit(f"training in {work / 'run'} was interrupted")
     return result.model_dir, result

@@ -39,6 +39,18 @@ class DnnetConfig(MethodConfig):
         (3, 5), description="masking grid spacing, drawn per batch and axis from this inclusive range (px)"
     )
     drop_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of grid points left unmasked")
+    clip_detection: bool = Field(
+        True, description="look for clipped pixels (a pile-up at the data's minimum or maximum) before training "
+        "and fill clip_low/clip_high with their levels"
+    )
+    clip_low: float | None = Field(
+        None, description="raw value at or below which pixels were clipped: the noise likelihood counts them as "
+        "'at most this' (None: not clipped)"
+    )
+    clip_high: float | None = Field(
+        None, description="raw value at or above which pixels were clipped (saturated): counted as 'at least "
+        "this' (None: not clipped)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "DnnetConfig":

@@ -5,7 +5,8 @@ Loss per step, over the masked pixels only: the negative log-likelihood of the r
 (fp32, outside any autocast), or the plain squared residual when ``noise_model="none"``
 (the Noise2Self baseline). The N-net sees the predicted signal detached: the D-net learns
 only through the residual, so it cannot move its estimate towards signal levels where the
-noise model happens to be wide.
+noise model happens to be wide. Clipped (saturated) target pixels enter the likelihood as the
+probability of their censored interval instead (``clipping.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from selfden.errors import SelfdenError
 from selfden.methods.base import (
     Cite, Method, MethodConfig, Normalisation, NormalisationKind, Note, TorchArchitecture, reseed_for_rank,
 )
+from selfden.methods.dnnet.clipping import find_clip_levels
 from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
 from selfden.methods.dnnet import networks
@@ -82,8 +84,22 @@ class Dnnet(Method):
 
     @classmethod
     def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
-        """Warn when the data's noise is correlated: the blind spot would keep it as signal."""
-        return config, correlated_noise_warnings(cls.name, stacks)
+        """Warn when the data's noise is correlated (the blind spot would keep it as signal); find
+        clipped pixels unless the user gave their levels."""
+        assert isinstance(config, DnnetConfig)
+        notes = correlated_noise_warnings(cls.name, stacks)
+        chosen = {"clip_low", "clip_high"} & config.model_fields_set
+        if not config.clip_detection or chosen:
+            return config, notes
+        found = find_clip_levels(stacks)
+        if found.low is None and found.high is None:
+            return config, notes
+        ends = [f"{share:.1%} of the pixels sit at the {end} {level:g}"
+                for end, level, share in (("minimum", found.low, found.low_fraction),
+                                          ("maximum", found.high, found.high_fraction)) if level is not None]
+        note = Note("note", f"clipped pixels: {' and '.join(ends)}; the noise likelihood counts them as beyond "
+                            "that level, not as noise (--set clip_detection=false to treat them as measurements)")
+        return config.model_copy(update={"clip_low": found.low, "clip_high": found.high}), (*notes, note)
 
     def __init__(self, config: DnnetConfig, normalisation: Normalisation, device: torch.device) -> None:
         super().__init__(config, normalisation, device)
@@ -105,6 +121,11 @@ class Dnnet(Method):
         self.generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
         #: Running (low, high) of the predicted signal in normalised units: the range the N-net was trained on.
         self.signal_range = torch.tensor([float("nan"), float("nan")])
+        #: Clip levels in normalised units (None: not clipped at that end).
+        self.clip_levels = tuple(
+            None if level is None else (level - normalisation.offset) / normalisation.scale
+            for level in (config.clip_low, config.clip_high)
+        )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         nets = [self.dnet] if self.nnet is None else [self.dnet, self.nnet]
@@ -154,13 +175,26 @@ class Dnnet(Method):
             if self.nnet is None:
                 return mse, {"loss": float(mse.detach()), "masked_mse": float(mse.detach())}, signal.detach()
             mixture = self.nnet(signal.detach())
-            loss = mixture.nll(residual).mean()
+            loss = self._censored_nll(mixture, batch.float()[mask], signal).mean()
             metrics = {
                 "loss": float(loss.detach()),
                 "masked_mse": float(mse.detach()),
                 "noise_std": float(mixture.std().mean().detach()),
             }
         return loss, metrics, signal.detach()
+
+    def _censored_nll(self, mixture: networks.Mixture, target: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+        """Per masked pixel: -log density of its residual, or -log P(beyond the clip level) where it was clipped."""
+        nll = mixture.nll(target - signal)
+        low, high = self.clip_levels
+        # A relative tolerance: float32 normalisation may move a clipped value by an ulp.
+        if high is not None:
+            clipped = target >= high - 1e-5 * max(1.0, abs(high))
+            nll = torch.where(clipped, -mixture.log_survival(high - signal), nll)
+        if low is not None:
+            clipped = target <= low + 1e-5 * max(1.0, abs(low))
+            nll = torch.where(clipped, -mixture.log_cdf(low - signal), nll)
+        return nll
 
     def _track_signal_range(self, signal: torch.Tensor) -> None:
         if signal.numel() < 2:

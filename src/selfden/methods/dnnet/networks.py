@@ -82,6 +82,16 @@ class Mixture:
         log_components = -0.5 * z**2 - torch.log(self.scales) - _LOG_SQRT_2PI
         return -torch.logsumexp(self.log_weights + log_components, dim=1)
 
+    def log_cdf(self, threshold: torch.Tensor) -> torch.Tensor:
+        """log P(noise <= threshold) per pixel (``threshold`` (N,)): the likelihood of a pixel clipped below."""
+        z = (threshold[:, None] - self.means) / self.scales
+        return torch.logsumexp(self.log_weights + torch.special.log_ndtr(z), dim=1)
+
+    def log_survival(self, threshold: torch.Tensor) -> torch.Tensor:
+        """log P(noise >= threshold) per pixel: the likelihood of a pixel clipped above."""
+        z = (threshold[:, None] - self.means) / self.scales
+        return torch.logsumexp(self.log_weights + torch.special.log_ndtr(-z), dim=1)
+
     def mean(self) -> torch.Tensor:
         return (self.weights * self.means).sum(dim=1)
 
