@@ -46,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--suite", default="stripe")
     parser.add_argument("--frames", type=int, default=8, help="frames scored (the first N)")
     parser.add_argument("--suite-frames", type=int, default=64, help="frames of the suite built (as trained)")
+    parser.add_argument("--label", default=None, help="record name (default: the package folder's name)")
     return parser.parse_args()
 
 
@@ -154,8 +155,9 @@ def main() -> int:
     table = {"title": "MMSE quality against N: independent samples vs antithetic pairs", "note": note,
              "columns": ["samples N", "independent PSNR dB", "vs independent N=100", "antithetic PSNR dB",
                          "vs independent N=100"], "rows": rows}
-    common.save_speed_record(f"cosdd_antithetic_{args.package.name}",
-                             f"COSDD: antithetic posterior samples ({args.package.name})", [table], Path(__file__).name,
+    label = args.label or args.package.name
+    common.save_speed_record(f"cosdd_antithetic_{label}", f"COSDD: antithetic posterior samples ({label})", [table],
+                             Path(__file__).name,
                              needed_independent=needed(independent), needed_antithetic=needed(paired))
     return 0
 

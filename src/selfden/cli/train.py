@@ -129,6 +129,7 @@ def _report_training(result: RunResult) -> None:
         command = shlex.join(["selfden", "train", result.method or "METHOD", "--resume", "-o", str(result.run_dir)])
         out.print(f"stopped early; continue with:\n  {command}", soft_wrap=True)  # unbroken, to copy
         raise typer.Exit(130)
+    _print_notes(result.outcome)
     out.print(f"report: {result.run_dir / 'report.png'}")
     out.print(f"model: {result.model_dir}\ndenoise with:\n  selfden infer {quote(result.model_dir)} IMAGE.tif -o DENOISED.tif")
     if result.orientations > 1:

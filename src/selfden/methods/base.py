@@ -233,6 +233,14 @@ class Method(ABC):
         """
         return []
 
+    def outcome_notes(self, val_batches: Sequence[torch.Tensor]) -> tuple[Note, ...]:
+        """What the trained model achieves, judged without a clean image (e.g. against a simple filter),
+        for the user to read after training; a "warning" when it is likely no better than that filter.
+
+        Called by the trainer after training with its validation batches (normalised tensors).
+        """
+        return ()
+
 
 def reseed_for_rank(generator: torch.Generator, rank: int) -> None:
     """Reseed ``generator`` from its own next draw and ``rank``: distinct, reproducible streams per rank."""

@@ -6,8 +6,11 @@ trainer -> the exported package in ``RUN/model/``.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +21,11 @@ from selfden.runs.config import RunConfig, save_run_config
 from selfden.runs.crops import training_data
 from selfden.runs.export import export_run, trained_orientations
 from selfden.training.progress import ProgressReporter
+
+if TYPE_CHECKING:  # the methods import torch, which this module loads only to train
+    from selfden.methods.base import Method, Note
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,8 @@ class RunResult:
     method: str = ""
     #: Orientations the exported model was trained in (what ``--tta`` averages); 1 without a model.
     orientations: int = 1
+    #: What the exported model achieves, judged without a clean image (``Method.outcome_notes``).
+    outcome: tuple[Note, ...] = ()
 
 
 def train_run(
@@ -96,9 +106,10 @@ def _train_rank(
     )
     if not rank.is_main:
         return None
-    model_dir = None
+    model_dir, outcome = None, ()
     if not result.interrupted:
         model_dir = export_run(run_dir, method=method, sample_raw=data.val_frame, device=str(device))
+        outcome = _outcome(method, data.val_batches)  # the exported weights: export_run loaded them
     return RunResult(
         run_dir=run_dir,
         model_dir=model_dir,
@@ -110,7 +121,20 @@ def _train_rank(
         device=str(device) if rank.world_size == 1 else f"{rank.world_size} x {device.type}",
         method=config.method,
         orientations=len(trained_orientations(config, method)) if model_dir is not None else 1,
+        outcome=outcome,
     )
+
+
+def _outcome(method: Method, val_batches: Sequence[np.ndarray]) -> tuple[Note, ...]:
+    """The method's ground-truth-free verdict on its validation crops; nothing if it fails (a check
+    must not cost a finished training its result)."""
+    import torch
+
+    try:
+        return method.outcome_notes([torch.from_numpy(np.asarray(b)).to(method.device) for b in val_batches])
+    except Exception:
+        logger.exception("could not judge the trained model against a simple filter")
+        return ()
 
 
 def _with_normalisation(config: RunConfig, stacks: list[StackLike], kind: NormalisationKind) -> RunConfig:

@@ -24,6 +24,7 @@ from selfden.errors import SelfdenError
 from selfden.methods.base import (
     Cite, Method, MethodConfig, Normalisation, NormalisationKind, Note, TorchArchitecture, reseed_for_rank,
 )
+from selfden.methods.dnnet.blind_score import blind_scores
 from selfden.methods.dnnet.clipping import find_clip_levels
 from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
@@ -186,15 +187,24 @@ class Dnnet(Method):
     def _censored_nll(self, mixture: networks.Mixture, target: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
         """Per masked pixel: -log density of its residual, or -log P(beyond the clip level) where it was clipped."""
         nll = mixture.nll(target - signal)
-        low, high = self.clip_levels
-        # A relative tolerance: float32 normalisation may move a clipped value by an ulp.
-        if high is not None:
-            clipped = target >= high - 1e-5 * max(1.0, abs(high))
-            nll = torch.where(clipped, -mixture.log_survival(high - signal), nll)
-        if low is not None:
-            clipped = target <= low + 1e-5 * max(1.0, abs(low))
-            nll = torch.where(clipped, -mixture.log_cdf(low - signal), nll)
+        (low, at_low), (high, at_high) = self._clip_hits(target)
+        if at_high is not None:
+            nll = torch.where(at_high, -mixture.log_survival(high - signal), nll)
+        if at_low is not None:
+            nll = torch.where(at_low, -mixture.log_cdf(low - signal), nll)
         return nll
+
+    def _clip_hits(self, values: torch.Tensor) -> tuple[tuple[float, torch.Tensor | None], ...]:
+        """((low level, values at or below it), (high level, values at or above it)); None where not clipped."""
+        hits = []
+        for level, side in zip(self.clip_levels, (-1.0, 1.0)):
+            if level is None:
+                hits.append((0.0, None))
+                continue
+            # A relative tolerance: float32 normalisation may move a clipped value by an ulp.
+            edge = level - side * 1e-5 * max(1.0, abs(level))
+            hits.append((level, values >= edge if side > 0 else values <= edge))
+        return tuple(hits)
 
     def _track_signal_range(self, signal: torch.Tensor) -> None:
         if signal.numel() < 2:
@@ -270,6 +280,38 @@ class Dnnet(Method):
         empirical = empirical_noise(self, val_batches)
         title = f"dnnet noise model ({self.config.noise_model})"
         return [plot_noise_model(curve, empirical, Path(out_dir) / "noise_model.png", title=title)]
+
+    @torch.no_grad()
+    def outcome_notes(self, val_batches: Sequence[torch.Tensor]) -> tuple[Note, ...]:
+        """The D-net's blind-spot score against the best centre-less Gaussian blur's (``blind_score.py``)."""
+        self._set_train(False)
+        generator = torch.Generator().manual_seed(_VAL_MASK_SEED)
+        batches, predictions, hidden = [], [], []
+        for batch in val_batches:
+            mask = self._draw_mask(batch, generator)
+            predictions.append(self.dnet(apply_mask(batch, mask)))
+            batches.append(batch)
+            hidden.append(mask & ~self._clipped(batch.float()))
+        scores = blind_scores(batches, predictions, hidden)
+        if scores.pixels == 0:
+            return ()
+        compared = (f"predicting hidden validation pixels from their neighbours, its error is {scores.dnet:.4g} against "
+                    f"{scores.blur:.4g} for the best Gaussian blur (sigma {scores.blur_sigma:.2g} px, its centre left "
+                    "out; normalised units, both include the noise variance)")
+        if scores.gain <= 0:
+            return (Note("warning", f"dnnet is likely no better than a Gaussian blur on these data: {compared}. Train "
+                                    "longer (selfden train dnnet --resume -o RUN --minutes M), or check that the noise "
+                                    "is independent between pixels"),)
+        return (Note("note", f"dnnet beats a Gaussian blur by {scores.gain:.3g} in mean squared error (normalised "
+                             f"units, no clean image needed): {compared}"),)
+
+    def _clipped(self, batch: torch.Tensor) -> torch.Tensor:
+        """Pixels at or beyond a clip level (as the censored likelihood sees them)."""
+        clipped = torch.zeros_like(batch, dtype=torch.bool)
+        for _, hit in self._clip_hits(batch):
+            if hit is not None:
+                clipped |= hit
+        return clipped
 
     # --- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
