@@ -10,25 +10,11 @@ import tifffile
 import torch
 from scipy.stats import norm
 
+from frames import Frames
 from selfden.methods.base import Normalisation
 from selfden.methods.dnnet import Dnnet, DnnetConfig
 from selfden.methods.dnnet.clipping import find_clip_levels
 from selfden.methods.dnnet.networks import Mixture
-
-
-class Frames:
-    """A minimal ImageStack-like: ``len`` and ``frame(i)``."""
-
-    path = Path("frames.tif")
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def frame(self, index: int) -> np.ndarray:
-        return self.array[index]
 
 
 RNG = np.random.default_rng(0)

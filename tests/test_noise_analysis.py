@@ -8,22 +8,10 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
+from frames import Frames
 from selfden.errors import SelfdenError
 from selfden.noise_analysis import NoiseCorrelation, measure_noise_correlation
 from selfden.noise_analysis_plot import plot_noise_correlation
-
-
-class Frames:
-    """A minimal ImageStack-like: ``len`` and ``frame(i)``."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def frame(self, index: int) -> np.ndarray:
-        return self.array[index]
 
 
 def structured_images(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
