@@ -6,9 +6,9 @@ fresh process (package loading, tiling, writing included), one after the other o
 - **then**: a checkout of the commit current when issue 16 was filed (``--then-tree``; 65e41b4:
   one 256² tile size for every image, Softplus in the graphs, one sampler graph run per sample)
   with its own ``bioimage_models/cosdd-stripe``;
-- **now**: this checkout with ``bioimage_models/cosdd-stripe`` (the same network, its graphs
-  rewritten) and ``bioimage_models/cosdd-stem-pt`` (the same architecture, exported today: split
-  sampler, two-conv gates).
+- **now**: this checkout with ``bioimage_models/cosdd-stripe`` (the same architecture on the same
+  suite, trained longer and exported as today's code does: split sampler, two-conv gates, 8
+  antithetic samples by default) and ``bioimage_models/cosdd-stem-pt`` (the same architecture).
 
 The direct denoiser runs once each. The MMSE with the default sample count of the time (32) runs in
 full now, and so does the MMSE with each package's own default now (``config.selfden.default_samples``:

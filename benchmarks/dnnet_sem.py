@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--from-run", type=Path, default=None, help="score this finished run instead of training")
+    parser.add_argument("--trained-by", default=None, help="with --from-run: the command that trained the run (recorded)")
     parser.add_argument("--no-record", action="store_true", help="do not write results/ or RESULTS.md")
     parser.add_argument("--out", type=Path, default=common.BENCH_DIR / "_work" / "dnnet_sem")
     parser.add_argument("--figures-dir", type=Path, default=common.FIGURES_DIR)
@@ -120,15 +121,6 @@ def blind_dnnet(run_dir: Path, noisy: np.ndarray) -> np.ndarray:
                 predicted = method.dnet(pad_to_multiple(apply_mask(image, mask), method.size_step))
                 blind[mask] = predicted[..., :height, :width][mask]
     return blind[0, 0].numpy().astype(np.float64) * norm.scale + norm.offset
-
-
-def mean_noise_variance(run_dir: Path, denoised: np.ndarray, keep: np.ndarray) -> float:
-    """The N-net's noise variance at the denoised signal, averaged over ``keep`` (raw units²)."""
-    from selfden.runs.weights import load_method
-
-    curve = load_method(run_dir).noise_curve(signal_range=(float(denoised.min()), float(denoised.max())), points=256)
-    std = np.interp(denoised[keep], np.asarray(curve.signal), np.asarray(curve.std))
-    return float(np.mean(std**2))
 
 
 def matched_blur(noisy: np.ndarray, variance: float, keep: np.ndarray) -> tuple[np.ndarray, float]:
@@ -225,12 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
     scores = blind_scores([as_batch(noisy)], [as_batch(blind_dnnet(result.run_dir, noisy))], [as_batch(keep)])
     dnnet_score, donut_sigma, donut_score = scores.dnet, scores.blur_sigma, scores.blur
-    noise_variance = mean_noise_variance(result.run_dir, denoised, keep)
-    blind_rows = [["selfden dnnet (D-net, pixel hidden)", dnnet_score, dnnet_score - noise_variance],
-                  [f"Gaussian blur without its centre, sigma {donut_sigma:.2f} px (best)", donut_score,
-                   donut_score - noise_variance]]
+    blind_rows = [["selfden dnnet (D-net, pixel hidden)", dnnet_score, dnnet_score - donut_score],
+                  [f"Gaussian blur without its centre, sigma {donut_sigma:.2f} px (the best)", donut_score, 0.0]]
     for row in blind_rows:
-        print(f"{row[0]:55} blind-spot score {row[1]:.4g}  minus noise variance {row[2]:.4g}")
+        print(f"{row[0]:55} blind-spot score {row[1]:.5g}  minus the blur's {row[2]:+.4g}")
     panels = [(noisy, "noisy (SEM)"), (denoised, f"dnnet, {result.steps} steps"), (residual, "noisy - dnnet"),
               (blurred, f"Gaussian blur {sigma:.2f} px"), (blur_residual, "noisy - blur")]
     picture = figure(panels, args.figures_dir / "dnnet_sem.png")
@@ -243,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_run_config(result.run_dir)
     note = (f"dnnet {quality._settings('dnnet', config, quality.method_options('dnnet', args.sets), args.threads)}; "
-            f"trained {result.elapsed_seconds / 60:.1f} min, {result.steps} steps on the image itself; denoised by "
+            f"trained {result.elapsed_seconds / 60:.1f} min, {result.steps} steps on the image itself"
+            f"{f' (by `{args.trained_by}`)' if args.trained_by else ''}; denoised by "
             f"the package in {seconds:.1f} s. The detector clipped {100 * clipped:.0f}% of the pixels (at the "
             f"image's maximum or minimum); statistics over the {100 * keep.mean():.0f}% at least {SATURATION_MARGIN} px "
             "from any of them. Figures: "
@@ -252,15 +243,13 @@ def main(argv: list[str] | None = None) -> int:
              "columns": ["output", "residual std", "structure ratio (1 = white)", "edge correlation"], "rows": rows}
     blind_note = (
         "Blind-spot score (Noise2Self): mean squared difference between each pixel and its prediction made without "
-        "it, over the same pixels; for zero-mean noise independent between pixels it is the prediction's true mean "
-        "squared error plus the noise variance, so the two rows differ by exactly their true errors' difference: "
-        f"the D-net's blind predictions are {donut_score / dnnet_score:.2f}x less far from the data than the best "
-        f"centre-less blur, and {(donut_score - noise_variance) / max(dnnet_score - noise_variance, 1e-12):.2f}x "
-        "less far from the truth if the noise variance is the N-net's (mean over those pixels of its variance at "
-        f"the denoised signal: {noise_variance:.4g}). The exported D-net sees every pixel, so it does at least as "
-        "well as its blind score (not measurable without truth).")
+        "it, over the same pixels as above; for zero-mean noise independent between pixels it is the prediction's "
+        "true mean squared error plus the noise variance, so the difference of two rows is the difference of their "
+        f"true squared errors: here {100 * (dnnet_score - donut_score) / donut_score:+.2f}% of the blur's score "
+        f"({'the D-net closer to the truth' if dnnet_score < donut_score else 'the D-net no closer to the truth'}). "
+        "The exported D-net sees every pixel; how much that adds cannot be measured without the truth.")
     blind_table = {"title": "Closer to the truth than a blur? (blind-spot score, no ground truth)", "note": blind_note,
-                   "columns": ["predictor", "blind-spot score (raw units²)", "minus the N-net's noise variance"],
+                   "columns": ["predictor", "blind-spot score (raw units²)", "minus the blur's"],
                    "rows": blind_rows}
     common.save_speed_record("dnnet_sem", "dnnet on a real SEM image", [table, blind_table], "dnnet_sem.py")
     return 0

@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: For packages that state no ``default_samples`` (none of selfden's exports; packages state the
 #: count they were made for: 8 since samples come in antithetic pairs). For independent samples on the
-#: stripe suite the MMSE of 48 samples came within 0.1 dB of 100 samples' (-0.07 dB; 32: -0.13) with
-#: the shipped cosdd-stripe model (benchmarks/cosdd_antithetic.py, cosdd_sampling.py; RESULTS.md).
+#: stripe suite the MMSE of 48 samples came within 0.1 dB of 100 samples' (-0.07 and -0.10 dB with
+#: two stripe models; 32: -0.13, -0.17) (benchmarks/cosdd_antithetic.py; RESULTS.md).
 DEFAULT_SAMPLES = 48
 #: Tile copies per session run: bounded so a 100-sample request does not need 100 tiles of memory.
 DEFAULT_MAX_BATCH = 32

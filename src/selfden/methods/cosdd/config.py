@@ -84,9 +84,10 @@ class CosddConfig(MethodConfig):
         0.02, ge=0, description="...and two posterior samples closer than this (mean |diff|, normalised units)"
     )
     collapse_check_after_steps: int = Field(500, ge=0, description="collapse is judged after warm-up and this step")
-    # 8: split packages draw samples in antithetic pairs, and on the stripe suite (first 8 frames, the
-    # shipped cosdd-stripe model) 8 paired samples scored 0.035 dB above 100 independent ones, 4 paired
-    # -0.017 dB (benchmarks/cosdd_antithetic.py). Independent samples needed 48 for -0.07 dB.
+    # 8: split packages draw samples in antithetic pairs, and on the stripe suite (first 8 frames) 8 paired
+    # samples scored above 100 independent ones with both stripe models measured: the shipped split one
+    # (+0.057 dB; 4 paired: +0.005) and the single-graph one before it (+0.035; 4: -0.017);
+    # benchmarks/cosdd_antithetic.py. Independent samples needed 48-64 to come within 0.1 dB.
     samples: int = Field(8, ge=1, le=1000, description="posterior samples averaged at inference (MMSE), drawn "
                          "in antithetic pairs")
     halo: int | None = Field(None, ge=0, description="tile context in pixels (unset: chosen from the size step)")
