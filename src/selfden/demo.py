@@ -38,6 +38,8 @@ class DemoResult:
     denoised_path: Path
     figure_path: Path
     model_dir: Path
+    #: What the method says of its model without the ground truth (``Method.outcome_notes``), "warning: " first where a doubt.
+    outcome: tuple[str, ...] = ()
 
     def summary(self) -> str:
         gain = self.denoised_psnr - self.noisy_psnr
@@ -47,6 +49,7 @@ class DemoResult:
                 f"{self.steps} steps in {self.minutes:.1f} min",
                 f"PSNR (affine-fitted) against ground truth: noisy {self.noisy_psnr:.2f} dB -> "
                 f"denoised {self.denoised_psnr:.2f} dB ({gain:+.2f} dB)",
+                *(f"without the ground truth, {self.method} judged: {text}" for text in self.outcome),
                 f"before/after: {self.figure_path}",
                 f"denoised stack: {self.denoised_path}",
                 f"model: {self.model_dir}",
@@ -99,6 +102,7 @@ def run_demo(output: Path, minutes: float = 2.5, device: str = "auto", progress:
         denoised_path=denoised_path,
         figure_path=figure,
         model_dir=result.model_dir,
+        outcome=tuple(f"warning: {n.text}" if n.level == "warning" else n.text for n in result.outcome),
     )
 
 

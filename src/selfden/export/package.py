@@ -129,14 +129,20 @@ def _describe(
     test_output = write_examples(staging, staging / graphs[DENOISER], method, sample_raw, test_input)
     text = readme(method, info, reports, (test_input, test_output), orientations, architecture.callable, metadata)
     (staging / README).write_text(text, encoding="utf-8")
-    if not metadata.github_users:
-        return model_descr(method, staging, graphs, info, orientations, architecture, metadata)
     from bioimageio.spec import ValidationContext
+    from pydantic import ValidationError
 
-    # bioimageio looks every github_user up on GitHub while validating; export runs offline (the
-    # zoo's CI, online, checks them on upload). Files are still hashed when the folder is saved.
-    with ValidationContext(perform_io_checks=False):
-        return model_descr(method, staging, graphs, info, orientations, architecture, metadata)
+    try:
+        if not metadata.github_users:
+            return model_descr(method, staging, graphs, info, orientations, architecture, metadata)
+        # bioimageio looks every github_user up on GitHub while validating; export runs offline (the
+        # zoo's CI, online, checks them on upload). Files are still hashed when the folder is saved.
+        with ValidationContext(perform_io_checks=False):
+            return model_descr(method, staging, graphs, info, orientations, architecture, metadata)
+    except ValidationError as error:  # selfden wrote a description bioimageio.spec refuses: say which rule
+        rule = " ".join(str(error).split("\n")[1].split())[:300] if "\n" in str(error) else str(error)[:300]
+        raise ExportError(f"the package description breaks a bioimage.io rule ({rule}); the run is saved: "
+                          "please report this as a selfden bug") from None
 
 
 def _export_graphs(method: Method, staging: Path) -> tuple[dict[str, str], list[ParityReport]]:
