@@ -81,3 +81,5 @@ def test_training_finds_the_clip_level_and_says_so(tmp_path: Path) -> None:
     assert (chosen.config.method_config.clip_low, chosen.config.method_config.clip_high) == (None, 60000.0)
     off = plan_run(new_run_config("dnnet", [path], {"clip_detection": False}, {}, {"device": "cpu", "max_steps": 1}, 0))
     assert off.config.method_config.clip_high is None and not any("clipped" in n.text for n in off.notes)
+    plain = plan_run(new_run_config("dnnet", [path], {"noise_model": "none"}, {}, {"device": "cpu", "max_steps": 1}, 0))
+    assert plain.config.method_config.clip_high is None, "plain L2 has no likelihood to censor"

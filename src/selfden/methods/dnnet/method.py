@@ -90,7 +90,7 @@ class Dnnet(Method):
         assert isinstance(config, DnnetConfig)
         notes = correlated_noise_warnings(cls.name, stacks)
         chosen = {"clip_low", "clip_high"} & config.model_fields_set
-        if not config.clip_detection or chosen:
+        if not config.clip_detection or chosen or config.noise_model == "none":  # plain L2 has no likelihood to censor
             return config, notes
         found = find_clip_levels(stacks)
         if found.low is None and found.high is None:
