@@ -131,33 +131,33 @@ class SamplingPredictor(Predictor):
         total_sq = np.zeros(tile.shape, np.float64)
         draws = self.source.start(tile) if self.source else SingleGraphDraws(self.runner, tile)
         # Antithetic pairs are not independent of each other's half: --samples auto judges the
-        # Monte-Carlo error from the pair means, which are.
+        # Monte-Carlo error from the pair means, which are (running sums of them in pair_sums).
         pairs = self.n_samples == AUTO and self.source is not None and self.source.antithetic
-        unit = 2 if pairs else 1
-        unit_total = np.zeros(tile.shape, np.float64)
-        unit_total_sq = np.zeros(tile.shape, np.float64)
+        pair_sums = np.zeros((2, *tile.shape), np.float64) if pairs else None  # sum, sum of squares
         done = 0
-        while not self._enough(tile, unit_total, unit_total_sq, done, unit):
+        while not self._enough(tile, (total, total_sq) if pair_sums is None else pair_sums, done, 2 if pairs else 1):
             wanted = AUTO_CHUNK if self.n_samples == AUTO else int(self.n_samples) - done
             count = min(self.max_batch, wanted, max(1, self.batch_pixels // tile.size))  # memory / cache budget
-            count = max(unit, count // unit * unit)  # whole pairs, so each run's pairs are complete
+            if pairs:
+                count = max(2, count // 2 * 2)  # whole pairs in every run
             samples = draws.draw(count).astype(np.float64)
             total += samples.sum(axis=0)
             total_sq += np.square(samples).sum(axis=0)
-            if self.n_samples == AUTO:
-                units = samples.reshape(count // unit, unit, *tile.shape).mean(axis=1)
-                unit_total += units.sum(axis=0)
-                unit_total_sq += np.square(units).sum(axis=0)
+            if pair_sums is not None:
+                means = samples.reshape(count // 2, 2, *tile.shape).mean(axis=1)
+                pair_sums[0] += means.sum(axis=0)
+                pair_sums[1] += np.square(means).sum(axis=0)
             done += count
         self.tile_counts.append(done)
         mean = total / done
         variance = np.maximum(total_sq / done - np.square(mean), 0.0)
         return np.stack([mean, np.sqrt(variance)]).astype(np.float32)
 
-    def _enough(self, tile: np.ndarray, unit_total: np.ndarray, unit_total_sq: np.ndarray, done: int,
-                unit: int) -> bool:
+    def _enough(self, tile: np.ndarray, sums: tuple[np.ndarray, np.ndarray] | np.ndarray, done: int, per_unit: int) -> bool:
+        """Whether ``done`` samples suffice; ``sums``: running sum and sum of squares of the independent
+        units (samples, or pair means with ``per_unit`` 2) that --samples auto judges."""
         if self.n_samples == AUTO:
-            return settled(tile, unit_total, unit_total_sq, done, samples_per_unit=unit)
+            return settled(tile, sums[0], sums[1], done, samples_per_unit=per_unit)
         return done >= int(self.n_samples)
 
     def combine_orientations(self, outputs: Iterable[np.ndarray]) -> np.ndarray:

@@ -187,24 +187,22 @@ class Dnnet(Method):
     def _censored_nll(self, mixture: networks.Mixture, target: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
         """Per masked pixel: -log density of its residual, or -log P(beyond the clip level) where it was clipped."""
         nll = mixture.nll(target - signal)
-        (low, at_low), (high, at_high) = self._clip_hits(target)
+        low, high = self.clip_levels
+        at_low, at_high = self._at_clip(target, low, below=True), self._at_clip(target, high, below=False)
         if at_high is not None:
             nll = torch.where(at_high, -mixture.log_survival(high - signal), nll)
         if at_low is not None:
             nll = torch.where(at_low, -mixture.log_cdf(low - signal), nll)
         return nll
 
-    def _clip_hits(self, values: torch.Tensor) -> tuple[tuple[float, torch.Tensor | None], ...]:
-        """((low level, values at or below it), (high level, values at or above it)); None where not clipped."""
-        hits = []
-        for level, side in zip(self.clip_levels, (-1.0, 1.0)):
-            if level is None:
-                hits.append((0.0, None))
-                continue
-            # A relative tolerance: float32 normalisation may move a clipped value by an ulp.
-            edge = level - side * 1e-5 * max(1.0, abs(level))
-            hits.append((level, values >= edge if side > 0 else values <= edge))
-        return tuple(hits)
+    @staticmethod
+    def _at_clip(values: torch.Tensor, level: float | None, below: bool) -> torch.Tensor | None:
+        """Values at or beyond the clip ``level`` (below it for the low end); None when that end is not clipped."""
+        if level is None:
+            return None
+        # A relative tolerance: float32 normalisation may move a clipped value by an ulp.
+        margin = 1e-5 * max(1.0, abs(level))
+        return values <= level + margin if below else values >= level - margin
 
     def _track_signal_range(self, signal: torch.Tensor) -> None:
         if signal.numel() < 2:
@@ -308,7 +306,8 @@ class Dnnet(Method):
     def _clipped(self, batch: torch.Tensor) -> torch.Tensor:
         """Pixels at or beyond a clip level (as the censored likelihood sees them)."""
         clipped = torch.zeros_like(batch, dtype=torch.bool)
-        for _, hit in self._clip_hits(batch):
+        for level, below in zip(self.clip_levels, (True, False)):
+            hit = self._at_clip(batch, level, below)
             if hit is not None:
                 clipped |= hit
         return clipped
