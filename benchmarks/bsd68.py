@@ -21,8 +21,6 @@ from the exported package through ``selfden infer``, with and without ``--tta``.
 from __future__ import annotations
 
 import argparse
-import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import numpy as np
 
 import common
 import quality
+from snapshots import Snapshots, at_marks, load_snapshots
 
 #: Published BSD68 sigma-25 numbers (PSNR, dB): the ones issue 20 names, from each method's paper.
 PUBLISHED = (
@@ -111,27 +110,6 @@ def psnr_255(estimate: np.ndarray, clean: np.ndarray) -> float:
 # --- training with snapshots ------------------------------------------------------------------------
 
 
-class Snapshots(threading.Thread):
-    """Copies each new ``last.pt`` of a training run aside (named by its step) until stopped."""
-
-    def __init__(self, run_dir: Path, folder: Path) -> None:
-        super().__init__(daemon=True)
-        self.source, self.folder = run_dir / "checkpoints" / "last.pt", folder
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        seen = None
-        while not self.done.wait(2.0):
-            try:
-                stamp = self.source.stat().st_mtime_ns
-                if stamp != seen:
-                    shutil.copyfile(self.source, self.folder / f"snap-{stamp}.pt")
-                    seen = stamp
-            except FileNotFoundError:
-                continue
-
-
 def train(paths: list[Path], args: argparse.Namespace, run_dir: Path) -> Any:
     from selfden.runs.config import load_run_config
     from selfden.runs.plan import new_run_config, plan_run
@@ -158,24 +136,6 @@ def train(paths: list[Path], args: argparse.Namespace, run_dir: Path) -> Any:
         watcher.done.set()
         watcher.join()
     return config, result
-
-
-def load_snapshots(folder: Path) -> list[dict[str, Any]]:
-    """Every snapshot's checkpoint, in step order (read once: there can be dozens)."""
-    import torch
-
-    saved = [torch.load(p, map_location="cpu", weights_only=True) for p in folder.glob("snap-*.pt")]
-    return sorted(saved, key=lambda checkpoint: checkpoint["step"])
-
-
-def at_marks(saved: list[dict[str, Any]], marks: list[float]) -> list[dict[str, Any]]:
-    """For each mark (minutes), the last snapshot saved by then, each once, plus the last of all."""
-    chosen = {saved[-1]["step"]: saved[-1]} if saved else {}
-    for mark in marks:
-        before = [checkpoint for checkpoint in saved if checkpoint["elapsed_seconds"] <= 60 * mark + 1]
-        if before:
-            chosen[before[-1]["step"]] = before[-1]
-    return [chosen[step] for step in sorted(chosen)]
 
 
 def denoise_torch(method: Any, image: np.ndarray, tta: bool) -> np.ndarray:

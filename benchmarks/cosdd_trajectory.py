@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="step budget (with --minutes: whichever comes first); equal steps compare quality per step")
     parser.add_argument("--size", default="tiny", help="COSDD size preset")
     parser.add_argument("--patch-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -65,7 +67,7 @@ def train_with_snapshots(noisy_path: Path, folder: Path, args: argparse.Namespac
     snapshots.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "selfden", "train", "cosdd", str(noisy_path), "-o", str(run),
-        "--minutes", f"{args.minutes:g}", "--size", args.size, "--direction", "x", "--device", "cpu",
+        "--minutes", f"{args.minutes:g}", *(["--steps", str(args.steps)] if args.steps else []), "--size", args.size, "--direction", "x", "--device", "cpu",
         "--patch-size", str(args.patch_size), "--batch-size", str(args.batch_size),
         *(["--no-augment"] if args.augment == "off" else []),
         *[part for option in args.set for part in ("--set", option)],
@@ -112,6 +114,26 @@ def score_snapshots(run: Path, snapshots: Path, noisy: np.ndarray, clean: np.nda
     return sorted(rows)
 
 
+def score_package(model: Path, noisy: np.ndarray, clean: np.ndarray, folder: Path) -> tuple[str, float] | None:
+    """(what ran, affine PSNR) of the run's exported package through selfden infer with its default samples."""
+    import tifffile
+    import yaml
+
+    from selfden.inference.running import denoise_files
+    from selfden.metrics import affine_psnr
+
+    if not (model / "rdf.yaml").is_file():
+        return None
+    source, output = folder / "scored_noisy.tif", folder / f"scored_denoised-{time.strftime('%H%M%S')}.tif"
+    tifffile.imwrite(source, noisy.astype(np.float32))
+    denoise_files(model, [source], output, device="cpu")
+    estimate = quality.read_stack(output).astype(np.float64)
+    rdf = yaml.safe_load((model / "rdf.yaml").read_text())
+    label = f"MMSE-{rdf['config']['selfden'].get('default_samples', '?')}"
+    print(f"exported package ({label}): {affine_psnr(estimate, clean):.2f} dB")
+    return label, affine_psnr(estimate, clean)
+
+
 def main(argv: list[str] | None = None) -> int:
     from selfden import synth
 
@@ -129,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         command = f"{common.command_line('cosdd_trajectory.py')}; trained by {trained_by}"
     n = min(args.frames, len(suite.noisy))
     rows = score_snapshots(run, snapshots, suite.noisy[:n], suite.clean[:n])
+    mmse = score_package(run / "model", suite.noisy[:n], suite.clean[:n], folder=run.parent)
     subset = type(suite)(name=suite.name, noisy=suite.noisy[:n], clean=suite.clean[:n], description=suite.description)
     references = [[r["name"], r["scores"]["affine_psnr"]] for r in cosdd_quality.subset_baseline_rows(subset)]
     best = max(score for name, score in references if "oracle" in name)
@@ -139,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{best + 2:.2f} dB. Trained by `{trained_by}`.",
         "columns": ["step", "minutes", "direct affine PSNR", "minus best oracle"],
         "rows": [[step, minutes, score, score - best] for step, minutes, score in rows]
+        + ([[f"{mmse[0]} (exported package, selfden infer)", rows[-1][1], mmse[1], mmse[1] - best]] if mmse else [])
         + [[name, "", score, score - best] for name, score in references],
     }
     common.save_result({"kind": "speed", "title": f"COSDD: quality against training steps ({args.label})",

@@ -74,6 +74,8 @@ def _variant_args(args: argparse.Namespace, noise_model: str) -> argparse.Namesp
     """The namespace quality.method_record expects, for one dnnet variant."""
     extra = quality.method_options("dnnet", args.sets)
     label = f"dnnet-{noise_model}" + "".join(f"-{k}{v}" for k, v in extra.items())
+    if args.seed:  # a repeat with another training seed gets its own row beside seed 0's
+        label += f"-seed{args.seed}"
     return argparse.Namespace(**{**vars(args), "sets": [f"noise_model={noise_model}", *args.sets], "label": label})
 
 

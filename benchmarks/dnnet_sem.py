@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--from-run", type=Path, default=None, help="score this finished run instead of training")
     parser.add_argument("--trained-by", default=None, help="with --from-run: the command that trained the run (recorded)")
     parser.add_argument("--no-record", action="store_true", help="do not write results/ or RESULTS.md")
+    parser.add_argument("--label", default="", help="a variant's name: its own figures and RESULTS.md section")
     parser.add_argument("--out", type=Path, default=common.BENCH_DIR / "_work" / "dnnet_sem")
     parser.add_argument("--figures-dir", type=Path, default=common.FIGURES_DIR)
     return parser.parse_args(argv)
@@ -223,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row[0]:55} blind-spot score {row[1]:.5g}  minus the blur's {row[2]:+.4g}")
     panels = [(noisy, "noisy (SEM)"), (denoised, f"dnnet, {result.steps} steps"), (residual, "noisy - dnnet"),
               (blurred, f"Gaussian blur {sigma:.2f} px"), (blur_residual, "noisy - blur")]
-    picture = figure(panels, args.figures_dir / "dnnet_sem.png")
-    noise_plot = noise_model_report(result.run_dir, args.figures_dir / "dnnet_sem_noise_model.png",
+    suffix = f"-{args.label}" if args.label else ""
+    picture = figure(panels, args.figures_dir / f"dnnet_sem{suffix}.png")
+    noise_plot = noise_model_report(result.run_dir, args.figures_dir / f"dnnet_sem{suffix}_noise_model.png",
                                     title="SEM (../shared/data/sem_validation.tif)")
     print(f"figures: {picture}, {noise_plot}")
     if args.no_record:
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             f"the package in {seconds:.1f} s. The detector clipped {100 * clipped:.0f}% of the pixels (at the "
             f"image's maximum or minimum); statistics over the {100 * keep.mean():.0f}% at least {SATURATION_MARGIN} px "
             "from any of them. Figures: "
-            "[dnnet_sem.png](figures/dnnet_sem.png), [dnnet_sem_noise_model.png](figures/dnnet_sem_noise_model.png).")
+            f"[{picture.name}](figures/{picture.name}), [{noise_plot.name}](figures/{noise_plot.name}).")
     table = {"title": "What the denoiser removes (no ground truth)", "note": note,
              "columns": ["output", "residual std", "structure ratio (1 = white)", "edge correlation"], "rows": rows}
     blind_note = (
@@ -251,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     blind_table = {"title": "Closer to the truth than a blur? (blind-spot score, no ground truth)", "note": blind_note,
                    "columns": ["predictor", "blind-spot score (raw units²)", "minus the blur's"],
                    "rows": blind_rows}
-    common.save_speed_record("dnnet_sem", "dnnet on a real SEM image", [table, blind_table], "dnnet_sem.py")
+    common.save_speed_record(f"dnnet_sem{suffix}", f"dnnet on a real SEM image{f' ({args.label})' if args.label else ''}",
+                             [table, blind_table], "dnnet_sem.py")
     return 0
 
 

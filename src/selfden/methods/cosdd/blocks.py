@@ -8,13 +8,14 @@ from torch import nn
 
 
 class GatedResBlock(nn.Module):
-    """2 x [BatchNorm -> Mish -> 3x3 conv], a tanh*sigmoid gate (1x1 conv to 2F), plus the skip."""
+    """2 x [BatchNorm -> Mish -> kxk conv (k = 3 unless given)], a tanh*sigmoid gate (1x1 conv to 2F), plus the skip."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, kernel: int = 3) -> None:
         super().__init__()
+        pad = kernel // 2
         self.body = nn.Sequential(
-            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, 3, padding=1),
-            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, kernel, padding=pad),
+            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, kernel, padding=pad),
         )
         self.gate = nn.Conv2d(channels, 2 * channels, 1)
 

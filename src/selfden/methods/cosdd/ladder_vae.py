@@ -48,13 +48,13 @@ class VaeOutput:
 class TopDownLevel(nn.Module):
     """Prior and posterior of one level, the merge of z into the top-down features, optional x2 upsampling."""
 
-    def __init__(self, features: int, latents: int, top: bool, upsample: bool) -> None:
+    def __init__(self, features: int, latents: int, top: bool, upsample: bool, kernel: int = 3) -> None:
         super().__init__()
         self.top, self.features = top, features
         self.prior = None if top else nn.Conv2d(features, 2 * latents, 3, padding=1)
         self.posterior = nn.Conv2d(features if top else 2 * features, 2 * latents, 3, padding=1)
         self.merge = nn.Conv2d(latents if top else features + latents, features, 1)
-        self.block = GatedResBlock(features)
+        self.block = GatedResBlock(features, kernel)
         self.up = Upsample(features) if upsample else None
 
     def posterior_of(self, h: torch.Tensor | None, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +78,8 @@ class LadderVAE(nn.Module):
         flags = [arch.downsample_at(i) for i in range(arch.levels)]
         self.bottom_up = BottomUp(arch.features, flags)
         self.top_down = nn.ModuleList(
-            TopDownLevel(arch.features, arch.latent_channels, top=i == arch.levels - 1, upsample=flags[i])
+            TopDownLevel(arch.features, arch.latent_channels, top=i == arch.levels - 1, upsample=flags[i],
+                         kernel=arch.decoder_kernel if i == 0 else 3)
             for i in range(arch.levels)
         )
         # Spatially constant top prior: mean and softplus-inverse scale per channel.

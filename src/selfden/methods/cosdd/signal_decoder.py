@@ -11,13 +11,13 @@ from torch import nn
 
 
 class SignalDecoder(nn.Module):
-    """Four 3x3 convs F -> F -> F -> F -> 1 with ReLU between them."""
+    """Three kxk convs F -> F (k = 3 unless given; ReLU after each), then a 3x3 conv F -> 1."""
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, kernel: int = 3) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(3):
-            layers += [nn.Conv2d(features, features, 3, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(features, features, kernel, padding=kernel // 2), nn.ReLU()]
         self.net = nn.Sequential(*layers, nn.Conv2d(features, 1, 3, padding=1))
 
     def forward(self, s_code: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,212 @@
+"""Side by side with the peers at equal CPU time: selfden, the reference COSDD and CAREamics.
+
+Every peer trains on the same noisy stack, with the same number of CPU threads and the same
+wall-clock budget, one after the other; at each time mark (``--marks``, minutes) its weights at that
+moment denoise the whole stack, and one scorer (affine PSNR and SSIM against the truth, as
+quality.py) scores every output. Peers:
+
+- **selfden**: the recommended method for the suite (``RECOMMENDED``), trained as ``selfden train``
+  plans it; each mark uses the last checkpoint written by then (one a minute), in torch.
+- **COSDD reference** (krulllab/COSDD, MIT): a local checkout (``--cosdd-checkout``) run by
+  ``peers/cosdd_reference.py`` in its own virtual environment (``--cosdd-python``), at the measured
+  reference configuration (S=32, L=6, K=4, 64² crops, batch 4), bf16 autocast; its direct denoiser.
+- **CAREamics N2V and structN2V** (PyPI ``careamics``, in its own environment,
+  ``--careamics-python``), run by ``peers/careamics_peer.py``.
+
+The peers are never imported here: each runs as a subprocess of its own interpreter and hands back
+.npy arrays and a JSON summary. Suites: stripe (row-correlated), columns (the stripe suite
+transposed: column-correlated), atoms and poisson_gaussian.
+
+    python benchmarks/peers.py --suites stripe --marks 5,15,30 --cosdd-checkout PEERS/COSDD \\
+        --cosdd-python PEERS/cosdd-ref/bin/python --careamics-python PEERS/careamics/bin/python
+    python benchmarks/peers.py --suites stripe --frames 8 --marks 0.5 --label smoke ...   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import common
+import quality
+from snapshots import Snapshots, at_marks, load_snapshots
+
+SUITES = ("stripe", "columns", "atoms", "poisson_gaussian")
+#: selfden's method for each suite's noise: what the README recommends for such data.
+RECOMMENDED = {"stripe": "cosdd", "columns": "cosdd", "atoms": "noise2atom", "poisson_gaussian": "dnnet"}
+#: The noise axis the peers are told (the reference's noise-direction; structN2V's mask axis).
+AXIS = {"stripe": "x", "columns": "y", "atoms": "x", "poisson_gaussian": "none"}
+PEERS = ("selfden", "cosdd-reference", "n2v", "structn2v")
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--suites", default=",".join(SUITES))
+    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--marks", default="5,15,30", help="minutes of training at which to score (the last is the budget)")
+    parser.add_argument("--threads", type=int, default=common.cpu_count())
+    parser.add_argument("--frames", type=int, default=None, help="only this many frames per suite (smoke tests)")
+    parser.add_argument("--cosdd-checkout", type=Path, help="local checkout of krulllab/COSDD")
+    parser.add_argument("--cosdd-python", type=Path, help="python of the reference's own virtual environment")
+    parser.add_argument("--careamics-python", type=Path, help="python of a virtual environment with careamics")
+    parser.add_argument("--baselines", default="gaussian,nlm,bm3d", help="oracle classical baselines (cached)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label", default="", help="suffix of this run's section in RESULTS.md")
+    parser.add_argument("--out", type=Path, default=HERE / "_work" / "peers")
+    return parser.parse_args(argv)
+
+
+def make_suite(name: str, frames: int | None) -> Any:
+    """The suite's SynthSet; "columns" is the stripe suite transposed, so its noise runs down columns."""
+    from selfden import synth
+
+    if name != "columns":
+        return quality.make_suite(name, frames)
+    stripe = quality.make_suite("stripe", frames)
+    description = stripe.description.replace("along x", "along y") + " (the stripe suite transposed)"
+    return synth.SynthSet("columns", stripe.noisy.transpose(0, 2, 1).copy(), stripe.clean.transpose(0, 2, 1).copy(),
+                          description)
+
+
+# --- the peers -------------------------------------------------------------------------------------
+
+
+def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Train selfden's recommended method for ``marks[-1]`` minutes; the last checkpoint by each mark denoises."""
+    import torch
+
+    from selfden.methods import get_method
+    from selfden.runs.plan import new_run_config, plan_run
+    from selfden.runs.train import train_run
+
+    torch.set_num_threads(args.threads)
+    method_name = RECOMMENDED[suite]
+    trainer = {"device": "cpu", "max_minutes": marks[-1]}
+    config = plan_run(new_run_config(method_name, [noisy_path], {}, {}, trainer, args.seed)).config
+    watcher = Snapshots(work / "run", work / "snapshots")
+    watcher.start()
+    try:
+        result = train_run(config, work / "run")
+    finally:
+        watcher.done.set()
+        watcher.join()
+    norm = config.normalisation
+    noisy = quality.read_stack(noisy_path)
+    outputs = []
+    for checkpoint in at_marks(load_snapshots(work / "snapshots"), marks):
+        method = get_method(method_name)(config.method_config, norm, torch.device("cpu"))
+        method.load_state_dict(checkpoint["method"])
+        start = time.perf_counter()
+        with torch.no_grad():
+            denoised = np.stack([
+                method.denoise(torch.from_numpy((frame - norm.offset) / norm.scale)[None, None].float())[0, 0].numpy()
+                for frame in noisy]) * norm.scale + norm.offset
+        outputs.append({"elapsed_seconds": checkpoint["elapsed_seconds"], "steps": checkpoint["step"],
+                        "denoised": denoised, "seconds_per_frame": (time.perf_counter() - start) / len(noisy)})
+    return {"peer": f"selfden {method_name}", "steps": result.steps, "train_seconds": result.elapsed_seconds,
+            "parameters": result.parameter_count, "outputs": outputs,
+            "settings": f"{method_name} defaults as planned by selfden train, {args.threads} threads"}
+
+
+def run_foreign(peer: str, suite: str, noisy_path: Path, marks: list[float], args: argparse.Namespace,
+                work: Path) -> dict[str, Any]:
+    """Run a peer's driver with its own interpreter; read back its summary and .npy outputs."""
+    mark_list = ",".join(f"{m:g}" for m in marks)
+    common_args = ["--data", str(noisy_path), "--marks", mark_list, "--threads", str(args.threads),
+                   "--seed", str(args.seed), "--out", str(work)]
+    if peer == "cosdd-reference":
+        if not (args.cosdd_checkout and args.cosdd_python):
+            raise SystemExit("peers.py: the reference COSDD needs --cosdd-checkout and --cosdd-python")
+        command = [str(args.cosdd_python), str(HERE / "peers" / "cosdd_reference.py"), "--checkout",
+                   str(args.cosdd_checkout), "--direction", AXIS[suite], *common_args]
+    else:
+        if not args.careamics_python:
+            raise SystemExit(f"peers.py: {peer} needs --careamics-python")
+        command = [str(args.careamics_python), str(HERE / "peers" / "careamics_peer.py"), "--algorithm", peer,
+                   "--axis", AXIS[suite], *common_args]
+    print("  $ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    summary = json.loads((work / "summary.json").read_text())
+    outputs = [{"elapsed_seconds": m["elapsed_seconds"], "steps": m["steps"], "seconds_per_frame": m["seconds_per_frame"],
+                "denoised": np.load(work / m["output"], allow_pickle=False)} for m in summary["marks"]]
+    return {"peer": summary["peer"], "steps": summary["steps"], "train_seconds": summary["train_seconds"],
+            "parameters": summary["parameters"], "outputs": outputs, "settings": summary.get("settings", "")}
+
+
+# --- scoring and the table ------------------------------------------------------------------------
+
+
+def score_rows(run: dict[str, Any], clean: np.ndarray) -> list[list[Any]]:
+    rows = []
+    for output in run["outputs"]:
+        scores = quality._scores(output["denoised"], clean)
+        minutes = output["elapsed_seconds"] / 60
+        rows.append([run["peer"], round(minutes, 2), output["steps"],
+                     output["steps"] / max(output["elapsed_seconds"], 1e-9), scores["affine_psnr"], scores["ssim"],
+                     output["seconds_per_frame"]])
+        print(f"  {run['peer']:34} {minutes:6.2f} min {output['steps']:6d} steps  "
+              f"affine PSNR {scores['affine_psnr']:.2f} dB  SSIM {scores['ssim']:.3f}", flush=True)
+    return rows
+
+
+def reference_rows(synth_set: Any, args: argparse.Namespace) -> list[list[Any]]:
+    """The noisy input and the oracle classical baselines (quality.py's cache), as table rows."""
+    noisy = quality.noisy_record(synth_set)["rows"][0]["scores"]
+    rows = [["noisy input", "–", "–", "–", noisy["affine_psnr"], noisy["ssim"], "–"]]
+    names = [n for n in args.baselines.split(",") if n]
+    if names:
+        options = argparse.Namespace(results_dir=common.RESULTS_DIR, rerun_baselines=False)
+        record = quality.baseline_record(synth_set, names, options)
+        common.save_result(record, f"{quality.suite_key(synth_set)}__baselines")
+        for row in record["rows"]:
+            rows.append([row["name"], "–", "–", "–", row["scores"]["affine_psnr"], row["scores"]["ssim"], "–"])
+    return rows
+
+
+def run_suite(suite: str, args: argparse.Namespace) -> dict[str, Any]:
+    from selfden import synth
+
+    marks = sorted(float(m) for m in args.marks.split(",") if m)
+    synth_set = make_suite(suite, args.frames)
+    key = quality.suite_key(synth_set)
+    noisy_path, _ = synth.save_synth_set(synth_set, args.out / key / "data")
+    rows, runs = reference_rows(synth_set, args), []
+    for peer in [p for p in args.peers.split(",") if p]:
+        work = args.out / key / f"{peer}-{time.strftime('%Y%m%d-%H%M%S')}"
+        print(f"[{suite}] {peer}: {work}", flush=True)
+        run = (run_selfden(suite, noisy_path, marks, args, work) if peer == "selfden"
+               else run_foreign(peer, suite, noisy_path, marks, args, work))
+        rows += score_rows(run, synth_set.clean)
+        runs.append({k: v for k, v in run.items() if k != "outputs"})
+    return {
+        "title": f"{suite}: peers at {args.marks} minutes ({len(synth_set.noisy)} frames)",
+        "note": (f"{synth_set.description}. Each peer trained alone on {args.threads} threads for the last mark's "
+                 "minutes; at each mark its weights then (selfden: its last checkpoint, one a minute) denoised all "
+                 "frames in torch (s per frame); steps/s over training including each peer's own validation. "
+                 + "; ".join(f"{r['peer']}: {r['settings']}, {r['parameters']} parameters" for r in runs)),
+        "columns": ["denoiser", "minutes", "steps", "steps/s", "affine PSNR", "SSIM", "s per frame"],
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tables = [run_suite(suite, args) for suite in args.suites.split(",") if suite]
+    name = "peers" + (f"-{args.label}" if args.label else "")
+    common.save_speed_record(name, "Peers side by side at equal CPU time" + (f" ({args.label})" if args.label else ""),
+                             tables, "peers.py")
+    print(f"wrote benchmarks/results/{name}.json and RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
