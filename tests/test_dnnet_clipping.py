@@ -50,7 +50,7 @@ def test_mixture_tail_probabilities_match_scipy() -> None:
 
 
 def test_a_clipped_pixel_costs_minus_log_its_tail_probability_never_less_than_zero() -> None:
-    config = DnnetConfig(clip_high=1000.0, clip_low=0.0, components=2)
+    config = DnnetConfig(noise_model="gmm", clip_high=1000.0, clip_low=0.0, components=2)
     method = Dnnet(config, Normalisation(500.0, 250.0), torch.device("cpu"))
     low, high = method.clip_levels
     assert (low, high) == (-2.0, 2.0)
@@ -73,13 +73,14 @@ def test_training_finds_the_clip_level_and_says_so(tmp_path: Path) -> None:
 
     path = tmp_path / "saturated.tif"
     tifffile.imwrite(path, SATURATED, photometric="minisblack")
-    plan = plan_run(new_run_config("dnnet", [path], {}, {}, {"device": "cpu", "max_steps": 1}, 0))
+    gmm = {"noise_model": "gmm"}
+    plan = plan_run(new_run_config("dnnet", [path], gmm, {}, {"device": "cpu", "max_steps": 1}, 0))
     assert (plan.config.method_config.clip_low, plan.config.method_config.clip_high) == (0.0, 65535.0)
     note = next(n.text for n in plan.notes if "clipped pixels" in n.text)
     assert "at the maximum 65535" in note and "clip_detection=false" in note, note
-    chosen = plan_run(new_run_config("dnnet", [path], {"clip_high": 60000.0}, {}, {"device": "cpu", "max_steps": 1}, 0))
+    chosen = plan_run(new_run_config("dnnet", [path], {**gmm, "clip_high": 60000.0}, {}, {"device": "cpu", "max_steps": 1}, 0))
     assert (chosen.config.method_config.clip_low, chosen.config.method_config.clip_high) == (None, 60000.0)
-    off = plan_run(new_run_config("dnnet", [path], {"clip_detection": False}, {}, {"device": "cpu", "max_steps": 1}, 0))
+    off = plan_run(new_run_config("dnnet", [path], {**gmm, "clip_detection": False}, {}, {"device": "cpu", "max_steps": 1}, 0))
     assert off.config.method_config.clip_high is None and not any("clipped" in n.text for n in off.notes)
-    plain = plan_run(new_run_config("dnnet", [path], {"noise_model": "none"}, {}, {"device": "cpu", "max_steps": 1}, 0))
-    assert plain.config.method_config.clip_high is None, "plain L2 has no likelihood to censor"
+    plain = plan_run(new_run_config("dnnet", [path], {}, {}, {"device": "cpu", "max_steps": 1}, 0))
+    assert plain.config.method_config.clip_high is None, "the default, plain L2, has no likelihood to censor"
