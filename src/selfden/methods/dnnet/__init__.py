@@ -1,10 +1,11 @@
 """``dnnet``: joint self-supervised blind denoising and noise estimation (Ollion et al., arXiv 2102.08023).
 
-A small U-Net (the D-net) predicts each grid-masked pixel from its neighbours; a per-pixel
-network (the N-net) turns the predicted signal into the noise distribution around it (a
-Gaussian or a zero-mean Gaussian mixture), and both minimise the noise's negative
-log-likelihood on the masked pixels. ``noise_model="none"`` trains the D-net with plain L2
-on the masked pixels instead: the Noise2Self baseline (Batson & Royer, ICML 2019).
+A small U-Net (the D-net) predicts each grid-masked pixel from its neighbours. By default
+(``noise_model="none"``) it minimises plain L2 on the masked pixels: Noise2Self (Batson &
+Royer, ICML 2019). With ``noise_model="gmm"`` or ``"gaussian"`` a per-pixel network (the N-net)
+turns the predicted signal into the noise distribution around it (a zero-mean Gaussian mixture
+or a Gaussian), and both minimise the noise's negative log-likelihood on the masked pixels, as
+in the paper.
 
 Assumes noise independent between pixels given the signal: streaks and row offsets are
 structure to this model and stay in its output (use ``cosdd`` for correlated noise).
@@ -20,26 +21,28 @@ Defaults, as measured (benchmarks/RESULTS.md; ``benchmarks/bsd68.py``, ``dnnet_q
   moving: the last checkpoint of that 10-minute run scored 26.46 dB where its best by validation
   loss (the one exported) scored 27.69; annealed, the last weights are the best (27.67 dB), so a
   run's quality no longer hangs on which validation happened to be lowest.
-- With both, 30 minutes on two CPU cores reach 28.28 dB on BSD68 (28.38 with ``--tta``), above
-  the published Noise2Void (27.71) and Noise2Same (27.95), below BM3D (28.57).
-- **The noise model (gmm) stays the default, but it is not where the quality comes from.**
-  Against plain L2 (``noise_model="none"``) at equal minutes on Poisson-Gaussian noise it gained
-  0.26 dB affine PSNR (10 minutes each, side by side; with the earlier defaults, 20 minutes each:
-  0.11 dB), never the 0.5 dB or more that would make it the reason to choose dnnet. The
-  reason: the likelihood weights each masked pixel by 1/sigma²(signal), which under Adam only
-  moves effort from noisy (bright) to quiet (dark) pixels, while PSNR counts every pixel alike;
-  the optimum of both losses is the same conditional mean. What the N-net adds is the noise model
-  itself (std and skewness against the signal: ``selfden noise-model``), a check that the data's
-  noise is what the user thinks it is. Published gains of the paper over Noise2Void (≈1.4 dB)
-  also came with its masking and U-Net, which selfden uses with either loss.
-- **Clipped pixels are censored, not noise** (``clipping.py``). On a real SEM frame (15 % of the
-  pixels at 65535) the likelihood of their zero residuals under a narrow mixture component rewarded
-  predicting the clip value exactly, and the output was posterised; counted as "at least 65535",
-  the D-net's blind-spot error fell from 2.41e8 (1000 steps) to 2.21e8 (2000 steps) and the output
-  lost its posterisation (``benchmarks/dnnet_sem.py``).
-- **It says when it is no better than a blur** (``blind_score.py``): on that SEM frame its blind-spot
-  error plateaued from ~600 steps at the best centre-less Gaussian blur's (2.206e8 vs 2.205e8):
-  there, at that noise level, dnnet removes what a 1.3 px blur removes and no more.
+- With both, 30 minutes on two CPU cores reach 28.28 dB on BSD68 with gmm (28.38 with ``--tta``),
+  above the published Noise2Void (27.71) and Noise2Same (27.95), below BM3D (28.57).
+- **Plain L2 is the default; the noise model (gmm) is an option.** Against L2
+  (``noise_model="none"``) at equal minutes the N-net's likelihood gained +0.26 and -0.11 dB
+  affine PSNR on Poisson-Gaussian noise (two seeds, 10 minutes each) and -0.13 dB at 32 filters;
+  on the real SEM frame (15 minutes each) L2's blind-spot error was 0.13 % lower, and L2 runs
+  ~10 % more steps per minute. The reason: the likelihood weights each masked pixel by
+  1/sigma²(signal), which under Adam only moves effort from noisy (bright) to quiet (dark)
+  pixels, while PSNR counts every pixel alike; the optimum of both losses is the same
+  conditional mean. What the N-net adds is the noise model itself (std and skewness against the
+  signal: ``selfden noise-model``) and a likelihood that can censor clipped pixels. Published
+  gains of the paper over Noise2Void (≈1.4 dB) also came with its masking and U-Net, which
+  selfden uses with either loss.
+- **With gmm, clipped pixels are censored, not noise** (``clipping.py``). On a real SEM frame (15 %
+  of the pixels at 65535) the likelihood of their zero residuals under a narrow mixture component
+  rewarded predicting the clip value exactly, and the output was posterised; counted as "at least
+  65535", the D-net's blind-spot error fell from 2.41e8 (1000 steps) to 2.21e8 (2000 steps) and
+  the output lost its posterisation (``benchmarks/dnnet_sem.py``). Plain L2 has no likelihood to
+  fool and needs no such care.
+- **It says when it is no better than a blur** (``blind_score.py``). On that SEM frame, 15 minutes
+  of either loss left a blind-spot error 0.4-0.6 % below the best centre-less Gaussian blur's
+  (a 34-minute gmm run of an earlier seed tied it).
 """
 
 from selfden.methods.dnnet.config import DnnetConfig
