@@ -181,6 +181,9 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict[str, Any]:
     noisy_path, _ = synth.save_synth_set(synth_set, args.out / key / "data")
     rows, runs = reference_rows(synth_set, args), []
     for peer in [p for p in args.peers.split(",") if p]:
+        if peer == "structn2v" and AXIS[suite] == "none":
+            print(f"[{suite}] structn2v: skipped (no correlated noise to mask along)")
+            continue
         work = args.out / key / f"{peer}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"[{suite}] {peer}: {work}", flush=True)
         run = (run_selfden(suite, noisy_path, marks, args, work) if peer == "selfden"

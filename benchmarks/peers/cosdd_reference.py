@@ -119,6 +119,8 @@ def main() -> int:
         results.append({**kept, "output": name, "seconds_per_frame": seconds / len(stack)})
     summary = {
         "peer": "COSDD reference (krulllab/COSDD)", "precision": args.precision, "threads": args.threads,
+        "settings": f"S={args.s_code_channels}, L={args.layers}, K={args.gaussians}, crop {args.crop}, batch "
+        f"{args.batch}, {args.precision}, noise direction {args.direction}, direct denoiser",
         "config": cfg, "parameters": sum(p.numel() for p in hub.parameters()),
         "steps": keeper.steps, "train_seconds": keeper.train_seconds, "validation_seconds": keeper.val_seconds,
         "steps_per_second": keeper.steps / max(keeper.train_seconds - keeper.val_seconds, 1e-9),
