@@ -21,8 +21,9 @@ Defaults, as measured (benchmarks/RESULTS.md; ``benchmarks/bsd68.py``, ``dnnet_q
   moving: the last checkpoint of that 10-minute run scored 26.46 dB where its best by validation
   loss (the one exported) scored 27.69; annealed, the last weights are the best (27.67 dB), so a
   run's quality no longer hangs on which validation happened to be lowest.
-- With both, 30 minutes on two CPU cores reach 28.28 dB on BSD68 with gmm (28.38 with ``--tta``),
-  above the published Noise2Void (27.71) and Noise2Same (27.95), below BM3D (28.57).
+- With both, 30 minutes on two CPU cores reach 28.22 dB on BSD68 with the L2 default (28.30 with
+  ``--tta``; gmm: 28.28 and 28.38), above the published Noise2Void (27.71) and Noise2Same (27.95),
+  below BM3D (28.57).
 - **Plain L2 is the default; the noise model (gmm) is an option.** Against L2
   (``noise_model="none"``) at equal minutes the N-net's likelihood gained +0.26 and -0.11 dB
   affine PSNR on Poisson-Gaussian noise (two seeds, 10 minutes each) and -0.13 dB at 32 filters;
