@@ -85,6 +85,7 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
     import torch
 
     from selfden.methods import get_method
+    from selfden.runs.config import load_run_config
     from selfden.runs.plan import new_run_config, plan_run
     from selfden.runs.train import train_run
 
@@ -99,6 +100,7 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
     finally:
         watcher.done.set()
         watcher.join()
+    config = load_run_config(work / "run")  # as trained: with the normalisation measured from the data
     norm = config.normalisation
     noisy = quality.read_stack(noisy_path)
     outputs = []

@@ -29,6 +29,7 @@ def plot_noise_model(
     per-bin counts (``selfden.methods.dnnet.EmpiricalNoise``). Any of them may be None."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(9.0, 3.6), layout="constrained")
     FigureCanvasAgg(fig)
@@ -36,6 +37,7 @@ def plot_noise_model(
     for ax, column, label in ((std_ax, 1, "noise std"), (skew_ax, 2, "noise skewness")):
         _draw(ax, curve, empirical, truth, column)
         ax.set_xlabel("signal (raw units)")
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # five-digit 16-bit values overlap at matplotlib's default
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     skew_ax.axhline(0.0, color="0.5", linewidth=0.8)
