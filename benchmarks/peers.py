@@ -6,7 +6,7 @@ moment denoise the whole stack, and one scorer (affine PSNR and SSIM against the
 quality.py) scores every output. Peers:
 
 - **selfden**: the recommended method for the suite (``RECOMMENDED``), trained as ``selfden train``
-  plans it; each mark uses the last checkpoint written by then (one a minute), in torch.
+  plans it; each mark uses the last checkpoint written by then (one every 15 s), in torch.
 - **COSDD reference** (krulllab/COSDD, MIT): a local checkout (``--cosdd-checkout``) run by
   ``peers/cosdd_reference.py`` in its own virtual environment (``--cosdd-python``), at the measured
   reference configuration (S=32, L=6, K=4, 64² crops, batch 4), bf16 autocast; its direct denoiser.
@@ -91,7 +91,8 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
 
     torch.set_num_threads(args.threads)
     method_name = RECOMMENDED[suite]
-    trainer = {"device": "cpu", "max_minutes": marks[-1]}
+    # A checkpoint every 15 s (the default is a minute), so each mark scores weights close to it.
+    trainer = {"device": "cpu", "max_minutes": marks[-1], "checkpoint_every_minutes": 0.25}
     config = plan_run(new_run_config(method_name, [noisy_path], {}, {}, trainer, args.seed)).config
     watcher = Snapshots(work / "run", work / "snapshots")
     watcher.start()
@@ -195,7 +196,7 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "title": f"{suite}: peers at {args.marks} minutes ({len(synth_set.noisy)} frames)",
         "note": (f"{synth_set.description}. Each peer trained alone on {args.threads} threads for the last mark's "
-                 "minutes; at each mark its weights then (selfden: its last checkpoint, one a minute) denoised all "
+                 "minutes; at each mark its weights then (selfden: its last checkpoint, one every 15 s) denoised all "
                  "frames in torch (s per frame); steps/s over training including each peer's own validation. "
                  + "; ".join(f"{r['peer']}: {r['settings']}, {r['parameters']} parameters" for r in runs)),
         "columns": ["denoiser", "minutes", "steps", "steps/s", "affine PSNR", "SSIM", "s per frame"],
