@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 import numpy as np
 import tifffile
 import torch
+from driver_args import add_driver_arguments, marks_of
 
 #: structN2V's mask axis for each noise axis the harness names (x: rows of correlated noise).
 STRUCT_AXIS = {"x": "horizontal", "y": "vertical", "none": "none"}
@@ -29,14 +30,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--algorithm", choices=("n2v", "structn2v"), required=True)
     parser.add_argument("--axis", default="x", help="noise axis (structN2V masks along it): x, y or none")
     parser.add_argument("--span", type=int, default=5, help="structN2V mask span (px)")
-    parser.add_argument("--data", type=Path, required=True, help="noisy stack (N, H, W) as .tif")
-    parser.add_argument("--marks", default="5,15,30", help="minutes of training at which to keep the weights")
-    parser.add_argument("--threads", type=int, default=2)
+    add_driver_arguments(parser)
     # The configuration of the measured CAREamics run (METHODS.md): patch 64, batch 16.
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args()
 
 
@@ -79,7 +76,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed, verbose=False)
     args.out.mkdir(parents=True, exist_ok=True)
-    marks = sorted(float(m) for m in args.marks.split(",") if m)
+    marks = marks_of(args)
     stack = np.asarray(tifffile.imread(args.data), dtype=np.float32)
     struct = STRUCT_AXIS[args.axis] if args.algorithm == "structn2v" else "none"
     common = {"experiment_name": f"peer_{args.algorithm}", "data_type": "array", "axes": "SYX",

@@ -23,15 +23,14 @@ import numpy as np
 import pytorch_lightning as pl
 import tifffile
 import torch
+from driver_args import add_driver_arguments, marks_of
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkout", type=Path, required=True, help="local checkout of krulllab/COSDD")
-    parser.add_argument("--data", type=Path, required=True, help="noisy stack (N, H, W) as .tif")
-    parser.add_argument("--marks", default="5,15,30", help="minutes of training at which to keep the weights")
+    add_driver_arguments(parser)
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (speed runs)")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto",
                         help="Lightning precision: bf16-mixed, 32-true, or auto: bf16-mixed where the CPU does bf16 "
                         "natively (avx512_bf16 or amx_bf16), else 32-true (emulated bf16 ran 38x slower here)")
@@ -42,8 +41,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gaussians", type=int, default=4)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args()
 
 
@@ -86,7 +83,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed, verbose=False)
     args.out.mkdir(parents=True, exist_ok=True)
-    marks = sorted(float(m) for m in args.marks.split(",") if m)
+    marks = marks_of(args)
     cfg = reference_config(args, utils)
     stack = np.asarray(tifffile.imread(args.data), dtype=np.float32)
     low_snr = torch.from_numpy(stack)[:, None]  # (S, C, Y, X) as the reference's loader returns
@@ -155,6 +152,8 @@ class MarkKeeper(pl.Callback):
         self.train_seconds = time.perf_counter() - self.start
         while self.marks and self.train_seconds >= 60 * self.marks[0]:
             self._keep(module, self.marks.pop(0))
+        if not self.marks:
+            trainer.should_stop = True
 
     def keep_last(self, module) -> None:
         """The weights at the end, for the marks training did not reach (max_time or early stop)."""
