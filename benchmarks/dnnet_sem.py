@@ -19,7 +19,7 @@ with noise independent between pixels and of mean zero, mean((prediction - noisy
 true squared errors. Scored here: the trained D-net with each pixel hidden as in training (a grid
 of spacing 4 at all 16 offsets: every pixel predicted once without itself) and the Gaussian blur
 with its centre weight set to 0 (sigma chosen by the same score, i.e. the best such blur for this
-image), over the unsaturated pixels, by ``selfden.methods.dnnet.blind_score`` (what `selfden train
+image), over the unsaturated pixels, by ``selfden.methods.blind_score`` (what `selfden train
 dnnet` reports on its validation crops after training).
 
 Writes ``figures/dnnet_sem.png`` (noisy, dnnet, blur and both residuals, whole image and a
@@ -211,13 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row[0]:55} residual std {row[1]:9.1f}  structure ratio {row[2]:5.2f}  edge corr {row[3]:.3f}")
     import torch
 
-    from selfden.methods.dnnet.blind_score import blind_scores
+    from selfden.methods.blind_score import blind_scores
 
     def as_batch(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array))[None, None]
 
     scores = blind_scores([as_batch(noisy)], [as_batch(blind_dnnet(result.run_dir, noisy))], [as_batch(keep)])
-    dnnet_score, donut_sigma, donut_score = scores.dnet, scores.blur_sigma, scores.blur
+    dnnet_score, donut_sigma, donut_score = scores.denoiser, scores.blur_sigma, scores.blur
     blind_rows = [["selfden dnnet (D-net, pixel hidden)", dnnet_score, dnnet_score - donut_score],
                   [f"Gaussian blur without its centre, sigma {donut_sigma:.2f} px (the best)", donut_score, 0.0]]
     for row in blind_rows:

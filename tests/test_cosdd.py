@@ -162,6 +162,19 @@ def test_direct_denoiser_rate_follows_the_vae_and_not_its_own_moving_target() ->
     assert rate("vae") < start and rate("direct") == rate("vae")
 
 
+def test_a_cosine_schedule_anneals_all_three_networks_to_zero_at_the_end_of_the_budget() -> None:
+    method = make_cosdd(lr_schedule="cosine", plateau_patience=1)
+    rates = lambda: {name: opt.param_groups[0]["lr"] for name, opt in method.optimizers.items()}  # noqa: E731
+    method.on_budget_progress(0.5)
+    assert rates() == pytest.approx(dict.fromkeys(("vae", "signal", "direct"), 0.5 * method.config.learning_rate))
+    for _ in range(4):  # a plateau no longer cuts the rate: the schedule owns it
+        method.on_validation_end({"val_loss": 1.0, "signal_mse": 1.0, "direct_mse": 0.1, "kl_per_pixel": 0.1,
+                                  "sample_spread": 0.3})
+    assert rates() == pytest.approx(dict.fromkeys(("vae", "signal", "direct"), 0.5 * method.config.learning_rate))
+    method.on_budget_progress(1.0)
+    assert set(rates().values()) == {0.0}
+
+
 def test_state_dict_round_trip_resumes_identically() -> None:
     rng = np.random.default_rng(0)
     batches = [row_noise_batch(4, 32, rng) for _ in range(3)]

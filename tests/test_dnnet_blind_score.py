@@ -11,7 +11,7 @@ import torch
 
 from selfden.methods.base import Normalisation
 from selfden.methods.dnnet import Dnnet, DnnetConfig
-from selfden.methods.dnnet.blind_score import blind_scores, donut_blur
+from selfden.methods.blind_score import blind_scores, donut_blur
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,7 +34,7 @@ def test_a_perfect_predictor_scores_the_noise_variance_and_beats_every_blur() ->
     noisy = clean + SIGMA * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     hidden = torch.ones_like(noisy, dtype=torch.bool)
     scores = blind_scores([noisy], [clean], [hidden])
-    assert scores.dnet == pytest.approx(SIGMA**2, rel=0.05)
+    assert scores.denoiser == pytest.approx(SIGMA**2, rel=0.05)
     assert scores.gain > 0 and scores.blur > SIGMA**2 and scores.pixels == noisy.numel()
 
 

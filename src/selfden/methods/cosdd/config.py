@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from selfden.geometry.orientations import DIHEDRAL
 from selfden.methods.base import DeviceDefaults, MethodConfig
+from selfden.methods.lr_schedule import LrSchedule
 
 Direction = Literal["x", "y", "none"]
 #: "auto": measured from the training images when a run is planned (``Cosdd.prepare``).
@@ -82,7 +83,14 @@ class CosddConfig(MethodConfig):
         3, description="kernel of the convolutions each posterior sample repeats at full resolution (the "
         "bottom top-down level's block, the signal decoder's hidden layers); 1: cheaper samples, lower quality",
     )
+    # Measured for a 5-minute budget (benchmarks/cosdd_trajectory.py --steps 555, stripe suite, same seed; direct /
+    # MMSE-8 dB on the first 8 frames): constant 2e-3 23.57 / 23.85, 4e-3 22.98 / 23.30, 1e-3 22.17 / 22.41, cosine
+    # from 2e-3 21.65 / 21.92. Annealing starves the direct denoiser, whose target (a posterior sample) still moves.
     learning_rate: float = Field(2e-3, gt=0)
+    lr_schedule: LrSchedule = Field(
+        "constant", description="cosine: anneal all three learning rates to 0 at the end of the training budget; "
+        "constant: keep them, cut x0.1 when the validation loss plateaus (plateau_patience)"
+    )
     plateau_patience: int = Field(10, ge=1, description="validation rounds without improvement before LR x0.1")
     kl_warmup_steps: int = Field(0, ge=0, description="linear KL-weight warm-up from 0 to 1 over this many steps")
     # 0.1 measured on the atoms suite: without it the KL fell to 0.02 within 200 steps (collapse).

@@ -61,6 +61,7 @@ from selfden.errors import SelfdenError
 from selfden.methods.base import (
     Cite, Method, MethodConfig, Normalisation, NormalisationKind, Note, TorchArchitecture, reseed_for_rank,
 )
+from selfden.methods.cosdd.blind_check import direct_blind_scores, outcome_note
 from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, mixture_nll
 from selfden.methods.cosdd import blocks, direct_denoiser
 from selfden.methods.cosdd.config import CosddArch, CosddConfig
@@ -69,6 +70,7 @@ from selfden.methods.cosdd.ladder_vae import LadderVAE
 from selfden.methods.cosdd.objective import collapse_message, is_collapsed, kl_weight, kl_with_free_bits
 from selfden.methods.cosdd.split_sampler import SamplerDecoder, SamplerEncoder
 from selfden.methods.cosdd.signal_decoder import SignalDecoder
+from selfden.methods.lr_schedule import follow_budget
 from selfden.noise_analysis import measure_noise_correlation
 
 logger = logging.getLogger(__name__)
@@ -160,6 +162,10 @@ class Cosdd(Method):
         self.collapse_reported = False
 
     # --- training -------------------------------------------------------------------------
+    def on_budget_progress(self, fraction: float) -> None:
+        for optimizer in self.optimizers.values():
+            follow_budget(optimizer, self.config.lr_schedule, self.config.learning_rate, fraction)
+
     def training_step(self, batch: torch.Tensor) -> dict[str, float]:
         self._set_train(True)
         elbo = self._elbo(batch)
@@ -207,10 +213,11 @@ class Cosdd(Method):
         }
 
     def on_validation_end(self, metrics: dict[str, float]) -> None:
-        if self.step >= self.config.kl_warmup_steps:
-            self.schedulers["vae"].step(metrics["val_loss"])
-        self.schedulers["signal"].step(metrics["signal_mse"])
-        self._direct_follows_vae_rate()
+        if self.config.lr_schedule == "constant":  # a budget schedule sets the rates before every step
+            if self.step >= self.config.kl_warmup_steps:
+                self.schedulers["vae"].step(metrics["val_loss"])
+            self.schedulers["signal"].step(metrics["signal_mse"])
+            self._direct_follows_vae_rate()
         kl, spread = metrics["kl_per_pixel"], metrics["sample_spread"]
         collapsed = is_collapsed(kl, spread, self.step, self.config)
         metrics["collapsed"] = float(collapsed)
@@ -248,6 +255,11 @@ class Cosdd(Method):
                 f"{self.size_step} (the VAE halves them {self._size_step.bit_length() - 1} times): "
                 f"choose a patch size such as {max(self.size_step, height // self.size_step * self.size_step)}"
             )
+
+    def outcome_notes(self, val_batches: Sequence[torch.Tensor]) -> tuple[Note, ...]:
+        """The direct denoiser's blind-line score against the best line-blind blur's (``blind_check.py``)."""
+        scores = direct_blind_scores(self.denoise, val_batches, self.config.direction)
+        return (outcome_note(scores, self.config.direction),) if scores.pixels else ()
 
     # --- inference ------------------------------------------------------------------------
     @torch.no_grad()

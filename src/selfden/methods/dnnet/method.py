@@ -24,7 +24,7 @@ from selfden.errors import SelfdenError
 from selfden.methods.base import (
     Cite, Method, MethodConfig, Normalisation, NormalisationKind, Note, TorchArchitecture, reseed_for_rank,
 )
-from selfden.methods.dnnet.blind_score import blind_scores
+from selfden.methods.blind_score import blind_scores
 from selfden.methods.dnnet.clipping import find_clip_levels
 from selfden.methods.dnnet.config import DnnetConfig
 from selfden.methods.dnnet.masking import apply_mask, draw_grid_mask
@@ -293,7 +293,7 @@ class Dnnet(Method):
         scores = blind_scores(batches, predictions, hidden)
         if scores.pixels == 0:
             return ()
-        compared = (f"predicting hidden validation pixels from their neighbours, its error is {scores.dnet:.4g} against "
+        compared = (f"predicting hidden validation pixels from their neighbours, its error is {scores.denoiser:.4g} against "
                     f"{scores.blur:.4g} for the best Gaussian blur (sigma {scores.blur_sigma:.2g} px, its centre left "
                     "out; normalised units, both include the noise variance)")
         if scores.gain <= 0:
