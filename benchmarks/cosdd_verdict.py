@@ -45,7 +45,7 @@ def score(trajectory: Path) -> list[list[object]]:
     import torch
     from scipy.ndimage import gaussian_filter
 
-    from selfden.methods.cosdd.blind_check import direct_blind_scores
+    from selfden.methods.blind_check import hidden_line_scores, hidden_unit
     from selfden.runs.weights import load_method
 
     data = trajectory.parent / "data"
@@ -65,7 +65,7 @@ def score(trajectory: Path) -> list[list[object]]:
             continue
         seen.add(state["step"])
         method.load_state_dict(state["method"])
-        estimate = direct_blind_scores(method.denoise, [x[:16], x[16:]], method.config.direction)
+        estimate = hidden_line_scores(method.denoise, [x[:16], x[16:]], hidden_unit(method.config.direction))
         with torch.no_grad():
             true_mse = float(((method.denoise(x) - truth) ** 2).mean())
         true_gain = best_blur - true_mse

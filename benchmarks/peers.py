@@ -101,6 +101,8 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
     finally:
         watcher.done.set()
         watcher.join()
+    for note in result.outcome:  # the verdict selfden train prints, for the log
+        print(f"  selfden {method_name} {note.level}: {note.text}", flush=True)
     config = load_run_config(work / "run")  # as trained: with the normalisation measured from the data
     norm = config.normalisation
     noisy = quality.read_stack(noisy_path)
@@ -117,7 +119,15 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
                         "denoised": denoised, "seconds_per_frame": (time.perf_counter() - start) / len(noisy)})
     return {"peer": f"selfden {method_name}", "steps": result.steps, "train_seconds": result.elapsed_seconds,
             "parameters": result.parameter_count, "outputs": outputs,
-            "settings": f"{method_name} defaults as planned by selfden train, {args.threads} threads"}
+            "settings": f"{method_name} defaults as planned by selfden train, {args.threads} threads"
+                        + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds)}
+
+
+def validation_share(metrics_path: Path, train_seconds: float) -> str:
+    """', validation N % of the budget' from the trainer's val_seconds (empty for logs from before it was kept)."""
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    spent = [row["val_seconds"] for row in rows if row.get("kind") == "val" and "val_seconds" in row]
+    return f", validation {100 * sum(spent) / train_seconds:.1f} % of the budget" if spent else ""
 
 
 def run_foreign(peer: str, suite: str, noisy_path: Path, marks: list[float], args: argparse.Namespace,

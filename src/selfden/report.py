@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from selfden.io.atomic import atomic_write
 
-_NON_METRIC_KEYS = frozenset({"step", "elapsed_seconds", "kind"})
+_NON_METRIC_KEYS = frozenset({"step", "elapsed_seconds", "kind", "val_seconds"})
 #: At most this many metric panels (loss first), so a chatty method keeps a readable report.
 _MAX_METRIC_PANELS = 9
 _DPI = 110

@@ -35,6 +35,7 @@ class BlindScores:
     blur: float
     blur_sigma: float
     pixels: int
+    affine: bool = False  # both predictors' errors after the least-squares gain and offset onto the noisy pixels
 
     @property
     def gain(self) -> float:
@@ -60,16 +61,29 @@ def donut_blur(batch: torch.Tensor, sigma: float, hide: Hidden = "pixel") -> tor
 
 
 def blind_scores(
-    batches: list[torch.Tensor], predictions: list[torch.Tensor], hidden: list[torch.Tensor], hide: Hidden = "pixel"
+    batches: list[torch.Tensor], predictions: list[torch.Tensor], hidden: list[torch.Tensor], hide: Hidden = "pixel",
+    affine: bool = False,
 ) -> BlindScores:
     """Scores over the ``hidden`` pixels (bool, like the batches) of the denoiser's ``predictions`` (made with
-    those pixels', rows' or columns' noise hidden) and of the best blur of the batches without them."""
-    denoiser = torch.cat([((p.float() - b.float())[h]) ** 2 for b, p, h in zip(batches, predictions, hidden)])
-    blurs = {sigma: torch.cat([((donut_blur(b.float(), sigma, hide) - b.float())[h]) ** 2
-                               for b, h in zip(batches, hidden)])
+    those pixels', rows' or columns' noise hidden) and of the best blur of the batches without them. ``affine``:
+    each predictor's error after its least-squares gain and offset (for outputs in other units; the noise,
+    independent of a blind prediction, does not bias the fit)."""
+    targets = torch.cat([b.float()[h] for b, h in zip(batches, hidden)])
+    denoiser = _error(torch.cat([p.float()[h] for p, h in zip(predictions, hidden)]), targets, affine)
+    blurs = {sigma: _error(torch.cat([donut_blur(b.float(), sigma, hide)[h] for b, h in zip(batches, hidden)]),
+                           targets, affine)
              for sigma in BLUR_SIGMAS}  # fmt: skip
-    sigma, blur = min(((s, float(e.mean())) for s, e in blurs.items()), key=lambda pair: pair[1])
-    return BlindScores(float(denoiser.mean()), blur, sigma, int(denoiser.numel()))
+    sigma, blur = min(blurs.items(), key=lambda pair: pair[1])
+    return BlindScores(denoiser, blur, sigma, int(targets.numel()), affine)
+
+
+def _error(prediction: torch.Tensor, target: torch.Tensor, affine: bool) -> float:
+    """Mean squared error, after the least-squares ``a * prediction + b`` when ``affine``."""
+    if affine:
+        centred = prediction - prediction.mean()
+        gain = float((centred * (target - target.mean())).sum() / centred.square().sum().clamp_min(1e-12))
+        prediction = gain * centred + target.mean()
+    return float((prediction - target).square().mean())
 
 
 def hide_lines(batch: torch.Tensor, hide: Literal["row", "column"], spacing: int, phase: int) -> tuple[torch.Tensor, torch.Tensor]:

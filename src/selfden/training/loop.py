@@ -241,10 +241,12 @@ class _Run:
 
     def _validate(self) -> None:
         # Rank 0 validates; every rank gets its metrics so schedulers and early stopping agree.
+        started = time.monotonic()
         metrics = data_parallel.broadcast(self._average_validation() if self.rank.is_main else None)
         self._require_finite(metrics, "val_loss", "validation_step", self.counters.step)
-        if self.rank.is_main:
-            self.log.write(self.counters.step, self.elapsed(), "val", metrics)
+        if self.rank.is_main:  # val_seconds: what validation costs the budget (benchmarks/peers.py reports it)
+            cost = {"val_seconds": time.monotonic() - started}
+            self.log.write(self.counters.step, self.elapsed(), "val", {**metrics, **cost})
         self.last_val, self.last_val_step = metrics, self.counters.step
         self.method.on_validation_end(metrics)
         logger.debug("step %d validation: %s", self.counters.step, metrics)

@@ -39,6 +39,12 @@ held-out frames):
   90-minute run (no flips; ``benchmarks/cosdd_trajectory.py``) scored 24.95 dB at 30 min (1385
   steps), 25.61 at 60 (2913) and 25.65 at 90 (4294) on the first 8 frames, against 25.10 for
   oracle NLM. The tiny preset on 64^2 crops saturates; the reference's sizes and crops need a GPU.
+- A 5-minute budget (~555 steps on 2 threads; ``benchmarks/cosdd_compare.py``, first 8 stripe frames, direct
+  / MMSE-8): the constant 2e-3 default 23.57 / 23.85 dB (blur oracle 23.87, NLM 25.10); neither a higher (4e-3:
+  22.98) or lower rate (1e-3: 22.17), cosine annealing (21.65) nor a moving average of the direct denoiser's
+  weights (22.66 at decay 0.99) did better: early on the model improves faster than an average of its past.
+  Hence the verdict after training (``blind_check.py``), which on 15 snapshots of 4 runs had the sign of the
+  true gain over the best blur right every time (``benchmarks/cosdd_verdict.py``).
 - Halo: tile-vs-whole difference of the direct denoiser (max, relative to the output std) is
   0.3-0.7 % at 16 px, 0.05-0.5 % at 32 px, <= 0.01 % at 48 px (atoms, stripe). A direct denoiser
   that keeps learning (previous item) reaches further: 0.72 % beyond a 32-px halo after 30 minutes
@@ -58,10 +64,10 @@ from torch import nn
 
 from selfden.data import StackLike
 from selfden.errors import SelfdenError
+from selfden.methods.blind_check import hidden_line_scores, hidden_unit, outcome_note
 from selfden.methods.base import (
     Cite, Method, MethodConfig, Normalisation, NormalisationKind, Note, TorchArchitecture, reseed_for_rank,
 )
-from selfden.methods.cosdd.blind_check import direct_blind_scores, outcome_note
 from selfden.methods.cosdd.ar_decoder import ArNoiseDecoder, mixture_nll
 from selfden.methods.cosdd import blocks, direct_denoiser
 from selfden.methods.cosdd.config import CosddArch, CosddConfig
@@ -258,8 +264,10 @@ class Cosdd(Method):
 
     def outcome_notes(self, val_batches: Sequence[torch.Tensor]) -> tuple[Note, ...]:
         """The direct denoiser's blind-line score against the best line-blind blur's (``blind_check.py``)."""
-        scores = direct_blind_scores(self.denoise, val_batches, self.config.direction)
-        return (outcome_note(scores, self.config.direction),) if scores.pixels else ()
+        unit = hidden_unit(self.config.direction)
+        scores = hidden_line_scores(self.denoise, val_batches, unit)
+        fix = "Train longer (selfden train cosdd --resume -o RUN --minutes M), or check the noise direction (--direction)"
+        return (outcome_note("cosdd's direct denoiser", scores, unit, fix),) if scores.pixels else ()
 
     # --- inference ------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,5 +1,6 @@
-"""After training, COSDD says whether its direct denoiser beats a Gaussian blur, judged without a clean
-image: its noise is correlated along rows, so whole rows are hidden, not single pixels."""
+"""After training, a method says whether its output beats a Gaussian blur, judged without a clean image.
+Noise correlated along rows lives in a pixel's row neighbours, so whole rows are hidden, not single pixels
+(COSDD knows its noise axis; cae and noise2atom try rows and columns and keep the less favourable)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from scipy.ndimage import gaussian_filter1d
 
 from selfden.methods.base import Normalisation
 from selfden.methods.blind_score import donut_blur, hide_lines
+from selfden.methods.blind_check import hidden_line_scores, hide_pixels, least_favourable
+from selfden.methods.cae import Cae, CaeConfig
 from selfden.methods.cosdd import Cosdd, CosddConfig
-from selfden.methods.cosdd.blind_check import direct_blind_scores, hide_pixels
+from selfden.methods.noise2atom import Noise2Atom, Noise2AtomConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -68,7 +71,7 @@ def test_the_row_blind_blur_never_sees_the_row_it_predicts() -> None:
 def test_the_clean_image_scores_the_noise_variance_and_beats_every_row_blind_blur() -> None:
     clean = torch.from_numpy(squares(8, 64))[:, None]
     noise = torch.from_numpy(row_noise(tuple(clean.shape), seed=0))
-    scores = direct_blind_scores(lambda _: clean, [clean + noise], "x")
+    scores = hidden_line_scores(lambda _: clean, [clean + noise], "row")
     assert scores.denoiser == pytest.approx(float(noise.var()), rel=0.05)
     assert scores.gain > 0 and scores.pixels == clean.numel()
 
@@ -78,8 +81,38 @@ def test_a_denoiser_that_passes_row_noise_through_is_caught_where_a_pixel_blind_
     the two rows beside it, which a blur beats; a one-pixel blind spot on row noise would call the copy
     good, since the pixels left and right of a hidden pixel carry its noise."""
     noisy = torch.from_numpy(squares(8, 64) + row_noise((8, 64, 64), seed=1))[:, None]
-    assert direct_blind_scores(lambda x: x, [noisy], "x").gain < 0
-    assert direct_blind_scores(lambda x: x, [noisy], "none").gain > 0  # fooled: why rows are hidden
+    assert hidden_line_scores(lambda x: x, [noisy], "row").gain < 0
+    assert hidden_line_scores(lambda x: x, [noisy], "pixel").gain > 0  # fooled: why rows are hidden
+
+
+def test_without_a_known_axis_the_less_favourable_of_rows_and_columns_is_kept() -> None:
+    """Column noise fools the row-hidden score (a copy looks good) but not the column-hidden one."""
+    columns = squares(8, 64) + row_noise((8, 64, 64), seed=4).transpose(0, 2, 1)
+    noisy = torch.from_numpy(np.ascontiguousarray(columns))[:, None]
+    assert hidden_line_scores(lambda x: x, [noisy], "row").gain > 0
+    scores, unit = least_favourable(lambda x: x, [noisy])
+    assert unit == "column" and scores.gain < 0
+
+
+def test_a_fitted_gain_and_offset_judge_outputs_in_other_units_fairly() -> None:
+    clean = torch.from_numpy(squares(8, 64))[:, None]
+    noise = torch.from_numpy(row_noise(tuple(clean.shape), seed=5))
+    scaled = hidden_line_scores(lambda _: 3.0 * clean + 1.0, [clean + noise], "row", affine=True)
+    assert scaled.denoiser == pytest.approx(float(noise.var()), rel=0.05) and scaled.gain > 0 and scaled.affine
+    assert hidden_line_scores(lambda _: 3.0 * clean + 1.0, [clean + noise], "row").gain < 0  # unfitted: wrong units
+
+
+def test_untrained_cae_and_noise2atom_are_called_no_better_than_a_blur() -> None:
+    noisy = torch.from_numpy(squares(8, 32, seed=6) + row_noise((8, 32, 32), seed=6))[:, None]
+    torch.manual_seed(0)
+    cae = Cae(CaeConfig(widths=(4, 4, 8, 8, 8, 8), residual_blocks=1, residual_width=8, bottleneck=2, ema_decay=0.0),
+              Normalisation(0.0, 1.0), torch.device("cpu"))
+    n2a = Noise2Atom(Noise2AtomConfig(widths=(4, 8, 8, 16), residual_blocks=1, residual_width=16,
+                                      critic_widths=(4, 8, 8, 16)), Normalisation(0.0, 1.0), torch.device("cpu"))
+    for name, method in (("cae", cae), ("noise2atom", n2a)):
+        (note,) = method.outcome_notes([noisy[:4], noisy[4:]])
+        assert note.level == "warning" and note.text.startswith(f"{name} is likely no better than a Gaussian blur")
+        assert f"selfden train {name} --resume" in note.text
 
 
 def test_an_untrained_cosdd_is_called_no_better_than_a_blur() -> None:
