@@ -27,10 +27,15 @@ CROPS, CROP = 32, 64
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trajectory", type=Path, action="append", required=True,
+    parser.add_argument("--trajectory", type=Path, action="append", default=[],
                         help="a cosdd_trajectory.py folder (run/ and snapshots/; the suite's data/ beside it)")
+    parser.add_argument("--real", nargs=2, type=Path, action="append", default=[], metavar=("RUN", "STACK"),
+                        help="also: the verdict alone (no truth exists) of a trained run on frames of a real stack")
     parser.add_argument("--threads", type=int, default=1)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.trajectory:
+        parser.error("give at least one --trajectory")
+    return args
 
 
 def crops(stack: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -74,18 +79,43 @@ def score(trajectory: Path) -> list[list[object]]:
     return rows
 
 
+def real_rows(run: Path, stack: Path) -> list[list[object]]:
+    """The verdict on crops of a real stack (no clean image): estimated gain only."""
+    import tifffile
+    import torch
+
+    from selfden.methods.blind_check import hidden_line_scores, hidden_unit
+    from selfden.runs.weights import load_method
+
+    method = load_method(run)
+    norm = method.normalisation
+    x = torch.from_numpy((crops(tifffile.imread(stack).astype(np.float32), np.random.default_rng(0)) - norm.offset)
+                         / norm.scale)[:, None]
+    estimate = hidden_line_scores(method.denoise, [x[:16], x[16:]], hidden_unit(method.config.direction))
+    return [[f"{run} on {stack.name}", method_step(run), f"{estimate.gain:.4f}", "(no clean image)",
+             "warns" if estimate.gain <= 0 else "beats the blur"]]
+
+
+def method_step(run: Path) -> int:
+    import torch
+
+    return int(torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["step"])
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     rows = [row for trajectory in args.trajectory for row in score(trajectory)]
+    rows += [row for run, stack in args.real for row in real_rows(run, stack)]
     for row in rows:
         print(*row, sep="\t", flush=True)
     note = (f"{CROPS} crops {CROP}x{CROP} of the stripe suite (fixed places), normalised units. Estimated gain: the "
             "best row-blind blur's blind-row error minus the direct denoiser's (no clean image; the verdict "
             "selfden train prints). True gain: the best blur's squared error against the clean crops (sigma chosen "
-            "on the truth) minus the direct denoiser's. Verdict right: both gains have the same sign.")
+            "on the truth) minus the direct denoiser's. Verdict right: both gains have the same sign. Rows for real "
+            "stacks (--real) have no truth: the verdict alone, on the same kind of crops.")
     table = {"title": "blind-row estimate against the truth", "note": note,
              "columns": ["run", "step", "estimated gain", "true gain", "verdict right"], "rows": rows}
     common.save_speed_record("cosdd_verdict", "COSDD: the after-training verdict against the truth", [table],

@@ -10,9 +10,11 @@ comparison is between two row-blind predictors; the hidden pixels hide pixel-ind
 as well. Measured on the stripe suite (``benchmarks/cosdd_verdict.py``): the estimated gain over
 the blur was within ~10 % of the true one and had its sign right on 15 COSDD snapshots of 4 runs.
 
-Methods that do not know the noise axis (cae, noise2atom) score rows and columns and keep the
-less favourable verdict: each is valid when the noise is independent across that axis, and an
-invalid one can only flatter a denoiser that passes the noise through.
+Methods that do not know the noise axis (cae, noise2atom) measure it on the validation crops
+(``selfden.noise_analysis``, as COSDD's direction "auto" does) and hide the lines it runs along.
+Hiding the wrong axis is not a safe default: with row offsets, a blur that fills a hidden column
+from the same rows carries the hidden pixel's offset, which flatters it against a denoiser that
+removed the offsets (measured: noise2atom on the atoms suite wrongly warned with columns hidden).
 """
 
 from __future__ import annotations
@@ -68,11 +70,30 @@ def hidden_line_scores(denoise: Denoise, batches: Sequence[torch.Tensor], unit: 
     return blind_scores(originals, predictions, masks, unit, affine=affine)
 
 
-def least_favourable(denoise: Denoise, batches: Sequence[torch.Tensor],
-                     affine: bool = False) -> tuple[BlindScores, Hidden]:
-    """Rows and columns hidden in turn; the scores (and unit) with the smaller gain over the blur."""
-    scored = [(hidden_line_scores(denoise, batches, unit, affine), unit) for unit in ("row", "column")]
-    return min(scored, key=lambda pair: pair[0].gain)
+def measured_unit(batches: Sequence[torch.Tensor]) -> Hidden:
+    """The unit to hide for noise of unknown structure: rows or columns when the crops' noise is measurably
+    correlated along them, else single pixels (rows when the crops are too small to measure)."""
+    from selfden.errors import SelfdenError
+    from selfden.noise_analysis import measure_noise_correlation
+
+    frames = _Crops([crop for batch in batches for crop in batch[:, 0].detach().cpu().float().numpy()])
+    try:
+        return hidden_unit(measure_noise_correlation([frames]).direction)
+    except SelfdenError:
+        return "row"
+
+
+class _Crops:
+    """Validation crops as the stack ``measure_noise_correlation`` reads."""
+
+    def __init__(self, crops: list) -> None:
+        self.crops = crops
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def frame(self, index: int):  # noqa: ANN201 - a numpy array
+        return self.crops[index]
 
 
 def outcome_note(name: str, scores: BlindScores, unit: Hidden, fix: str) -> Note:

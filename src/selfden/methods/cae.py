@@ -86,7 +86,7 @@ from torch import nn
 from selfden.data import StackLike
 from selfden.errors import SelfdenError
 from selfden.methods import cae_networks
-from selfden.methods.blind_check import least_favourable, outcome_note
+from selfden.methods.blind_check import hidden_line_scores, measured_unit, outcome_note
 from selfden.methods.base import Cite, DeviceDefaults, Method, MethodConfig, Normalisation, Note, TorchArchitecture
 from selfden.methods.cae_networks import CaeNet, NormKind
 from selfden.methods.independent_noise import correlated_noise_warnings
@@ -258,8 +258,9 @@ class Cae(Method):
         return self._denoiser()(padded)[..., :height, :width]
 
     def outcome_notes(self, val_batches: Sequence[torch.Tensor]) -> tuple[Note, ...]:
-        """Rows, then columns, hidden; the less favourable comparison with the best blur (``blind_check.py``)."""
-        scores, unit = least_favourable(self.denoise, val_batches)
+        """Lines along the measured noise axis hidden (pixels if none), against the best blur (``blind_check.py``)."""
+        unit = measured_unit(val_batches)
+        scores = hidden_line_scores(self.denoise, val_batches, unit)
         fix = "Train longer (selfden train cae --resume -o RUN --minutes M)"
         return (outcome_note("cae", scores, unit, fix),) if scores.pixels else ()
 

@@ -13,7 +13,7 @@ from torch import nn
 from selfden.methods.noise2atom import atom_check
 from selfden.data import StackLike
 from selfden.errors import SelfdenError
-from selfden.methods.blind_check import least_favourable, outcome_note
+from selfden.methods.blind_check import hidden_line_scores, measured_unit, outcome_note
 from selfden.methods.base import Cite, Method, MethodConfig, Normalisation, Note, TorchArchitecture
 from selfden.methods.noise2atom.config import SIZE_STEP, Noise2AtomConfig
 from selfden.methods.weight_average import WeightAverage
@@ -243,9 +243,10 @@ class Noise2Atom(Method):
         return self.export_graphs()["denoiser"](pad_to_multiple(batch, SIZE_STEP))[..., :height, :width]
 
     def outcome_notes(self, val_batches: Sequence[torch.Tensor]) -> tuple[Note, ...]:
-        """Rows, then columns, hidden; the less favourable comparison with the best blur (``blind_check.py``).
+        """Lines along the measured noise axis hidden (pixels if none), against the best blur (``blind_check.py``).
         Gain and offset are fitted: the output is an atom image in its own units, not the noisy data's."""
-        scores, unit = least_favourable(self.denoise, val_batches, affine=True)
+        unit = measured_unit(val_batches)
+        scores = hidden_line_scores(self.denoise, val_batches, unit, affine=True)
         fix = "Train longer (selfden train noise2atom --resume -o RUN --minutes M), or check the simulated atoms against yours (--set atom_sigma=...)"
         return (outcome_note("noise2atom", scores, unit, fix),) if scores.pixels else ()
 
