@@ -9,6 +9,7 @@ import pytest
 import tifffile
 import torch
 
+from frames import squares
 from selfden.methods.base import Normalisation
 from selfden.methods.dnnet import Dnnet, DnnetConfig
 from selfden.methods.blind_score import blind_scores, donut_blur
@@ -16,17 +17,6 @@ from selfden.methods.blind_score import blind_scores, donut_blur
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SIGMA = 0.3
-
-
-def squares(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """Piecewise-constant scenes (sharp-edged squares): what a blur cannot denoise without loss."""
-    rng = np.random.default_rng(seed)
-    scenes = np.zeros((n, size, size), np.float32)
-    for scene in scenes:
-        for _ in range(12):
-            y, x, side = rng.integers(0, size - 8), rng.integers(0, size - 8), rng.integers(4, 16)
-            scene[y : y + side, x : x + side] = rng.uniform(-1, 1)
-    return scenes
 
 
 def test_a_perfect_predictor_scores_the_noise_variance_and_beats_every_blur() -> None:

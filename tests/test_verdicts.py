@@ -12,6 +12,7 @@ import tifffile
 import torch
 from scipy.ndimage import gaussian_filter1d
 
+from frames import squares
 from selfden.methods.base import Normalisation
 from selfden.methods.blind_score import donut_blur, hide_lines
 from selfden.methods.blind_check import hidden_line_scores, hide_pixels, measured_unit
@@ -22,17 +23,6 @@ from selfden.methods.noise2atom import Noise2Atom, Noise2AtomConfig
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = dict(size="tiny", levels=4, features=8, latent_channels=4, components=3, downsamplings=2)
-
-
-def squares(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """Piecewise-constant scenes: sharp edges a blur cannot keep."""
-    rng = np.random.default_rng(seed)
-    scenes = np.zeros((n, size, size), np.float32)
-    for scene in scenes:
-        for _ in range(12):
-            y, x, side = rng.integers(0, size - 8), rng.integers(0, size - 8), rng.integers(4, 16)
-            scene[y : y + side, x : x + side] = rng.uniform(-1, 1)
-    return scenes
 
 
 def row_noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
