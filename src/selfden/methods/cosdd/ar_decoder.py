@@ -83,7 +83,7 @@ class ArNoiseDecoder(nn.Module):
         # direction "none": the first block takes no pixel input at all.
         self.first = None if arch.direction == "none" else CausalConv(1, c, 1, exclusive=True)
         self.convs = nn.ModuleList(CausalConv(c, c, d) if d else nn.Conv2d(c, c, 1) for d in dilations)
-        self.s_proj = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(AR_BLOCKS))
+        self.s_proj = nn.ModuleList(nn.Conv2d(arch.code_features, c, 1) for _ in range(AR_BLOCKS))
         self.outs = nn.ModuleList(nn.Conv2d(c, c, 1) for _ in range(AR_BLOCKS))
         self.head = nn.Conv2d(c, 3 * arch.components, 1)
 

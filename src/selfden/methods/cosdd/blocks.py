@@ -33,11 +33,11 @@ class GatedResBlock(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Bilinear x2 then a 1x1 conv."""
+    """Bilinear x2 then a 1x1 conv (to ``out_channels``, unless given the same as ``channels``)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, out_channels: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 1)
+        self.conv = nn.Conv2d(channels, out_channels or channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():

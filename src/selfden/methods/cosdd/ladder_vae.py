@@ -46,16 +46,27 @@ class VaeOutput:
 
 
 class TopDownLevel(nn.Module):
-    """Prior and posterior of one level, the merge of z into the top-down features, optional x2 upsampling."""
+    """Prior and posterior of one level, the merge of z into the top-down features, optional x2 upsampling.
 
-    def __init__(self, features: int, latents: int, top: bool, upsample: bool, kernel: int = 3) -> None:
+    The level works at ``features`` channels (its top-down input h has as many) and sees bottom-up
+    features of ``bottom_up_features`` channels; it hands ``out_features`` to the level below.
+    """
+
+    def __init__(
+        self, features: int, latents: int, top: bool, upsample: bool, kernel: int = 3,
+        bottom_up_features: int | None = None, out_features: int | None = None,
+    ) -> None:
         super().__init__()
+        seen, out = bottom_up_features or features, out_features or features
         self.top, self.features = top, features
         self.prior = None if top else nn.Conv2d(features, 2 * latents, 3, padding=1)
-        self.posterior = nn.Conv2d(features if top else 2 * features, 2 * latents, 3, padding=1)
+        self.posterior = nn.Conv2d(seen if top else features + seen, 2 * latents, 3, padding=1)
         self.merge = nn.Conv2d(latents if top else features + latents, features, 1)
         self.block = GatedResBlock(features, kernel)
-        self.up = Upsample(features) if upsample else None
+        # A level that hands the level below fewer channels without upsampling projects them (1x1).
+        self.up: nn.Module | None = (
+            Upsample(features, out) if upsample else nn.Conv2d(features, out, 1) if out != features else None
+        )
 
     def posterior_of(self, h: torch.Tensor | None, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return split_gaussian(self.posterior(d if h is None else torch.cat([h, d], dim=1)))
@@ -77,9 +88,12 @@ class LadderVAE(nn.Module):
         super().__init__()
         flags = [arch.downsample_at(i) for i in range(arch.levels)]
         self.bottom_up = BottomUp(arch.features, flags)
+        # The bottom level, at full resolution, works at code_features (the s_code it returns); each
+        # posterior sample repeats it, so it is where narrowing saves the most.
         self.top_down = nn.ModuleList(
-            TopDownLevel(arch.features, arch.latent_channels, top=i == arch.levels - 1, upsample=flags[i],
-                         kernel=arch.decoder_kernel if i == 0 else 3)
+            TopDownLevel(arch.code_features if i == 0 else arch.features, arch.latent_channels,
+                         top=i == arch.levels - 1, upsample=flags[i], kernel=arch.decoder_kernel if i == 0 else 3,
+                         bottom_up_features=arch.features, out_features=arch.code_features if i == 1 else None)
             for i in range(arch.levels)
         )
         # Spatially constant top prior: mean and softplus-inverse scale per channel.

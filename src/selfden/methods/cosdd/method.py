@@ -146,7 +146,7 @@ class Cosdd(Method):
         fast = {"device": device, "memory_format": torch.channels_last}
         self.vae = LadderVAE(arch).to(**fast)
         self.ar_decoder = ArNoiseDecoder(arch).to(**fast)
-        self.signal_decoder = SignalDecoder(arch.features, arch.decoder_kernel).to(**fast)
+        self.signal_decoder = SignalDecoder(arch.code_features, arch.decoder_kernel).to(**fast)
         self.direct = DirectDenoiser(**direct_kwargs(arch)).to(**fast)
         self._size_step = arch.size_step
         groups = {

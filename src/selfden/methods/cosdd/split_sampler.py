@@ -21,7 +21,8 @@ from selfden.methods.cosdd.signal_decoder import SignalDecoder
 
 
 def _feature_half(posterior: nn.Conv2d, features: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight over the h channels, weight over the d channels) of a posterior conv on cat[h, d]."""
+    """(weight over the h channels, weight over the d channels) of a posterior conv on cat[h, d];
+    ``features`` (the level's width, a Python int) makes the slices fold to constants at export."""
     return posterior.weight[:, :features], posterior.weight[:, features:]
 
 
@@ -31,7 +32,6 @@ class SamplerEncoder(nn.Module):
     def __init__(self, vae: LadderVAE) -> None:
         super().__init__()
         self.vae = vae
-        self.features = vae.top_down[0].merge.out_channels  # a Python int: the weight slices fold to constants
         self.input_names = ["input"]
         self.output_names = [f"post{i}" for i in range(len(vae.top_down))]
 
@@ -45,7 +45,7 @@ class SamplerEncoder(nn.Module):
             if level.top:
                 out.append(level.posterior(d))
             else:
-                weight_d = _feature_half(level.posterior, self.features)[1]
+                weight_d = _feature_half(level.posterior, level.features)[1]
                 out.append(F.conv2d(d, weight_d, level.posterior.bias, padding=1))
         return tuple(out)
 
@@ -57,7 +57,6 @@ class SamplerDecoder(nn.Module):
         super().__init__()
         self.vae = vae
         self.signal_decoder = signal_decoder
-        self.features = vae.top_down[0].merge.out_channels  # a Python int: the weight slices fold to constants
         levels = len(vae.top_down)
         self.input_names = [f"post{i}" for i in range(levels)] + [f"eps{i}" for i in range(levels)]
         self.output_names = ["output"]
@@ -75,7 +74,7 @@ class SamplerDecoder(nn.Module):
             level = self.vae.top_down[i]
             raw = post[i]
             if h is not None:
-                raw = raw + F.conv2d(h, _feature_half(level.posterior, self.features)[0], padding=1)
+                raw = raw + F.conv2d(h, _feature_half(level.posterior, level.features)[0], padding=1)
             mu, s = raw.chunk(2, dim=1)
             z = mu + (F.softplus(s) + SIGMA_FLOOR) * eps[i]
             h = level.output(h, z)
