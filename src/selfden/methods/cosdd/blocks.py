@@ -64,17 +64,17 @@ def downsample(channels: int) -> nn.Conv2d:
     return nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
 
-def stem(features: int) -> nn.Sequential:
-    """5x5 conv from the one input channel, then a residual block."""
-    return nn.Sequential(nn.Conv2d(1, features, 5, padding=2), GatedResBlock(features))
+def stem(features: int, blocks: int = 1) -> nn.Sequential:
+    """5x5 conv from the one input channel, then ``blocks`` residual blocks."""
+    return nn.Sequential(nn.Conv2d(1, features, 5, padding=2), *(GatedResBlock(features) for _ in range(blocks)))
 
 
 class BottomUp(nn.Module):
     """Stem then one residual block per level, some levels downsampling first; returns every level's features."""
 
-    def __init__(self, features: int, downsample_flags: list[bool]) -> None:
+    def __init__(self, features: int, downsample_flags: list[bool], stem_blocks: int = 1) -> None:
         super().__init__()
-        self.stem = stem(features)
+        self.stem = stem(features, stem_blocks)
         self.levels = nn.ModuleList(
             nn.Sequential(*([downsample(features)] if down else []), GatedResBlock(features))
             for down in downsample_flags

@@ -31,6 +31,16 @@ PRESETS: dict[str, dict[str, int]] = {
     "large": {"levels": 14, "features": 64, "latent_channels": 32, "components": 5, "downsamplings": 5},
 }
 
+#: What a new run of each preset gets for the two options that decide how much of the sampler each
+#: posterior sample repeats (``device_defaults`` fills them in, so saved runs are explicit; runs saved
+#: before they existed have neither, which keeps their networks: a code as wide as the features, one
+#: stem block). Tiny, measured (benchmarks/cosdd_code_width.py; stripe suite, 1200 steps, two seeds
+#: each): a 24-channel code (0.75 of 32) with a second full-resolution stem block in the encoder, which
+#: runs once per tile, scored 24.49 dB direct / 24.54 MMSE-8 against 24.51 / 24.66 for the old layout,
+#: while a sample costs 0.37 of a sampler pass instead of 0.52; narrowing the code alone to 20 channels
+#: (0.38) cost 0.43 / 0.56 dB. small/large (GPU sizes) are not measured and keep the old layout.
+SAMPLING_LAYOUT: dict[str, dict[str, float]] = {"tiny": {"code_share": 0.75, "stem_blocks": 2}}
+
 #: AR decoder: 8 causal blocks; the first (kernel 5, current pixel masked) sees 4 pixels.
 AR_BLOCKS = 8
 
@@ -48,6 +58,7 @@ class CosddArch:
     direction: Direction
     ar_receptive_field: int
     decoder_kernel: int = 3
+    stem_blocks: int = 1
 
     @property
     def size_step(self) -> int:
@@ -66,12 +77,15 @@ class CosddConfig(MethodConfig):
     )
     levels: int | None = Field(None, ge=1, le=32, description="ladder VAE levels (preset when unset)")
     features: int | None = Field(None, ge=4, le=512, description="feature channels")
-    # Measured (benchmarks/cosdd_code_width.py, tiny preset, stripe suite, 1200 steps, two seeds each): 20
-    # channels make each posterior sample cost 0.38 of an encoder + decoder pass instead of 0.52 and a training
-    # step 1.15x faster, but score 0.43 dB (direct) / 0.56 dB (MMSE-8) lower per step, and lower per minute too.
+    # The two options below shape what each posterior sample repeats; SAMPLING_LAYOUT has what new runs get.
     code_features: int | None = Field(
         None, ge=4, le=512, description="channels of the full-resolution top-down level and of s_code, the part "
-        "every posterior sample repeats (unset: features); fewer: cheaper samples, lower quality"
+        "every posterior sample repeats (unset in a new run: the preset's share of features, see SAMPLING_LAYOUT; "
+        "in a run saved without it: features)"
+    )
+    stem_blocks: int | None = Field(
+        None, ge=1, le=8, description="residual blocks of the encoder's full-resolution stem, run once per tile "
+        "however many posterior samples are drawn (unset in a new run: the preset's; in a run saved without it: 1)"
     )
     latent_channels: int | None = Field(None, ge=1, le=512, description="latent channels per level")
     components: int | None = Field(None, ge=1, le=16, description="Gaussian mixture components of the noise model")
@@ -149,10 +163,17 @@ class CosddConfig(MethodConfig):
     def device_defaults(self, device_type: str) -> DeviceDefaults:
         """Size "auto" replaced by the preset for ``device_type``. On a CPU, 64² crops in batches of 4:
         the tiny preset trains at ~1 step/s on them (1 core), ~6x the steps of 128² x 8 in the same
-        time, and the noise model's 40-px reach fits in 64 px."""
+        time, and the noise model's 40-px reach fits in 64 px. Unset code_features and stem_blocks
+        become the preset's (``SAMPLING_LAYOUT``)."""
         config = self
         if self.size == "auto":
             config = self.model_copy(update={"size": AUTO_SIZE.get(device_type, AUTO_SIZE["cpu"])})
+        layout = SAMPLING_LAYOUT.get(config.size, {"code_share": 1.0, "stem_blocks": 1})
+        if config.code_features is None:
+            code = max(4, round(config.arch().features * layout["code_share"]))
+            config = config.model_copy(update={"code_features": code})
+        if config.stem_blocks is None:
+            config = config.model_copy(update={"stem_blocks": int(layout["stem_blocks"])})
         return DeviceDefaults(config, 64, 4) if device_type == "cpu" else DeviceDefaults(config)
 
     def arch(self) -> CosddArch:
@@ -161,4 +182,5 @@ class CosddConfig(MethodConfig):
         pick = {key: getattr(self, key) if getattr(self, key) is not None else value for key, value in preset.items()}
         code_features = self.code_features if self.code_features is not None else pick["features"]
         return CosddArch(direction=self.direction, ar_receptive_field=self.ar_receptive_field,
-                         decoder_kernel=self.decoder_kernel, code_features=code_features, **pick)
+                         decoder_kernel=self.decoder_kernel, code_features=code_features,
+                         stem_blocks=self.stem_blocks or 1, **pick)

@@ -87,7 +87,7 @@ class LadderVAE(nn.Module):
     def __init__(self, arch: CosddArch) -> None:
         super().__init__()
         flags = [arch.downsample_at(i) for i in range(arch.levels)]
-        self.bottom_up = BottomUp(arch.features, flags)
+        self.bottom_up = BottomUp(arch.features, flags, arch.stem_blocks)
         # The bottom level, at full resolution, works at code_features (the s_code it returns); each
         # posterior sample repeats it, so it is where narrowing saves the most.
         self.top_down = nn.ModuleList(
