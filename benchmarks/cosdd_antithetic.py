@@ -47,6 +47,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=8, help="frames scored (the first N)")
     parser.add_argument("--suite-frames", type=int, default=64, help="frames of the suite built (as trained)")
     parser.add_argument("--label", default=None, help="record name (default: the package folder's name)")
+    parser.add_argument("--frames-file", type=Path, default=None,
+                        help="real frames without a truth (TIFF/.npy stack): judge the Monte Carlo error instead")
     return parser.parse_args()
 
 
@@ -87,15 +89,20 @@ class EpsDraws:
 
 
 class PairedMeans(SamplingPredictor):
-    """Per tile, running means at CHECKPOINTS of independent and of antithetic draws: (B, 2K, Py, Px)."""
+    """Per tile, running means at CHECKPOINTS of independent and of antithetic draws: (B, 2K, Py, Px); with
+    ``reference`` also the mean of that many further independent draws of their own (B, 2K + 1, Py, Px)."""
 
     eps_graph: tuple[Any, Any, int] | None = None  # (eps-input session, probe session, draws): single graphs
+    reference: int = 0
 
     def run_tiles(self, batch: np.ndarray) -> np.ndarray:
-        return np.stack([np.concatenate([self._running(tile, False), self._running(tile, True)]) for tile in batch])
+        return np.stack([np.concatenate([self._running(tile, False), self._running(tile, True),
+                                         *([self._running(tile, False, (self.reference,), 1)[-1:]]
+                                           if self.reference else [])]) for tile in batch])
 
-    def _draws(self, tile: np.ndarray, antithetic: bool) -> Any:
-        rng = np.random.default_rng(zlib.crc32(tile.tobytes()))  # the same first draws in both modes
+    def _draws(self, tile: np.ndarray, antithetic: bool, stream: int = 0) -> Any:
+        # Stream 0: the same first draws in both modes; stream 1 (the reference) draws apart from them.
+        rng = np.random.default_rng([zlib.crc32(tile.tobytes()), stream] if stream else zlib.crc32(tile.tobytes()))
         if self.source is not None:
             draws = self.source.start(tile)
             draws.latents = LatentDraws(rng, antithetic)
@@ -104,9 +111,10 @@ class PairedMeans(SamplingPredictor):
         shapes = [o.shape[1:] for o in probe.run(None, {"input": tile[None, None].astype(np.float32)})[-count:]]
         return EpsDraws(session, shapes, tile, LatentDraws(rng, antithetic))
 
-    def _running(self, tile: np.ndarray, antithetic: bool) -> np.ndarray:
-        draws, total, done, means = self._draws(tile, antithetic), np.zeros(tile.shape), 0, []
-        for target in CHECKPOINTS:
+    def _running(self, tile: np.ndarray, antithetic: bool, checkpoints: tuple[int, ...] = CHECKPOINTS,
+                 stream: int = 0) -> np.ndarray:
+        draws, total, done, means = self._draws(tile, antithetic, stream), np.zeros(tile.shape), 0, []
+        for target in checkpoints:
             while done < target:
                 count = min(self.max_batch, target - done, max(2, self.batch_pixels // tile.size // 2 * 2))
                 total += draws.draw(count).astype(np.float64).sum(axis=0)
@@ -124,18 +132,69 @@ def open_predictor(package: Path, work: Path) -> PairedMeans:
     return predictor
 
 
-def main() -> int:
-    args = parse_args()
-    suite = quality.make_suite(args.suite, args.suite_frames)
-    noisy, clean = suite.noisy[: args.frames].astype(np.float32), suite.clean[: args.frames]
+def mmse_per_n(package: Path, noisy: np.ndarray, reference: int = 0) -> np.ndarray:
+    """(2K [+ 1], frames, H, W): the MMSE at each checkpoint, independent then antithetic [then the reference]."""
     estimates = []
-    with tempfile.TemporaryDirectory() as work, open_predictor(args.package, Path(work)) as predictor:
+    with tempfile.TemporaryDirectory() as work, open_predictor(package, Path(work)) as predictor:
+        predictor.reference = reference
         for frame in noisy:
             refs = {predictor.spec.input_id: frame}
             normalised = np.asarray(apply_steps(frame, predictor.spec.preprocessing, refs), np.float32)
             means = predictor.predict_tiled(normalised)
             estimates.append([apply_steps(m, predictor.spec.postprocessing, refs) for m in means])
-    per_n = np.asarray(estimates, np.float32).transpose(1, 0, 2, 3)  # (2K, frames, H, W)
+    return np.asarray(estimates, np.float32).transpose(1, 0, 2, 3)
+
+
+def truth_free(args: argparse.Namespace) -> int:
+    """Monte Carlo error of each MMSE against the mean of 100 further independent samples.
+
+    For any estimate E of the posterior mean mu, E|E - truth|^2 = |mu - truth|^2 + E|E - mu|^2 (E is
+    unbiased given the data), so the estimate whose Monte Carlo error E|E - mu|^2 is smaller is the
+    better one against the truth, whatever the truth is. Against a reference mean of 100 draws of its
+    own, each squared distance carries the same extra term (the reference's error), so the
+    distances compare the errors: antithetic N within the independent N=100's distance means at
+    least as close to the truth as 100 independent samples, in expectation.
+    """
+    import tifffile
+
+    frames = np.load(args.frames_file) if args.frames_file.suffix == ".npy" else tifffile.imread(args.frames_file)
+    stack = np.asarray(frames[: args.frames], np.float32)
+    per_n = mmse_per_n(args.package, stack, reference=100)
+    k = len(CHECKPOINTS)
+    reference = per_n[-1].astype(np.float64)
+    scale = float(np.mean([f.var() for f in reference]))  # the signal's variance, per frame, averaged
+
+    def distance(estimate: np.ndarray) -> float:
+        return float(np.mean((estimate - reference) ** 2) / scale)
+
+    independent = [distance(e) for e in per_n[:k]]
+    paired = [distance(e) for e in per_n[k: 2 * k]]
+    limit = independent[-1]
+    rows = [[n, a, a / limit, b, b / limit] for n, a, b in zip(CHECKPOINTS, independent, paired)]
+    for row in rows:
+        print("N={:3d}  independent {:.2e} ({:.2f}x)  antithetic {:.2e} ({:.2f}x)".format(*row))
+    enough = [n for n, row in zip(CHECKPOINTS, rows) if row[4] <= 1.0]
+    note = (f"{args.package.name}; first {args.frames} frames of {args.frames_file.name} (no clean frames). Squared "
+            f"distance of the MMSE of the first N samples per tile to the mean of 100 further independent samples, "
+            f"over the reference's variance; equal extra terms, so a row at or below independent N=100 (ratio <= 1) "
+            f"is at least as close to the truth in expectation (see `truth_free`). Antithetic pairs reach it from "
+            f"N={enough[0] if enough else 'beyond 100'}.")
+    table = {"title": "Monte Carlo error against N without a truth: independent samples vs antithetic pairs",
+             "note": note, "columns": ["samples N", "independent distance", "x independent N=100",
+                                       "antithetic distance", "x independent N=100"], "rows": rows}
+    label = args.label or args.package.name
+    common.save_speed_record(f"cosdd_antithetic_{label}", f"COSDD: antithetic posterior samples ({label})", [table],
+                             Path(__file__).name, enough_antithetic=enough[0] if enough else None)
+    return 0
+
+
+def main() -> int:
+    args = parse_args()
+    if args.frames_file is not None:
+        return truth_free(args)
+    suite = quality.make_suite(args.suite, args.suite_frames)
+    noisy, clean = suite.noisy[: args.frames].astype(np.float32), suite.clean[: args.frames]
+    per_n = mmse_per_n(args.package, noisy)  # (2K, frames, H, W)
     k = len(CHECKPOINTS)
     independent = [baselines.score(est, clean).psnr for est in per_n[:k]]
     paired = [baselines.score(est, clean).psnr for est in per_n[k:]]

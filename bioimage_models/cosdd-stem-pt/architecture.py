@@ -6,21 +6,20 @@ from __future__ import annotations
 """Building blocks shared by the ladder VAE and the direct denoiser."""
 
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 class GatedResBlock(nn.Module):
-    """2 x [BatchNorm -> Mish -> 3x3 conv], a tanh*sigmoid gate (1x1 conv to 2F), plus the skip."""
+    """2 x [BatchNorm -> Mish -> kxk conv (k = 3 unless given)], a tanh*sigmoid gate (1x1 conv to 2F), plus the skip."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, kernel: int = 3) -> None:
         super().__init__()
+        pad = kernel // 2
         self.body = nn.Sequential(
-            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, 3, padding=1),
-            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, kernel, padding=pad),
+            nn.BatchNorm2d(channels), nn.Mish(), nn.Conv2d(channels, channels, kernel, padding=pad),
         )
         self.gate = nn.Conv2d(channels, 2 * channels, 1)
 
@@ -30,19 +29,19 @@ class GatedResBlock(nn.Module):
             # The same gate as two convolutions: onnxruntime fuses each with its activation and
             # needs no split, four passes over the tensor fewer (benchmarks/graph_speed.py).
             half, weight, bias = self.gate.out_channels // 2, self.gate.weight, self.gate.bias
-            a = F.conv2d(h, weight[:half], None if bias is None else bias[:half])
-            b = F.conv2d(h, weight[half:], None if bias is None else bias[half:])
+            a = F.conv2d(h, weight[:half], bias[:half])
+            b = F.conv2d(h, weight[half:], bias[half:])
         else:
             a, b = self.gate(h).chunk(2, dim=1)
         return x + torch.tanh(a) * torch.sigmoid(b)
 
 
 class Upsample(nn.Module):
-    """Bilinear x2 then a 1x1 conv."""
+    """Bilinear x2 then a 1x1 conv (to ``out_channels``, unless given the same as ``channels``)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, out_channels: int | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 1)
+        self.conv = nn.Conv2d(channels, out_channels or channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():
@@ -52,18 +51,16 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
 
 
-def conv_of_concat(conv: nn.Conv2d, parts: Sequence[torch.Tensor], channels: Sequence[int]) -> torch.Tensor:
-    """``conv(cat(parts))`` for parts of ``channels`` channels each. Exported, it is one convolution
-    per part, summed: the same map, without copying the parts into one tensor first."""
+def conv_of_concat(conv: nn.Conv2d, first: torch.Tensor, second: torch.Tensor, first_channels: int) -> torch.Tensor:
+    """``conv(cat([first, second]))``. Exported, it is one convolution per part, summed: the same
+    map, without copying the parts into one tensor first (``first_channels`` is a Python int, so
+    the weight slices fold to constants)."""
     if not torch.onnx.is_in_onnx_export():
-        return conv(torch.cat(list(parts), dim=1))
-    out, start = None, 0
-    for index, (part, count) in enumerate(zip(parts, channels)):
-        bias = conv.bias if index == len(channels) - 1 else None
-        term = F.conv2d(part, conv.weight[:, start : start + count], bias, conv.stride, conv.padding)
-        out, start = term if out is None else out + term, start + count
-    assert out is not None
-    return out
+        return conv(torch.cat([first, second], dim=1))
+    weight = conv.weight
+    return F.conv2d(first, weight[:, :first_channels], None, conv.stride, conv.padding) + F.conv2d(
+        second, weight[:, first_channels:], conv.bias, conv.stride, conv.padding
+    )
 
 
 def downsample(channels: int) -> nn.Conv2d:
@@ -71,17 +68,17 @@ def downsample(channels: int) -> nn.Conv2d:
     return nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
 
-def stem(features: int) -> nn.Sequential:
-    """5x5 conv from the one input channel, then a residual block."""
-    return nn.Sequential(nn.Conv2d(1, features, 5, padding=2), GatedResBlock(features))
+def stem(features: int, blocks: int = 1) -> nn.Sequential:
+    """5x5 conv from the one input channel, then ``blocks`` residual blocks."""
+    return nn.Sequential(nn.Conv2d(1, features, 5, padding=2), *(GatedResBlock(features) for _ in range(blocks)))
 
 
 class BottomUp(nn.Module):
     """Stem then one residual block per level, some levels downsampling first; returns every level's features."""
 
-    def __init__(self, features: int, downsample_flags: list[bool]) -> None:
+    def __init__(self, features: int, downsample_flags: list[bool], stem_blocks: int = 1) -> None:
         super().__init__()
-        self.stem = stem(features)
+        self.stem = stem(features, stem_blocks)
         self.levels = nn.ModuleList(
             nn.Sequential(*([downsample(features)] if down else []), GatedResBlock(features))
             for down in downsample_flags
@@ -132,7 +129,7 @@ class DirectDenoiser(nn.Module):
         h = skips[-1]
         for i in reversed(range(len(skips))):
             top = i == len(skips) - 1
-            merged = self.merges[i](h) if top else conv_of_concat(self.merges[i], [h, skips[i]], [self.features] * 2)
+            merged = self.merges[i](h) if top else conv_of_concat(self.merges[i], h, skips[i], self.features)
             h = self.ups[i](self.blocks[i](merged))
         return self.head(h)
 
