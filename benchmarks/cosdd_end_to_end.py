@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--then-tree", type=Path, required=True, help="checkout of the commit issue 16 measured (65e41b4)")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--then-samples", type=int, default=3, help="samples timed with the old code (default 3)")
+    parser.add_argument("--also", type=Path, action="append", default=[],
+                        help="another COSDD package to time now (e.g. a run's model/ of a newer layout)")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     import tifffile
@@ -72,6 +74,7 @@ def main() -> None:
         tifffile.imwrite(frame, (1000 + 200 * rng.standard_normal((args.size, args.size))).astype(np.float32))
         then_package = args.then_tree / "bioimage_models" / "cosdd-stripe"
         now = {name: REPO / "bioimage_models" / name for name in ("cosdd-stripe", "cosdd-stem-pt")}
+        now.update({str(path): path for path in args.also})
         megapixels = args.size**2 / 1e6
         then_direct = infer_seconds(args.then_tree, then_package, frame, None)
         print(f"then direct: {then_direct:.1f} s", flush=True)
