@@ -45,9 +45,10 @@ held-out frames):
   weights (22.66 at decay 0.99) did better: early on the model improves faster than an average of its past.
   Hence the verdict after training (``blind_check.py``), which on 15 snapshots of 4 runs had the sign of the
   true gain over the best blur right every time (``benchmarks/cosdd_verdict.py``).
-- What each posterior sample repeats (``config.SAMPLING_LAYOUT``; ``benchmarks/cosdd_code_width.py``): a 24-channel
-  code and a second full-resolution encoder block (run once per tile) kept the quality per step (24.49 / 24.54 dB
-  direct / MMSE-8 vs 24.51 / 24.66, two seeds each, 1200 steps) with a sample at 0.37 of a sampler pass, not 0.52.
+- What each posterior sample repeats (``code_features``, ``stem_blocks``; ``benchmarks/cosdd_code_width.py``): a
+  24-channel code and a second full-resolution encoder block (run once per tile) make a sample 0.37 of a sampler
+  pass, not 0.52, and match the default at 1200 steps (24.49 / 24.54 dB direct / MMSE-8 vs 24.51 / 24.66, two seeds
+  each) but not at 555 (21.80 / 22.00 vs 22.96 / 23.37): an option, not the default.
 - Halo: tile-vs-whole difference of the direct denoiser (max, relative to the output std) is
   0.3-0.7 % at 16 px, 0.05-0.5 % at 32 px, <= 0.01 % at 48 px (atoms, stripe). A direct denoiser
   that keeps learning (previous item) reaches further: 0.72 % beyond a 32-px halo after 30 minutes
