@@ -32,6 +32,7 @@ import onnx
 import torch
 
 import common
+from cosdd_compare import end_point
 from selfden.export.onnx_flops import count_macs
 from selfden.export.onnx_graphs import export_named
 from selfden.methods.base import Normalisation
@@ -112,12 +113,9 @@ def quality_rows(paths: list[Path]) -> list[list[object]]:
     rows = []
     for path in paths:
         record = json.loads(path.read_text())
-        table = record["tables"][0]["rows"]
-        last = [row for row in table if isinstance(row[0], int)][-1]
-        mmse = next((row for row in table if str(row[0]).startswith("MMSE")), None)
-        label = record["title"].rsplit("(", 1)[-1].rstrip(")")
-        rows.append([label, last[0], round(last[1], 2), round(last[2], 2), round(mmse[2], 2) if mmse else "",
-                     f"`{record['command']}`"])
+        label, step, direct, mmse, command = end_point(record)
+        minutes = next(row[1] for row in record["tables"][0]["rows"] if row[0] == step)
+        rows.append([label, step, round(minutes, 2), direct, mmse, command])
     return rows
 
 

@@ -63,10 +63,11 @@ class TopDownLevel(nn.Module):
         self.posterior = nn.Conv2d(seen if top else features + seen, 2 * latents, 3, padding=1)
         self.merge = nn.Conv2d(latents if top else features + latents, features, 1)
         self.block = GatedResBlock(features, kernel)
-        # A level that hands the level below fewer channels without upsampling projects them (1x1).
-        self.up: nn.Module | None = (
-            Upsample(features, out) if upsample else nn.Conv2d(features, out, 1) if out != features else None
-        )
+        self.up: nn.Module | None = None
+        if upsample:
+            self.up = Upsample(features, out)
+        elif out != features:  # hands the level below another width without upsampling: a 1x1 projection
+            self.up = nn.Conv2d(features, out, 1)
 
     def posterior_of(self, h: torch.Tensor | None, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return split_gaussian(self.posterior(d if h is None else torch.cat([h, d], dim=1)))
