@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="cosdd option")
     parser.add_argument("--augment", choices=("default", "off"), default="default",
                         help="training crops in the method's orientations (default) or as recorded (off)")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="RUN",
+                        help="start from this cosdd run's networks (selfden train --init-from)")
     parser.add_argument("--seed", type=int, default=None, help="training seed (unset: selfden train draws one)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of the training process")
     parser.add_argument("--frames", type=int, default=8, help="frames scored (the first N)")
@@ -72,6 +74,7 @@ def train_with_snapshots(noisy_path: Path, folder: Path, args: argparse.Namespac
         *(["--seed", str(args.seed)] if args.seed is not None else []), "--size", args.size, "--direction", "x", "--device", "cpu",
         "--patch-size", str(args.patch_size), "--batch-size", str(args.batch_size),
         *(["--no-augment"] if args.augment == "off" else []),
+        *(["--init-from", str(args.init_from)] if args.init_from else []),
         *[part for option in args.set for part in ("--set", option)],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

@@ -54,6 +54,9 @@ class ToyBlur(Method):
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
 
+    def warm_start(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+
     def export_graphs(self) -> dict[str, torch.nn.Module]:
         return {"denoiser": self.net.eval()}
 

@@ -50,6 +50,11 @@ def train(
     atom_sigma: Optional[float] = typer.Option(None, help="noise2atom: peak sigma of the simulated atoms, px."),
     set_: list[str] = typer.Option([], "--set", help="Method option KEY=VALUE (repeatable), e.g. --set lr=5e-4."),
     max_pixels: Optional[int] = max_pixels_option(),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", metavar="RUN",
+        help="Start from the networks of a trained run of the same method and options (fine-tuning: new data, "
+        "fresh optimiser); e.g. a run on earlier frames of the same microscope.",
+    ),
 ) -> None:
     """Train a denoiser on noisy images; ends by exporting RUN/model/ for `selfden infer` and Fiji."""
     with user_errors():
@@ -57,6 +62,8 @@ def train(
         from selfden.runs.plan import new_run_config, plan_resume, plan_run
 
         default_budget = not resume and minutes is None and steps is None
+        if resume and init_from is not None:
+            raise SelfdenError("--init-from starts a new run; --resume continues OUTPUT from its own checkpoint: use one")
         if resume:
             plan = plan_resume(output, method, minutes=minutes, steps=steps, devices=devices, max_pixels=max_pixels)
         else:
@@ -70,7 +77,9 @@ def train(
                                               "augment": augment, "max_pixels": max_pixels}.items() if v is not None}
             trainer_options = {"device": device, "max_minutes": 10.0 if default_budget else minutes,
                                "max_steps": steps, "devices": devices or 1}
-            plan = plan_run(new_run_config(method, inputs, method_options, data_options, trainer_options, seed))
+            plan = plan_run(
+                new_run_config(method, inputs, method_options, data_options, trainer_options, seed, init_from)
+            )
         _print_notes(plan.notes)
         if default_budget:
             console.print("no --minutes or --steps given: training for 10 minutes")

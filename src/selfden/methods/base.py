@@ -190,6 +190,11 @@ class Method(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
 
+    @abstractmethod
+    def warm_start(self, state: dict[str, Any]) -> None:
+        """Take the network weights of another run's ``state_dict()`` (``selfden train --init-from``);
+        optimisers, schedules and counters stay this run's own: fine-tuning, not resuming."""
+
     def parameter_count(self) -> int:
         """Trainable parameters of the networks that are exported."""
         return sum(p.numel() for g in self.export_graphs().values() for p in g.parameters())

@@ -273,6 +273,10 @@ class Cae(Method):
     def state_dict(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "average": self.average.state_dict(), "optimizer": self.optimizer.state_dict()}
 
+    def warm_start(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.average.load_state_dict({"updates": 0, "weights": self.net.state_dict()})
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         # checkpoints from before the weight average: start it from the loaded network

@@ -27,6 +27,7 @@ from selfden.io.atomic import atomic_write_text
 from selfden.methods.base import MethodConfig
 from selfden.normalisation import Normalisation
 from selfden.runs.checks import first_line
+from selfden.runs.warm_start import InitFrom
 from selfden.training.config import TrainerConfig
 
 CONFIG_FILE = "config.yaml"
@@ -70,6 +71,8 @@ class RunConfig(BaseModel):
     #: Set when training starts, from the training set's statistics (None before).
     normalisation: Normalisation | None = None
     intensity_stats: IntensityStats | None = None
+    #: The checkpoint whose networks the run started from (``--init-from``); None: fresh weights.
+    init_from: InitFrom | None = None
     selfden_version: str = __version__
 
     @property
@@ -113,6 +116,8 @@ class RunConfig(BaseModel):
             return fields
         layout: dict[str, Any] = {}
         for key, value in fields.items():
+            if key == "init_from" and value is None:
+                continue  # written only when set: the files (and run ids) of fresh runs stay as they were
             if key == "trainer":
                 layout["trainer"] = {k: v for k, v in value.items() if k != "seed"}
                 layout["seed"] = value["seed"]

@@ -19,6 +19,7 @@ from selfden.geometry.orientations import IDENTITY_ONLY
 from selfden.methods.base import Note
 from selfden.runs.checks import check_crops, validated
 from selfden.runs.config import DataConfig, RunConfig, load_run_config
+from selfden.runs.warm_start import describe_source
 from selfden.training.config import TrainerConfig
 
 
@@ -37,10 +38,12 @@ def new_run_config(
     data_options: dict[str, Any],
     trainer_options: dict[str, Any],
     seed: int | None,
+    init_from: Path | None = None,
 ) -> RunConfig:
     """Validate user options into a RunConfig with the method's device defaults (no image is read).
 
-    ``seed`` None draws one, which the config records.
+    ``seed`` None draws one, which the config records. ``init_from``: a run of the same method
+    whose networks the new run starts from (checked now, loaded when training starts).
     """
     from selfden.methods import get_method
     from selfden.training.device import resolve_device
@@ -58,7 +61,10 @@ def new_run_config(
         raise SelfdenError(
             f"--augment: {method} trains on crops as recorded (its noise model depends on the scan direction); leave it out"
         )
-    return RunConfig(method=method, method_config=defaults.config, data=data, trainer=trainer)
+    source = None
+    if init_from is not None:  # load_run_config: a clear error when it is not a run folder
+        source = describe_source(init_from, load_run_config(init_from).method, method)
+    return RunConfig(method=method, method_config=defaults.config, data=data, trainer=trainer, init_from=source)
 
 
 def plan_run(config: RunConfig) -> RunPlan:

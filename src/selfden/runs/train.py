@@ -20,6 +20,7 @@ from selfden.runs.checks import check_crops, check_run_dir, has_checkpoint, remo
 from selfden.runs.config import RunConfig, save_run_config
 from selfden.runs.crops import training_data
 from selfden.runs.export import export_run, trained_orientations
+from selfden.runs.warm_start import apply_source
 from selfden.training.progress import ProgressReporter
 
 if TYPE_CHECKING:  # the methods import torch, which this module loads only to train
@@ -93,6 +94,8 @@ def _train_rank(
     seed_everything(config.seed)  # the same on every rank: identical initial weights
     device = data_parallel.rank_device(resolve_device(config.trainer.device))
     method = method_cls(config.method_config, norm, device)
+    if config.init_from is not None and not resume:  # every rank: identical initial weights
+        apply_source(method, config.init_from)
 
     data_rng = np.random.default_rng(config.seed)
     crops = data_parallel.per_rank_batch(config.data.batch_size, rank.world_size)

@@ -331,6 +331,10 @@ class Cosdd(Method):
         self.step = int(state["step"])
         self.collapse_reported = bool(state["collapse_reported"])
 
+    def warm_start(self, state: dict[str, Any]) -> None:
+        for name, net in self._networks().items():
+            net.load_state_dict(state["networks"][name])
+
     def _networks(self) -> dict[str, nn.Module]:
         return {"vae": self.vae, "ar_decoder": self.ar_decoder, "signal_decoder": self.signal_decoder,
                 "direct": self.direct}

@@ -342,6 +342,11 @@ class Dnnet(Method):
         self.generator.set_state(state["generator"].clone().cpu())  # checkpoints may be mapped to CUDA
         self.signal_range = state["signal_range"].clone().float().cpu()
 
+    def warm_start(self, state: dict[str, Any]) -> None:
+        self.dnet.load_state_dict(state["dnet"])
+        if self.nnet is not None and "nnet" in state:  # else this run's noise network learns from scratch
+            self.nnet.load_state_dict(state["nnet"])
+
     def _check_size(self, batch: torch.Tensor) -> None:
         if batch.shape[-1] % self.size_step or batch.shape[-2] % self.size_step:
             raise SelfdenError(

@@ -292,6 +292,11 @@ class Noise2Atom(Method):
         self.opt_d.load_state_dict(copy.deepcopy(state["opt_d"]))
         self.stream.set_state(state["simulation_rng"])
 
+    def warm_start(self, state: dict[str, Any]) -> None:
+        for name in ("ms2c", "mc2s", "critic"):
+            getattr(self, name).load_state_dict(state[name])
+        self.ema.load_state_dict({"updates": 0, "weights": self.ms2c.state_dict()})
+
     # --- helpers --------------------------------------------------------------------------------
     def _clean_like(self, batch: torch.Tensor, fixed: bool) -> torch.Tensor:
         n, _, height, width = batch.shape
