@@ -40,11 +40,13 @@ class InstrumentedToyBlur(ToyBlur):
         interrupt_at: int | None = None,
         nan_at: int | None = None,
         step_seconds: float = 0.0,
+        val_seconds: float = 0.0,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
         super().__init__(config, seed=seed, device=device)
         self.interrupt_at, self.nan_at, self.step_seconds = interrupt_at, nan_at, step_seconds
+        self.val_seconds = val_seconds
         self.calls = 0
         self.autocast_in_training: set[bool] = set()
         self.optimizer_state_at_first_step: dict[str, Any] | None = None
@@ -62,6 +64,11 @@ class InstrumentedToyBlur(ToyBlur):
         if self.calls == self.nan_at:
             return {"loss": float("nan")}
         return {**metrics, "weight_mean": self.net.weight.mean().item()}
+
+    def validation_step(self, batch: torch.Tensor) -> dict[str, float]:
+        if self.val_seconds:
+            time.sleep(self.val_seconds)
+        return super().validation_step(batch)
 
 
 def _config(**overrides: Any) -> TrainerConfig:
@@ -199,6 +206,15 @@ def test_time_budget_stops_training(tmp_path: Path) -> None:
     val_steps = [r["step"] for r in _records(tmp_path, "val")]
     # baseline, at least one time-triggered validation, and the final one
     assert len(val_steps) >= 3 and val_steps[0] == 0 and val_steps[-1] == result.steps, val_steps
+
+
+def test_a_slow_validation_is_spaced_out_to_a_small_share_of_the_time(tmp_path: Path) -> None:
+    # a validation costs ~5 steps (0.1 s); a clock cadence of 0.01 s would otherwise validate after every step
+    config = _config(max_steps=None, max_minutes=0.06, val_every_steps=10**6, val_every_seconds=0.01)
+    result = _train(InstrumentedToyBlur(step_seconds=0.02, val_seconds=0.1 / len(_val_batches())), tmp_path, config)
+    timed = [r for r in _records(tmp_path, "val") if 0 < r["step"] < result.steps]  # not the baseline or the end
+    assert 1 <= len(timed) <= 2, [r["step"] for r in timed]
+    assert sum(r["val_seconds"] for r in timed) < 0.15 * result.elapsed_seconds
 
 
 def test_keyboard_interrupt_saves_checkpoint(tmp_path: Path) -> None:
