@@ -93,7 +93,10 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
     method_name = RECOMMENDED[suite]
     # A checkpoint every 15 s (the default is a minute), so each mark scores weights close to it.
     trainer = {"device": "cpu", "max_minutes": marks[-1], "checkpoint_every_minutes": 0.25}
-    config = plan_run(new_run_config(method_name, [noisy_path], {}, {}, trainer, args.seed)).config
+    plan = plan_run(new_run_config(method_name, [noisy_path], {}, {}, trainer, args.seed))
+    config = plan.config
+    # where its weights started (selfden's COSDD prior: pretrained before, outside the budget)
+    start = [note.text.split(";")[0] for note in plan.notes if "prior" in note.text]
     watcher = Snapshots(work / "run", work / "snapshots")
     watcher.start()
     try:
@@ -120,7 +123,7 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
     return {"peer": f"selfden {method_name}", "steps": result.steps, "train_seconds": result.elapsed_seconds,
             "parameters": result.parameter_count, "outputs": outputs,
             "settings": f"{method_name} defaults as planned by selfden train, {args.threads} threads"
-                        + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds)}
+                        + "".join(f", {text}" for text in start) + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds)}
 
 
 def validation_share(metrics_path: Path, train_seconds: float) -> str:

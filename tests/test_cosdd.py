@@ -360,10 +360,12 @@ def test_a_planned_run_measures_the_noise_direction_unless_the_user_chose_one(tm
     for options in ({}, {"direction": "auto"}):
         plan = plan_run(new_run_config("cosdd", [image], options, {}, trainer, 0))
         assert plan.config.method_config.direction == "x", plan.notes
-        assert [(n.level, n.text.split(" — ")[0]) for n in plan.notes] == [("note", "noise direction: x")], plan.notes
-        assert "along rows" in plan.notes[0].text, plan.notes
+        said = [(n.level, n.text.split(" — ")[0]) for n in plan.notes]
+        assert said == [("note", "noise direction: x"), ("note", plan.notes[1].text)], plan.notes
+        assert "along rows" in plan.notes[0].text and "COSDD prior" in plan.notes[1].text, plan.notes
     chosen = plan_run(new_run_config("cosdd", [image], {"direction": "y"}, {}, trainer, 0))
-    assert chosen.config.method_config.direction == "y" and chosen.notes == ()
+    assert chosen.config.method_config.direction == "y"
+    assert not any("noise direction" in n.text for n in chosen.notes), chosen.notes
     with pytest.raises(SelfdenError, match="auto"):
         make_cosdd(direction="auto")
 
@@ -467,18 +469,29 @@ def test_a_narrow_code_splits_into_graphs_that_give_the_single_samplers_sample(t
     assert np.abs(got - expected).max() < 1e-4, np.abs(got - expected).max()
 
 
-def test_unset_layout_options_mean_the_full_width_code_and_one_stem_block_so_saved_runs_rebuild() -> None:
-    assert (CosddConfig(size="tiny").arch().code_features, CosddConfig(size="tiny").arch().stem_blocks) == (32, 1)
-    assert CosddConfig(size="tiny", features=24).arch().code_features == 24
-    chosen = CosddConfig(size="tiny", code_features=24, stem_blocks=2).device_defaults("cpu").config.arch()
-    assert (chosen.code_features, chosen.stem_blocks) == (24, 2)
+def test_new_tiny_runs_get_the_sampling_layout_and_saved_runs_without_it_rebuild_their_networks(
+    tmp_path: Path,
+) -> None:
+    from selfden.runs.plan import new_run_config
+
+    saved = CosddConfig(size="tiny").arch()  # a config saved before the options existed
+    assert (saved.code_features, saved.stem_blocks) == (32, 1)
+    image = tmp_path / "noisy.npy"
+    np.save(image, np.random.default_rng(0).normal(size=(2, 64, 64)).astype(np.float32))
+    new = new_run_config("cosdd", [image], {"direction": "x"}, {}, {"device": "cpu", "max_steps": 1}, 0)
+    assert (new.method_config.code_features, new.method_config.stem_blocks) == (24, 2), "saved explicitly"
+    wider = CosddConfig(size="tiny", features=48).device_defaults("cpu").config
+    assert wider.code_features == 36, "the code keeps its share of wider features"
+    chosen = CosddConfig(size="tiny", code_features=12, stem_blocks=1).device_defaults("cpu").config
+    assert (chosen.code_features, chosen.stem_blocks) == (12, 1), "the user's choice wins"
+    assert CosddConfig(size="small").device_defaults("cuda").config.arch().code_features == 64
 
 
-def test_the_lighter_tiny_layout_samples_at_under_two_fifths_of_a_sampler_pass(tmp_path: Path) -> None:
+def test_the_default_tiny_layout_samples_at_under_two_fifths_of_a_sampler_pass(tmp_path: Path) -> None:
     from selfden.export.onnx_flops import count_macs
     from selfden.export.onnx_graphs import export_graph
 
-    config = CosddConfig(size="tiny", direction="x", code_features=24, stem_blocks=2)
+    config = CosddConfig(size="tiny", direction="x").device_defaults("cpu").config
     method = Cosdd(config, Normalisation(0.0, 1.0), torch.device("cpu"))
     graphs, shapes, macs = method.export_graphs(), method.vae.latent_shapes(1, 64, 64), {}
     for name in ("sampler_encoder", "sampler_decoder"):

@@ -53,7 +53,8 @@ def train(
     init_from: Optional[Path] = typer.Option(
         None, "--init-from", metavar="RUN",
         help="Start from the networks of a trained run of the same method and options (fine-tuning: new data, "
-        "fresh optimiser); e.g. a run on earlier frames of the same microscope.",
+        "fresh optimiser), e.g. one on earlier frames of the same microscope, instead of random weights "
+        "(cosdd: instead of selfden's prior).",
     ),
 ) -> None:
     """Train a denoiser on noisy images; ends by exporting RUN/model/ for `selfden infer` and Fiji."""

@@ -131,6 +131,12 @@ class Method(ABC):
         assumptions). Nothing to decide or say by default."""
         return config, ()
 
+    @classmethod
+    def start_note(cls, config: MethodConfig) -> Note | None:
+        """What a new run of ``config`` starts from, when the user gave no ``--init-from``: said
+        only when it is not random weights, or when a prior the user asked for does not fit."""
+        return None
+
     def __init__(self, config: MethodConfig, normalisation: Normalisation, device: torch.device) -> None:
         self.config = config
         self.normalisation = normalisation
@@ -194,6 +200,11 @@ class Method(ABC):
     def warm_start(self, state: dict[str, Any]) -> None:
         """Take the network weights of another run's ``state_dict()`` (``selfden train --init-from``);
         optimisers, schedules and counters stay this run's own: fine-tuning, not resuming."""
+
+    def prior_weights(self) -> dict[str, Any] | None:
+        """Weights a new run starts from when the user gave no ``--init-from``, as ``warm_start``
+        takes them; None (the default): random weights."""
+        return None
 
     def parameter_count(self) -> int:
         """Trainable parameters of the networks that are exported."""

@@ -73,8 +73,10 @@ def plan_run(config: RunConfig) -> RunPlan:
     from selfden.methods import get_method
 
     stacks = [open_image(Path(p), config.data.max_pixels) for p in config.data.inputs]
-    method_config, notes = get_method(config.method).prepare(config.method_config, stacks)
-    return RunPlan(config.model_copy(update={"method_config": method_config}), notes)
+    method_cls = get_method(config.method)
+    method_config, notes = method_cls.prepare(config.method_config, stacks)
+    start = method_cls.start_note(method_config) if config.init_from is None else None
+    return RunPlan(config.model_copy(update={"method_config": method_config}), (*notes, *([start] if start else [])))
 
 
 def plan_resume(

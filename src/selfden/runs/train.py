@@ -94,8 +94,11 @@ def _train_rank(
     seed_everything(config.seed)  # the same on every rank: identical initial weights
     device = data_parallel.rank_device(resolve_device(config.trainer.device))
     method = method_cls(config.method_config, norm, device)
-    if config.init_from is not None and not resume:  # every rank: identical initial weights
-        apply_source(method, config.init_from)
+    if not resume:  # every rank: identical initial weights
+        if config.init_from is not None:
+            apply_source(method, config.init_from)
+        elif (prior := method.prior_weights()) is not None:
+            method.warm_start(prior)
 
     data_rng = np.random.default_rng(config.seed)
     crops = data_parallel.per_rank_batch(config.data.batch_size, rank.world_size)

@@ -31,6 +31,17 @@ PRESETS: dict[str, dict[str, int]] = {
     "large": {"levels": 14, "features": 64, "latent_channels": 32, "components": 5, "downsamplings": 5},
 }
 
+#: What a new run of each preset gets for the two options that decide how much of the sampler each
+#: posterior sample repeats (``device_defaults`` fills them in, so saved runs are explicit; runs saved
+#: before they existed have neither, which keeps their networks: a code as wide as the features, one
+#: stem block). Tiny: a 24-channel code (0.75 of 32) and a second full-resolution stem block in the
+#: encoder, which runs once per tile, make a sample cost 0.37 of a sampler pass instead of 0.52
+#: (benchmarks/cosdd_code_width.py). From random weights it matched the old layout after 1200 steps but
+#: learnt slower early (stripe suite, 555 steps: 21.80 / 22.00 dB direct / MMSE-8 against 22.96 / 23.37);
+#: new tiny runs start from selfden's prior (``prior.py``), trained in this layout, and then score 25.37 /
+#: 25.21 at 555 steps. small/large (GPU sizes) are not measured and keep the old layout.
+SAMPLING_LAYOUT: dict[str, dict[str, float]] = {"tiny": {"code_share": 0.75, "stem_blocks": 2}}
+
 #: AR decoder: 8 causal blocks; the first (kernel 5, current pixel masked) sees 4 pixels.
 AR_BLOCKS = 8
 
@@ -67,19 +78,15 @@ class CosddConfig(MethodConfig):
     )
     levels: int | None = Field(None, ge=1, le=32, description="ladder VAE levels (preset when unset)")
     features: int | None = Field(None, ge=4, le=512, description="feature channels")
-    # A sampling layout that repeats less per posterior sample (``--set code_features=24 --set stem_blocks=2``
-    # on the tiny preset), measured on the stripe suite (benchmarks/cosdd_code_width.py): a sample costs 0.37 of a
-    # sampler pass instead of 0.52 and training steps/s are unchanged; after 1200 steps it scored as the default
-    # (24.49 / 24.54 dB direct / MMSE-8 against 24.51 / 24.66, two seeds each), but after 555 steps (5 minutes on 2
-    # cores) 21.80 / 22.00 against 22.96 / 23.37 (one seed): it learns slower early, where CPU users judge a
-    # training, so it is an option for long trainings whose output is sampled a lot, not the default.
+    # The two options below shape what each posterior sample repeats; SAMPLING_LAYOUT has what new runs get.
     code_features: int | None = Field(
         None, ge=4, le=512, description="channels of the full-resolution top-down level and of s_code, the part "
-        "every posterior sample repeats (unset: features)"
+        "every posterior sample repeats (unset in a new run: the preset's share of features, see SAMPLING_LAYOUT; "
+        "in a run saved without it: features)"
     )
     stem_blocks: int | None = Field(
         None, ge=1, le=8, description="residual blocks of the encoder's full-resolution stem, run once per tile "
-        "however many posterior samples are drawn (unset: 1)"
+        "however many posterior samples are drawn (unset in a new run: the preset's; in a run saved without it: 1)"
     )
     latent_channels: int | None = Field(None, ge=1, le=512, description="latent channels per level")
     components: int | None = Field(None, ge=1, le=16, description="Gaussian mixture components of the noise model")
@@ -123,6 +130,11 @@ class CosddConfig(MethodConfig):
     samples: int = Field(8, ge=1, le=1000, description="posterior samples averaged at inference (MMSE), drawn "
                          "in antithetic pairs")
     halo: int | None = Field(None, ge=0, description="tile context in pixels (unset: chosen from the size step)")
+    # selfden.methods.cosdd.prior: measured in its docstring and benchmarks/RESULTS.md.
+    prior: bool = Field(
+        True, description="start a new run from selfden's COSDD prior (pretrained on procedural scenes) when its "
+        "networks fit (tiny preset, default layout, direction x or y); false: random weights"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> CosddConfig:
@@ -157,10 +169,17 @@ class CosddConfig(MethodConfig):
     def device_defaults(self, device_type: str) -> DeviceDefaults:
         """Size "auto" replaced by the preset for ``device_type``. On a CPU, 64² crops in batches of 4:
         the tiny preset trains at ~1 step/s on them (1 core), ~6x the steps of 128² x 8 in the same
-        time, and the noise model's 40-px reach fits in 64 px."""
+        time, and the noise model's 40-px reach fits in 64 px. Unset code_features and stem_blocks
+        become the preset's (``SAMPLING_LAYOUT``)."""
         config = self
         if self.size == "auto":
             config = self.model_copy(update={"size": AUTO_SIZE.get(device_type, AUTO_SIZE["cpu"])})
+        layout = SAMPLING_LAYOUT.get(config.size, {"code_share": 1.0, "stem_blocks": 1})
+        if config.code_features is None:
+            code = max(4, round(config.arch().features * layout["code_share"]))
+            config = config.model_copy(update={"code_features": code})
+        if config.stem_blocks is None:
+            config = config.model_copy(update={"stem_blocks": int(layout["stem_blocks"])})
         return DeviceDefaults(config, 64, 4) if device_type == "cpu" else DeviceDefaults(config)
 
     def arch(self) -> CosddArch:
