@@ -96,7 +96,7 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
     plan = plan_run(new_run_config(method_name, [noisy_path], {}, {}, trainer, args.seed))
     config = plan.config
     # where its weights started (selfden's COSDD prior: pretrained before, outside the budget)
-    start = [note.text.split(";")[0] for note in plan.notes if "prior" in note.text]
+    started_from = [note.text.split(";")[0] for note in plan.notes if "prior" in note.text]
     watcher = Snapshots(work / "run", work / "snapshots")
     watcher.start()
     try:
@@ -123,7 +123,7 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
     return {"peer": f"selfden {method_name}", "steps": result.steps, "train_seconds": result.elapsed_seconds,
             "parameters": result.parameter_count, "outputs": outputs,
             "settings": f"{method_name} defaults as planned by selfden train, {args.threads} threads"
-                        + "".join(f", {text}" for text in start) + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds)}
+                        + "".join(f", {text}" for text in started_from) + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds)}
 
 
 def validation_share(metrics_path: Path, train_seconds: float) -> str:
