@@ -9,13 +9,14 @@ that changed between planning and training is refused rather than silently used.
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfden.errors import InputError
-from selfden.package.files import sha256_of
 from selfden.runs.checks import first_line
 
 if TYPE_CHECKING:  # the methods import torch
@@ -23,6 +24,8 @@ if TYPE_CHECKING:  # the methods import torch
 
 #: Preferred checkpoint of the source run first (the weights its export used).
 CHECKPOINT_NAMES = ("best.pt", "last.pt")
+#: A checkpoint larger than this is not one (the largest preset's is ~100 MB): refused before reading.
+MAX_CHECKPOINT_BYTES = 2**31
 
 
 class InitFrom(BaseModel):
@@ -46,9 +49,9 @@ def describe_source(run_dir: Path, trained: str, method: str) -> InitFrom:
     for name in CHECKPOINT_NAMES:
         path = run_dir / "checkpoints" / name
         if path.is_file():
-            checkpoint = _read(path)
+            sha256, checkpoint = _read(path)
             if int(checkpoint.get("step", 0)) > 0:
-                return InitFrom(checkpoint=str(path.resolve()), sha256=sha256_of(path), step=int(checkpoint["step"]))
+                return InitFrom(checkpoint=str(path.resolve()), sha256=sha256, step=int(checkpoint["step"]))
     raise InputError(f"{run_dir}: --init-from found no trained checkpoint in checkpoints/; train that run first")
 
 
@@ -57,13 +60,14 @@ def apply_source(method: Method, source: InitFrom) -> None:
     path = Path(source.checkpoint)
     if not path.is_file():
         raise InputError(f"{path}: --init-from checkpoint is gone; give the run again or train without --init-from")
-    if sha256_of(path) != source.sha256:
+    sha256, checkpoint = _read(path)  # hashed and loaded from the same bytes: nothing can swap the file between
+    if sha256 != source.sha256:
         raise InputError(
             f"{path}: --init-from checkpoint changed since this run was planned (its SHA-256 differs); "
             "start a new run with --init-from"
         )
     try:
-        method.warm_start(_read(path)["method"])
+        method.warm_start(checkpoint["method"])
     except InputError:
         raise
     except Exception as exc:  # shapes or names differ: another size, direction or option
@@ -80,13 +84,18 @@ def _mismatch(exc: Exception, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    """(SHA-256, checkpoint) of one read of ``path``: tensors and plain containers only (``weights_only``)."""
     import torch
 
+    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise InputError(f"{path}: {path.stat().st_size / 2**30:.1f} GiB is far more than a selfden checkpoint; "
+                         "give a run folder of selfden train")
+    data = path.read_bytes()
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputError(f"{path}: cannot read checkpoint: {first_line(exc)}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("method"), dict):
         raise InputError(f"{path}: not a selfden checkpoint (no method state)")
-    return checkpoint
+    return hashlib.sha256(data).hexdigest(), checkpoint

@@ -20,6 +20,8 @@ The file is numpy arrays only (read with ``allow_pickle=False``) and pinned by i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -63,8 +65,6 @@ def prior_meta() -> dict:
 
 def save_prior(path: Path, networks: dict[str, dict[str, torch.Tensor]], arch: CosddArch, **meta: object) -> str:
     """Write ``networks`` and their description as a prior file; return its SHA-256 (to pin in PRIOR_SHA256)."""
-    import hashlib
-
     arrays = {f"{net}/{name}": t.detach().cpu().numpy() for net, state in networks.items() for name, t in state.items()}
     arrays[META_KEY] = np.array(json.dumps({"arch": _arch_key(arch), **meta}, sort_keys=True))
     with path.open("wb") as handle:
@@ -78,8 +78,6 @@ def _arch_key(arch: CosddArch) -> dict:
 
 @lru_cache(maxsize=1)
 def _arrays() -> dict[str, np.ndarray]:
-    import hashlib
-
     fix = "reinstall selfden, or train from random weights with --set prior=false"
     try:
         data = PRIOR_FILE.read_bytes()
@@ -87,7 +85,5 @@ def _arrays() -> dict[str, np.ndarray]:
         raise SelfdenError(f"{PRIOR_FILE}: cannot read selfden's COSDD prior ({exc.strerror}); {fix}") from None
     if hashlib.sha256(data).hexdigest() != PRIOR_SHA256:
         raise SelfdenError(f"{PRIOR_FILE}: selfden's COSDD prior is damaged (its SHA-256 is not the pinned one); {fix}")
-    import io
-
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         return {key: archive[key] for key in archive.files}
