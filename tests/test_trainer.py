@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ class InstrumentedToyBlur(ToyBlur):
         config: ToyConfig | None = None,
         *,
         interrupt_at: int | None = None,
+        signal_at: int | None = None,
+        signals: tuple[signal.Signals, ...] = (),
         nan_at: int | None = None,
         step_seconds: float = 0.0,
         val_seconds: float = 0.0,
@@ -46,6 +50,7 @@ class InstrumentedToyBlur(ToyBlur):
     ) -> None:
         super().__init__(config, seed=seed, device=device)
         self.interrupt_at, self.nan_at, self.step_seconds = interrupt_at, nan_at, step_seconds
+        self.signal_at, self.signals = signal_at, signals
         self.val_seconds = val_seconds
         self.calls = 0
         self.autocast_in_training: set[bool] = set()
@@ -57,6 +62,9 @@ class InstrumentedToyBlur(ToyBlur):
             self.optimizer_state_at_first_step = copy.deepcopy(self.opt.state_dict())
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
+        if self.calls == self.signal_at:  # as if the user pressed Ctrl-C (or a scheduler sent SIGTERM) mid-step
+            for signum in self.signals:
+                os.kill(os.getpid(), signum)
         self.autocast_in_training.add(torch.is_autocast_enabled(self.device.type))
         if self.step_seconds:
             time.sleep(self.step_seconds)
@@ -222,6 +230,38 @@ def test_keyboard_interrupt_saves_checkpoint(tmp_path: Path) -> None:
     assert result.interrupted and result.stop_reason == "interrupted", result
     assert result.steps == 6, result.steps
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 6
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["Ctrl-C", "SIGTERM"])
+def test_a_stop_signal_mid_step_ends_the_training_after_that_step(signum: signal.Signals, tmp_path: Path) -> None:
+    method = InstrumentedToyBlur(signal_at=7, signals=(signum,))
+    result = _train(method, tmp_path, _config(max_steps=50))
+    assert result.interrupted and result.stop_reason == "interrupted", result
+    assert result.steps == 7 and method.calls == 7, (result.steps, method.calls)  # the step finished, no more began
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert saved["step"] == 7
+    # the saved weights are those of 7 whole steps: the same as a run told to stop at 7
+    seven = _train(InstrumentedToyBlur(), tmp_path / "seven", _config(max_steps=7))
+    assert seven.steps == 7
+    torch.testing.assert_close(saved["method"], load_checkpoint(tmp_path / "seven" / "checkpoints" / "last.pt")["method"])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handlers are gone
+
+
+def test_a_second_ctrl_c_stops_at_once_without_finishing_the_step(tmp_path: Path) -> None:
+    method = InstrumentedToyBlur(signal_at=7, signals=(signal.SIGINT, signal.SIGINT))
+    result = _train(method, tmp_path, _config(max_steps=50))
+    assert result.interrupted and result.steps == 6, result
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 6
+
+
+def test_a_training_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path: Path) -> None:
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as nohup and background jobs start a process
+    try:
+        result = _train(InstrumentedToyBlur(signal_at=3, signals=(signal.SIGINT,)), tmp_path, _config(max_steps=10))
+        assert not result.interrupted and result.steps == 10, result
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_metrics_jsonl_has_train_and_val_lines(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from selfden.training.device import autocast_context, batch_to_device, seed_ever
 from selfden.training.metrics_log import MetricsLog
 from selfden.training.progress import ProgressReporter, ProgressState, format_seconds
 from selfden.training.result import RunPaths, StopReason, TrainingDiverged, TrainResult
-from selfden.training.signals import sigterm_as_interrupt
+from selfden.training.signals import StopRequest, sigterm_as_interrupt, stop_between_steps
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class _Run:
         self.last_val_step = -1
         self.last_val_cost = 0.0
         self.saved_step: int | None = None
+        self.stop = StopRequest()  # rank 0's Ctrl-C or SIGTERM, read before each step
 
     # --- set-up -------------------------------------------------------------------------
     def prepare(self, resume: bool) -> None:
@@ -166,15 +167,20 @@ class _Run:
                 self.progress.finish(self._progress_state())
 
     def _train_guarded(self) -> StopReason:
+        stops = stop_between_steps() if self.rank.is_main else contextlib.nullcontext(self.stop)
         try:
-            if self.fresh:
-                self._validate()  # a baseline point for the curves
-            reason = self._loop()
+            with stops as self.stop:
+                if self.fresh:
+                    self._validate()  # a baseline point for the curves
+                reason = self._loop()
             self._flush_train()
-            if self.counters.step > self.last_val_step:
+            if reason == "interrupted":
+                logger.warning("stopped by %s at step %d; saving %s", self.stop.signal_name or "signal",
+                               self.counters.step, self.paths.last_checkpoint)
+            elif self.counters.step > self.last_val_step:
                 self._validate()
             return reason
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop's handler was in place
             logger.warning("interrupted at step %d; saving %s", self.counters.step, self.paths.last_checkpoint)
             self._flush_train()
             return "interrupted"
@@ -209,6 +215,8 @@ class _Run:
         return ProgressState(self.counters.step, self.elapsed(), self.config.max_steps, self.config.max_seconds).fraction
 
     def _budget_spent(self) -> StopReason | None:
+        if self.stop.requested:
+            return "interrupted"
         if self.config.max_steps is not None and self.counters.step >= self.config.max_steps:
             return "max_steps"
         max_seconds = self.config.max_seconds
