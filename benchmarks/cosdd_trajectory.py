@@ -1,4 +1,4 @@
-"""COSDD's quality against training steps on the stripe suite: how far off is the 2 dB goal?
+"""COSDD's quality against training steps on a suite (stripe by default): how far off is the 2 dB goal?
 
 Trains COSDD with ``selfden train`` (a subprocess, so its CPU threads are its own) for
 ``--minutes``, copies a periodic checkpoint every 5 minutes of wall time (the trainer rewrites ``last.pt`` every minute)
@@ -37,6 +37,9 @@ SNAPSHOT_SECONDS = 300.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default="stripe", choices=("stripe", "atoms", "poisson_gaussian"),
+                        help="quality.py suite trained on and scored")
+    parser.add_argument("--direction", default="x", choices=("x", "y"), help="direction of the correlated noise")
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget")
     parser.add_argument("--steps", type=int, default=None,
                         help="step budget (with --minutes: whichever comes first); equal steps compare quality per step")
@@ -71,7 +74,7 @@ def train_with_snapshots(noisy_path: Path, folder: Path, args: argparse.Namespac
     command = [
         sys.executable, "-m", "selfden", "train", "cosdd", str(noisy_path), "-o", str(run),
         "--minutes", f"{args.minutes:g}", *(["--steps", str(args.steps)] if args.steps else []),
-        *(["--seed", str(args.seed)] if args.seed is not None else []), "--size", args.size, "--direction", "x", "--device", "cpu",
+        *(["--seed", str(args.seed)] if args.seed is not None else []), "--size", args.size, "--direction", args.direction, "--device", "cpu",
         "--patch-size", str(args.patch_size), "--batch-size", str(args.batch_size),
         *(["--no-augment"] if args.augment == "off" else []),
         *(["--init-from", str(args.init_from)] if args.init_from else []),
@@ -143,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     from selfden import synth
 
     args = parse_args(argv)
-    suite = quality.make_suite("stripe", None)
+    suite = quality.make_suite(args.suite, None)
+    if suite is None:
+        return 1
     key = quality.suite_key(suite)
     noisy_path, _ = synth.save_synth_set(suite, (args.out / key / "data").resolve())
     if args.run is None:
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     best = max(score for name, score in references if "oracle" in name)
     table = {
         "title": f"COSDD direct denoiser against training steps ({args.label})",
-        "note": f"stripe suite, first {n} frames; affine PSNR of the direct denoiser (torch) at each 5-minute "
+        "note": f"{args.suite} suite, first {n} frames; affine PSNR of the direct denoiser (torch) at each 5-minute "
         f"checkpoint; best oracle baseline on these frames {best:.2f} dB, so the 2 dB goal is "
         f"{best + 2:.2f} dB. Trained by `{trained_by}`.",
         "columns": ["step", "minutes", "direct affine PSNR", "minus best oracle"],
