@@ -207,7 +207,7 @@ def subset_baseline_rows(subset: Any) -> list[dict[str, Any]]:
         if isinstance(result, baselines.Skipped):
             continue
         s = result.scores
-        print(f"[stripe] first {len(subset.noisy)} frames, {result.name}: affine PSNR {s.affine_psnr:.2f} dB")
+        print(f"[{subset.name}] first {len(subset.noisy)} frames, {result.name}: affine PSNR {s.affine_psnr:.2f} dB")
         rows.append({"name": f"{result.name} (oracle), first {n} frames", "reference": True, "settings": result.settings,
                      "scores": {"psnr": s.psnr, "affine_psnr": s.affine_psnr, "ssim": s.ssim},
                      "seconds": result.seconds})

@@ -4,7 +4,8 @@ A COSDD model trained from random weights needs about 1000 steps (10 minutes on 
 catch up with a Gaussian blur on the stripe suite; users judge a training in its first minutes.
 The prior is the tiny preset's networks (default layout) after 4000 steps on 1024 generated scenes
 with noise of random strength (Poisson, read noise, row-correlated noise), none of them a benchmark
-image; new runs fine-tune it on their own frames. Measured on the stripe suite (first 8 frames,
+image, with free bits 0.1 (the default then; its recorded command predates 0.03); new runs fine-tune
+it on their own frames. Measured on the stripe suite (first 8 frames,
 seed 3, ``benchmarks/cosdd_trajectory.py --steps 555``): direct / MMSE-8 25.37 / 25.21 dB after 555
 steps (5 minutes on 2 cores) against 23.06 / 23.38 for the previous default from random weights
 (oracle NLM 25.10, blur 23.87); untrained on these frames it already scores 24.4 (direct).
