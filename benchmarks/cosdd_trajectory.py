@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="stripe", choices=("stripe", "atoms", "poisson_gaussian"),
                         help="quality.py suite trained on and scored")
-    parser.add_argument("--direction", default="x", choices=("x", "y"), help="direction of the correlated noise")
+    parser.add_argument("--direction", default="x", choices=("x", "y", "none"),
+                        help="direction of the correlated noise (none: poisson_gaussian)")
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget")
     parser.add_argument("--steps", type=int, default=None,
                         help="step budget (with --minutes: whichever comes first); equal steps compare quality per step")
