@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cosdd-python", type=Path, help="python of the reference's own virtual environment")
     parser.add_argument("--careamics-python", type=Path, help="python of a virtual environment with careamics")
     parser.add_argument("--baselines", default="gaussian,nlm,bm3d", help="oracle classical baselines (cached)")
+    parser.add_argument("--method", default=None, help="selfden's method on every suite (default: RECOMMENDED's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="", help="suffix of this run's section in RESULTS.md")
     parser.add_argument("--out", type=Path, default=HERE / "_work" / "peers")
@@ -90,7 +91,7 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
     from selfden.runs.train import train_run
 
     torch.set_num_threads(args.threads)
-    method_name = RECOMMENDED[suite]
+    method_name = args.method or RECOMMENDED[suite]
     # A checkpoint every 15 s (the default is a minute), so each mark scores weights close to it.
     trainer = {"device": "cpu", "max_minutes": marks[-1], "checkpoint_every_minutes": 0.25}
     plan = plan_run(new_run_config(method_name, [noisy_path], {}, {}, trainer, args.seed))

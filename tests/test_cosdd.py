@@ -370,6 +370,37 @@ def test_a_planned_run_measures_the_noise_direction_unless_the_user_chose_one(tm
         make_cosdd(direction="auto")
 
 
+def test_a_planned_run_on_photon_counts_spreads_them_over_their_grid_unless_told_not_to(tmp_path: Path) -> None:
+    import tifffile
+
+    from selfden.runs.plan import new_run_config, plan_run
+    from test_value_grid import counts_with_row_offsets
+
+    image = tmp_path / "counts.tif"
+    tifffile.imwrite(image, counts_with_row_offsets(np.random.default_rng(0)).astype(np.float32), photometric="minisblack")
+    trainer = {"device": "cpu", "max_steps": 1}
+    plan = plan_run(new_run_config("cosdd", [image], {"direction": "x"}, {}, trainer, 0))
+    assert plan.config.method_config.value_step == pytest.approx(1 / 7, rel=1e-4)
+    assert any("grid of step 0.1429" in n.text for n in plan.notes), plan.notes
+    off = plan_run(new_run_config("cosdd", [image], {"direction": "x", "value_step": 0}, {}, trainer, 0))
+    assert off.config.method_config.value_step == 0 and not any("grid" in n.text for n in off.notes), off.notes
+
+
+def test_training_spreads_grid_values_over_one_step_and_runs_without_a_grid_train_as_before() -> None:
+    step, scale = 0.25, 2.0
+    method = Cosdd(CosddConfig(**TINY, value_step=step), Normalisation(0.0, scale), torch.device("cpu"))
+    batch = torch.zeros(64, 1, 32, 32)
+    spread = method._spread_over_grid(batch) - batch
+    width = step / scale  # one grid step in normalised units
+    assert float(spread.abs().max()) <= width / 2
+    assert float(spread.std()) == pytest.approx(width / 12**0.5, rel=0.02)
+    # a run saved before the grid was measured (value_step unset) and continuous data (0) train as before
+    for value_step in (None, 0.0):
+        plain = Cosdd(CosddConfig(**TINY, value_step=value_step), Normalisation(0.0, scale), torch.device("cpu"))
+        assert plain._spread_over_grid(batch) is batch
+
+
+
 # --- the split sampler: encoder once per tile, decoder per sample ----------------------------------
 
 

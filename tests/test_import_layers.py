@@ -21,7 +21,7 @@ MAX_LINES = 400
 # Lowest first; a module may import its own layer and those the table allows.
 FOUNDATION = ("selfden", "selfden.errors", "selfden.io", "selfden.geometry", "selfden.package",
               "selfden.normalisation", "selfden.metrics", "selfden.synth", "selfden.scenes", "selfden.data",
-              "selfden.noise_analysis", "selfden.noise_analysis_plot", "selfden.report")
+              "selfden.noise_analysis", "selfden.noise_analysis_plot", "selfden.value_grid", "selfden.report")
 LAYERS = {
     "foundation": FOUNDATION,
     "methods": ("selfden.methods",),

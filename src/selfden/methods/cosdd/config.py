@@ -96,6 +96,12 @@ class CosddConfig(MethodConfig):
         description="noise correlation axis: x (rows), y (columns) or none; auto (or unset, in a planned run): "
         "measured from the training images",
     )
+    # selfden.value_grid: on photon counts the noise model fits the grid instead of the noise (atoms suite).
+    value_step: float | None = Field(
+        None, ge=0, description="step of the grid the raw values lie on (photon counts, integer levels); training "
+        "adds uniform noise one step wide so the noise model cannot fit the grid. Unset in a new run: measured from "
+        "the training images (none found: continuous data); 0: off"
+    )
     ar_receptive_field: int = Field(
         40, ge=4, le=256, description="pixels before the current one that the noise model sees (multiple of 4)"
     )

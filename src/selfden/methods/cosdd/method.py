@@ -59,6 +59,9 @@ held-out frames):
   (26.12 against 25.81 direct), seed 2 level to 667 steps then +0.1 to +0.3 (25.28 against 25.16 at 1600);
   atoms 31.66 / 31.01 / 29.87 against 27.01 / 26.59 / 26.74 at 460 / 970 / 1200 steps, KL 0.04-0.05 and no
   collapse (at 0.1 the noise model's NLL fell to -1.77: spare latents fit the count grid). Hence the default.
+- Photon counts (values on a grid, ``selfden.value_grid``, measured when a run is planned): training adds
+  uniform noise one grid step wide, else the noise model fits the grid (NLL -2.5 nats/pixel). Atoms suite,
+  2000 steps, same seed: direct 33.07 dB and still rising, against 31.20 without (``value_step=0``).
 - Halo: tile-vs-whole difference of the direct denoiser (max, relative to the output std) is
   0.3-0.7 % at 16 px, 0.05-0.5 % at 32 px, <= 0.01 % at 48 px (atoms, stripe). A direct denoiser
   that keeps learning (previous item) reaches further: 0.72 % beyond a 32-px halo after 30 minutes
@@ -93,6 +96,7 @@ from selfden.methods.cosdd.split_sampler import SamplerDecoder, SamplerEncoder
 from selfden.methods.cosdd.signal_decoder import SignalDecoder
 from selfden.methods.lr_schedule import follow_budget
 from selfden.noise_analysis import measure_noise_correlation
+from selfden.value_grid import measure_value_step
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +144,21 @@ class Cosdd(Method):
 
     @classmethod
     def prepare(cls, config: MethodConfig, stacks: Sequence[StackLike]) -> tuple[MethodConfig, tuple[Note, ...]]:
-        """The noise direction measured from the training images, unless the user chose x, y or none."""
+        """The noise direction and the values' grid, measured from the training images unless the user set them."""
         assert isinstance(config, CosddConfig)
-        if config.direction != "auto" and "direction" in config.model_fields_set:
-            return config, ()
-        result = measure_noise_correlation(stacks)
-        note = Note("note", f"noise direction: {result.direction} — {result.reason}")
-        return config.model_copy(update={"direction": result.direction}), (note,)
+        notes: list[Note] = []
+        if config.direction == "auto" or "direction" not in config.model_fields_set:
+            result = measure_noise_correlation(stacks)
+            notes.append(Note("note", f"noise direction: {result.direction} — {result.reason}"))
+            config = config.model_copy(update={"direction": result.direction})
+        if config.value_step is None:
+            step = measure_value_step(stacks, "y" if config.direction == "y" else "x")
+            if step:
+                notes.append(Note("note", f"the values lie on a grid of step {step:.4g} (photon counts or integer "
+                                  "levels): training spreads each over one step so the noise model fits the noise, "
+                                  "not the grid (--set value_step=0: off)"))
+            config = config.model_copy(update={"value_step": step or 0.0})
+        return config, tuple(notes)
 
     @classmethod
     def start_note(cls, config: MethodConfig) -> Note | None:
@@ -192,6 +204,8 @@ class Cosdd(Method):
         self.generator.manual_seed(int(torch.randint(0, 2**62, ()).item()))
         self.step = 0
         self.collapse_reported = False
+        # the values' grid step in normalised units (0: continuous data, or a run saved before it was measured)
+        self._grid_width = (config.value_step or 0.0) / normalisation.scale
 
     # --- training -------------------------------------------------------------------------
     def on_budget_progress(self, fraction: float) -> None:
@@ -200,12 +214,13 @@ class Cosdd(Method):
 
     def training_step(self, batch: torch.Tensor) -> dict[str, float]:
         self._set_train(True)
-        elbo = self._elbo(batch)
+        observed = self._spread_over_grid(batch)
+        elbo = self._elbo(observed)
         beta = kl_weight(self.step, self.config.kl_warmup_steps)
         objective = beta * kl_with_free_bits(elbo["kl"], self.config.free_bits) + elbo["nll"]
         finite = self.optimise(self.optimizers["vae"], objective, skip_non_finite=True)
         signal = self.signal_decoder(elbo["s_code"].detach())
-        signal_mse = F.mse_loss(signal.float(), batch.float())
+        signal_mse = F.mse_loss(signal.float(), observed.float())
         self.optimise(self.optimizers["signal"], signal_mse, skip_non_finite=True)
         direct_mse = F.mse_loss(self.direct(batch).float(), signal.detach().float())
         self.optimise(self.optimizers["direct"], direct_mse, skip_non_finite=True)
@@ -228,9 +243,10 @@ class Cosdd(Method):
     @torch.no_grad()
     def validation_step(self, batch: torch.Tensor) -> dict[str, float]:
         self._set_train(False)
-        elbo = self._elbo(batch)
+        observed = self._spread_over_grid(batch)
+        elbo = self._elbo(observed)
         signal = self.signal_decoder(elbo["s_code"])
-        second = self.signal_decoder(self.vae(batch, generator=self.generator, compute_kl=False).s_code)
+        second = self.signal_decoder(self.vae(observed, generator=self.generator, compute_kl=False).s_code)
         kl = float(elbo["kl"])
         # Mean absolute difference of two posterior samples: ~0 when the posterior collapsed.
         spread = float((signal - second).abs().mean())
@@ -238,7 +254,7 @@ class Cosdd(Method):
             "val_loss": kl + float(elbo["nll"]),
             "kl_per_pixel": kl,
             "nll": float(elbo["nll"]),
-            "signal_mse": float(F.mse_loss(signal.float(), batch.float())),
+            "signal_mse": float(F.mse_loss(signal.float(), observed.float())),
             "direct_mse": float(F.mse_loss(self.direct(batch).float(), signal.float())),
             "sample_spread": spread,
             "collapsed": float(is_collapsed(kl, spread, self.step, self.config)),
@@ -274,6 +290,14 @@ class Cosdd(Method):
         npix = batch.shape[0] * batch.shape[-2] * batch.shape[-1]
         nll = mixture_nll(self.ar_decoder(batch, out.s_code), batch).mean()
         return {"kl": out.kl_levels.sum() / npix, "nll": nll, "s_code": out.s_code}
+
+    def _spread_over_grid(self, batch: torch.Tensor) -> torch.Tensor:
+        """Grid-valued data plus uniform noise one grid step wide (``selfden.value_grid``); the direct
+        denoiser keeps the data as they are, since that is what it sees at inference."""
+        if not self._grid_width:
+            return batch
+        uniform = torch.rand(batch.shape, generator=self.generator, device=batch.device, dtype=batch.dtype)
+        return batch + (uniform - 0.5) * self._grid_width
 
     def _set_train(self, mode: bool) -> None:
         for net in (self.vae, self.ar_decoder, self.signal_decoder, self.direct):
