@@ -33,6 +33,8 @@ ON_GRID_SHARE = 0.98
 #: not matter to a density model; float data with a few distinct low bits stay continuous.
 MAX_STEPS_PER_SPREAD = 200
 MIN_DIFFERENCES = 200
+#: Each frame is read through its central crop of this many pixels a side (memory stays small on huge frames).
+CROP_SIDE = 256
 
 
 def measure_value_step(stacks: Sequence[StackLike], axis: Literal["x", "y"] = "x") -> float | None:
@@ -41,11 +43,15 @@ def measure_value_step(stacks: Sequence[StackLike], axis: Literal["x", "y"] = "x
     if not pairs:
         return None
     picks = np.unique(np.linspace(0, len(pairs) - 1, min(MAX_FRAMES, len(pairs))).round().astype(int))
-    differences = np.concatenate([
-        np.abs(np.diff(np.asarray(pairs[i][0].frame(pairs[i][1]), dtype=np.float64), axis=1 if axis == "x" else 0)).ravel()
-        for i in picks
-    ])
+    along = 1 if axis == "x" else 0
+    differences = np.concatenate([np.abs(np.diff(_central_crop(pairs[i][0].frame(pairs[i][1])), axis=along)).ravel()
+                                  for i in picks])
     return grid_step(differences[np.isfinite(differences)])
+
+
+def _central_crop(frame: np.ndarray) -> np.ndarray:
+    top, left = (max(0, (n - CROP_SIDE) // 2) for n in frame.shape)
+    return np.asarray(frame[top : top + CROP_SIDE, left : left + CROP_SIDE], dtype=np.float64)
 
 
 def grid_step(differences: np.ndarray) -> float | None:
