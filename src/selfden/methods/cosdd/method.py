@@ -61,7 +61,8 @@ held-out frames):
   collapse (at 0.1 the noise model's NLL fell to -1.77: spare latents fit the count grid). Hence the default.
 - Photon counts (values on a grid, ``selfden.value_grid``, measured when a run is planned): training adds
   uniform noise one grid step wide, else the noise model fits the grid (NLL -2.5 nats/pixel). Atoms suite,
-  2000 steps, same seed: direct 33.07 dB and still rising, against 31.20 without (``value_step=0``).
+  2000 steps, same seed: direct 33.07 dB and still rising, against 31.20 without (``value_step=0``). All 200
+  frames after 5 / 15 / 30 minutes on 2 cores (``benchmarks/peers.py``): 32.68 / 33.12 / 33.17, noise2atom 26.27 at 30.
 - Halo: tile-vs-whole difference of the direct denoiser (max, relative to the output std) is
   0.3-0.7 % at 16 px, 0.05-0.5 % at 32 px, <= 0.01 % at 48 px (atoms, stripe). A direct denoiser
   that keeps learning (previous item) reaches further: 0.72 % beyond a 32-px halo after 30 minutes
