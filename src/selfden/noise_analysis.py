@@ -66,7 +66,7 @@ def measure_noise_correlation(
 ) -> NoiseCorrelation:
     """Autocorrelation of the noise along x and y, averaged over up to ``max_frames`` frames
     spread evenly over all stacks, and the COSDD direction it implies."""
-    frames = [_central_crop(stack.frame(i)) for stack, i in _spread_frames(stacks, max_frames)]
+    frames = [central_crop(stack.frame(i)) for stack, i in spread_frames(stacks, max_frames)]
     lags = min(max_lag, min(min(f.shape) for f in frames) - 3)
     if lags < DECISION_LAG:
         shape = min((f.shape for f in frames), key=min)
@@ -86,7 +86,8 @@ def measure_noise_correlation(
     )
 
 
-def _spread_frames(stacks: Sequence[StackLike], max_frames: int) -> list[tuple[StackLike, int]]:
+def spread_frames(stacks: Sequence[StackLike], max_frames: int) -> list[tuple[StackLike, int]]:
+    """Up to ``max_frames`` (stack, index) pairs spread evenly over all frames of all stacks."""
     pairs = [(stack, i) for stack in stacks for i in range(len(stack))]
     if not pairs:
         raise SelfdenError("no frames to analyse: the noise correlation needs at least one image")
@@ -94,10 +95,10 @@ def _spread_frames(stacks: Sequence[StackLike], max_frames: int) -> list[tuple[S
     return [pairs[i] for i in picks]
 
 
-def _central_crop(frame: np.ndarray) -> np.ndarray:
-    frame = np.asarray(frame, dtype=np.float64)
-    top, left = (max(0, (n - MAX_SIDE) // 2) for n in frame.shape)
-    return frame[top : top + MAX_SIDE, left : left + MAX_SIDE]
+def central_crop(frame: np.ndarray, side: int = MAX_SIDE) -> np.ndarray:
+    """The frame's central ``side`` x ``side`` pixels (all of a smaller frame), as float64."""
+    top, left = (max(0, (n - side) // 2) for n in frame.shape)
+    return np.asarray(frame[top : top + side, left : left + side], dtype=np.float64)
 
 
 def _second_difference(frame: np.ndarray, axis: int) -> np.ndarray:

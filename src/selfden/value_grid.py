@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from selfden.data import StackLike
+from selfden.noise_analysis import central_crop, spread_frames
 
 #: Frames read (spread evenly over all stacks); the grid needs only a few thousand differences.
 MAX_FRAMES = 8
@@ -39,19 +40,12 @@ CROP_SIDE = 256
 
 def measure_value_step(stacks: Sequence[StackLike], axis: Literal["x", "y"] = "x") -> float | None:
     """The data's grid step in raw units, or None when the values are continuous."""
-    pairs = [(stack, i) for stack in stacks for i in range(len(stack))]
-    if not pairs:
-        return None
-    picks = np.unique(np.linspace(0, len(pairs) - 1, min(MAX_FRAMES, len(pairs))).round().astype(int))
     along = 1 if axis == "x" else 0
-    differences = np.concatenate([np.abs(np.diff(_central_crop(pairs[i][0].frame(pairs[i][1])), axis=along)).ravel()
-                                  for i in picks])
-    return grid_step(differences[np.isfinite(differences)])
-
-
-def _central_crop(frame: np.ndarray) -> np.ndarray:
-    top, left = (max(0, (n - CROP_SIDE) // 2) for n in frame.shape)
-    return np.asarray(frame[top : top + CROP_SIDE, left : left + CROP_SIDE], dtype=np.float64)
+    # inf - inf and overflowing squares of absurd values only make the data "not a grid": no warnings
+    with np.errstate(invalid="ignore", over="ignore"):
+        differences = np.concatenate([np.abs(np.diff(central_crop(stack.frame(i), CROP_SIDE), axis=along)).ravel()
+                                      for stack, i in spread_frames(stacks, MAX_FRAMES)])
+        return grid_step(differences[np.isfinite(differences)])
 
 
 def grid_step(differences: np.ndarray) -> float | None:
