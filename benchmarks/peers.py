@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--careamics-python", type=Path, help="python of a virtual environment with careamics")
     parser.add_argument("--baselines", default="gaussian,nlm,bm3d", help="oracle classical baselines (cached)")
     parser.add_argument("--method", default=None, help="selfden's method on every suite (default: RECOMMENDED's)")
+    parser.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
+                        help="option of selfden's method (repeatable), e.g. lr_schedule=cosine; recorded in its settings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="", help="suffix of this run's section in RESULTS.md")
     parser.add_argument("--out", type=Path, default=HERE / "_work" / "peers")
@@ -95,7 +97,8 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
     method_name = args.method or RECOMMENDED[suite]
     # A checkpoint every 15 s (the default is a minute), so each mark scores weights close to it.
     trainer = {"device": "cpu", "max_minutes": marks[-1], "checkpoint_every_minutes": 0.25}
-    plan = plan_run(new_run_config(method_name, [noisy_path], {}, {}, trainer, args.seed))
+    options = quality.method_options(method_name, args.set)
+    plan = plan_run(new_run_config(method_name, [noisy_path], options, {}, trainer, args.seed))
     config = plan.config
     # where its weights started (selfden's COSDD prior: pretrained before, outside the budget)
     started_from = [note.text.split(";")[0] for note in plan.notes if "prior" in note.text]
@@ -124,7 +127,8 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
                         "denoised": denoised, "seconds_per_frame": (time.perf_counter() - start) / len(noisy)})
     return {"peer": f"selfden {method_name}", "steps": result.steps, "train_seconds": result.elapsed_seconds,
             "parameters": result.parameter_count, "outputs": outputs,
-            "settings": f"{method_name} defaults as planned by selfden train, {args.threads} threads"
+            "settings": f"{method_name} defaults as planned by selfden train"
+                        + "".join(f", {key}={value}" for key, value in options.items()) + f", {args.threads} threads"
                         + "".join(f", {text}" for text in started_from) + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds)}
 
 
