@@ -115,6 +115,8 @@ class CosddConfig(MethodConfig):
     # Measured for a 5-minute budget (benchmarks/cosdd_trajectory.py --steps 555, stripe suite, same seed; direct /
     # MMSE-8 dB on the first 8 frames): constant 2e-3 23.57 / 23.85, 4e-3 22.98 / 23.30, 1e-3 22.17 / 22.41, cosine
     # from 2e-3 21.65 / 21.92. Annealing starves the direct denoiser, whose target (a posterior sample) still moves.
+    # From the prior (RESULTS.md "cosine ... from the prior") cosine ended -0.39 to +0.32 dB from constant over
+    # two stripe seeds, atoms and one 30-minute peers run: no consistent sign, so constant stays.
     learning_rate: float = Field(2e-3, gt=0)
     lr_schedule: LrSchedule = Field(
         "constant", description="cosine: anneal all three learning rates to 0 at the end of the training budget; "
