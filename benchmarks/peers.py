@@ -6,7 +6,9 @@ moment denoise the whole stack, and one scorer (affine PSNR and SSIM against the
 quality.py) scores every output. Peers:
 
 - **selfden**: the recommended method for the suite (``RECOMMENDED``), trained as ``selfden train``
-  plans it; each mark uses the last checkpoint written by then (one every 15 s), in torch.
+  plans it; each mark uses the last checkpoint written by then (one every 15 s), in torch. ``--tta``
+  adds a row per mark for ``selfden infer --tta``: the mean over the orientations the method trained
+  with (eight for pixel-independent noise, two for row or column noise), at that many times the cost.
 - **COSDD reference** (krulllab/COSDD, MIT): a local checkout (``--cosdd-checkout``) run by
   ``peers/cosdd_reference.py`` in its own virtual environment (``--cosdd-python``), at the measured
   reference configuration (S=32, L=6, K=4, 64² crops, batch 4), bf16 autocast; its direct denoiser.
@@ -63,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method", default=None, help="selfden's method on every suite (default: RECOMMENDED's)")
     parser.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                         help="option of selfden's method (repeatable), e.g. lr_schedule=cosine; recorded in its settings")
+    parser.add_argument("--tta", action="store_true",
+                        help="also score selfden with --tta (its training orientations averaged), as extra rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="", help="suffix of this run's section in RESULTS.md")
     parser.add_argument("--out", type=Path, default=HERE / "_work" / "peers")
@@ -113,23 +117,39 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
         print(f"  selfden {method_name} {note.level}: {note.text}", flush=True)
     config = load_run_config(work / "run")  # as trained: with the normalisation measured from the data
     norm = config.normalisation
-    noisy = quality.read_stack(noisy_path)
+    frames = [torch.from_numpy((frame - norm.offset) / norm.scale).float() for frame in quality.read_stack(noisy_path)]
     outputs = []
     for checkpoint in at_marks(load_snapshots(work / "snapshots"), marks):
         method = get_method(method_name)(config.method_config, norm, torch.device("cpu"))
         method.load_state_dict(checkpoint["method"])
-        start = time.perf_counter()
-        with torch.no_grad():
-            denoised = np.stack([
-                method.denoise(torch.from_numpy((frame - norm.offset) / norm.scale)[None, None].float())[0, 0].numpy()
-                for frame in noisy]) * norm.scale + norm.offset
-        outputs.append({"elapsed_seconds": checkpoint["elapsed_seconds"], "steps": checkpoint["step"],
-                        "denoised": denoised, "seconds_per_frame": (time.perf_counter() - start) / len(noisy)})
+        variants = {"": ("identity",)}
+        if args.tta:
+            variants[" --tta"] = method.config.training_orientations()
+        for suffix, names in variants.items():
+            start = time.perf_counter()
+            denoised = np.stack([ensemble_denoise(method, frame, names) for frame in frames]) * norm.scale + norm.offset
+            outputs.append({"elapsed_seconds": checkpoint["elapsed_seconds"], "steps": checkpoint["step"],
+                            "denoised": denoised, "seconds_per_frame": (time.perf_counter() - start) / len(frames),
+                            "suffix": suffix})
     return {"peer": f"selfden {method_name}", "steps": result.steps, "train_seconds": result.elapsed_seconds,
             "parameters": result.parameter_count, "outputs": outputs,
             "settings": f"{method_name} defaults as planned by selfden train"
                         + "".join(f", {key}={value}" for key, value in options.items()) + f", {args.threads} threads"
                         + "".join(f", {text}" for text in started_from) + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds)}
+
+
+def ensemble_denoise(method: Any, frame: Any, names: tuple[str, ...]) -> np.ndarray:
+    """The method's denoised (H, W) frame averaged over orientations ``names``, as ``selfden infer --tta``."""
+    import torch
+
+    from selfden.geometry.orientations import transform, untransform
+
+    total = np.zeros(frame.shape, np.float64)
+    with torch.no_grad():
+        for name in names:
+            turned = torch.from_numpy(transform(frame.numpy(), name))
+            total += untransform(method.denoise(turned[None, None])[0, 0].numpy(), name)
+    return (total / len(names)).astype(np.float32)
 
 
 def validation_share(metrics_path: Path, train_seconds: float) -> str:
@@ -172,10 +192,10 @@ def score_rows(run: dict[str, Any], clean: np.ndarray) -> list[list[Any]]:
     for output in run["outputs"]:
         scores = quality._scores(output["denoised"], clean)
         minutes = output["elapsed_seconds"] / 60
-        rows.append([run["peer"], round(minutes, 2), output["steps"],
+        rows.append([run["peer"] + output.get("suffix", ""), round(minutes, 2), output["steps"],
                      output["steps"] / max(output["elapsed_seconds"], 1e-9), scores["affine_psnr"], scores["ssim"],
                      output["seconds_per_frame"]])
-        print(f"  {run['peer']:34} {minutes:6.2f} min {output['steps']:6d} steps  "
+        print(f"  {run['peer'] + output.get('suffix', ''):34} {minutes:6.2f} min {output['steps']:6d} steps  "
               f"affine PSNR {scores['affine_psnr']:.2f} dB  SSIM {scores['ssim']:.3f}", flush=True)
     return rows
 

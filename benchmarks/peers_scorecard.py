@@ -7,7 +7,8 @@ earlier run (CAREamics, the reference COSDD) need not run again: this script tak
 them in one table per suite with the run each row came from, and checks the issue's bars:
 
 - selfden's recommended method ahead of every peer at every mark;
-- at the last mark, at least 1 dB over the best oracle classical filter;
+- at the last mark, at least 1 dB over the best oracle classical filter (also with ``selfden infer
+  --tta`` where the run scored it: ``peers.py --tta``; peers are compared with plain selfden);
 - no selfden output worse than its noisy input.
 
 Steps/s ratios are quoted only between rows of one run (load differs between runs; PSNR per step
@@ -27,6 +28,8 @@ from typing import Any
 
 import common
 
+#: selfden's rows with ``--tta`` (peers.py --tta) are a peer id of their own, "selfden-tta".
+TTA_SUFFIX = " --tta"
 PEER_PREFIXES = {"selfden": "selfden ", "cosdd-reference": "COSDD reference", "n2v": "CAREamics N2V",
                  "structn2v": "CAREamics structN2V"}
 ORACLE_SUFFIX = "(oracle)"
@@ -43,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def peer_of(row_name: str) -> str | None:
-    """The peer id of a table row ('selfden cosdd' -> 'selfden'); None for the noisy input and the oracles."""
+    """The peer id of a table row ('selfden cosdd' -> 'selfden', 'selfden dnnet --tta' -> 'selfden-tta');
+    None for the noisy input and the oracles."""
+    if row_name.startswith(PEER_PREFIXES["selfden"]) and row_name.endswith(TTA_SUFFIX):
+        return "selfden-tta"
     for peer, prefix in PEER_PREFIXES.items():
         if row_name.startswith(prefix):
             return peer
@@ -61,7 +67,7 @@ def load_run(spec: str) -> tuple[str, set[str] | None, dict[str, Any]]:
     if not path.is_file():
         raise SystemExit(f"peers_scorecard.py: {path} not found; run peers.py --label {label} first")
     wanted = {p for p in peers.split(",") if p} or None
-    unknown = (wanted or set()) - set(PEER_PREFIXES)
+    unknown = (wanted or set()) - set(PEER_PREFIXES) - {"selfden-tta"}
     if unknown:
         raise SystemExit(f"peers_scorecard.py: unknown peer(s) {sorted(unknown)} in --runs {spec}")
     return label, wanted, json.loads(path.read_text())
@@ -83,7 +89,9 @@ def collect(specs: list[str], marks: list[float]) -> dict[str, dict[str, Any]]:
                     entry["reference"].setdefault(name, row)
                     continue
                 mark = mark_of(minutes, marks)
-                if mark is None or (wanted is not None and peer not in wanted):
+                # "LABEL:selfden" takes the run's --tta rows too
+                taken = peer if peer != "selfden-tta" else "selfden"
+                if mark is None or (wanted is not None and taken not in wanted):
                     continue
                 key = (peer, mark)
                 held = entry["peers"].get(key)
@@ -106,7 +114,8 @@ def checks(suite: str, entry: dict[str, Any], marks: list[float], margin_db: flo
             rows.append([suite, f"{mark:g} min", "selfden not measured yet", "every bar", "not measured"])
             continue
         psnr = ours[0][4]
-        others = {key[0]: value[0] for key, value in entry["peers"].items() if key[1] == mark and key[0] != "selfden"}
+        others = {key[0]: value[0] for key, value in entry["peers"].items()
+                  if key[1] == mark and not key[0].startswith("selfden")}
         missing = sorted(set(PEER_PREFIXES) - {"selfden"} - set(others) - skipped_peers(suite))
         best = max(others.values(), key=lambda row: row[4]) if others else None
         lead = psnr - best[4] if best else None
@@ -116,12 +125,15 @@ def checks(suite: str, entry: dict[str, Any], marks: list[float], margin_db: flo
                      "ahead of every peer", "not measured" if missing else "yes" if best and lead > 0 else "no"])
         rows.append([suite, f"{mark:g} min", f"{psnr:.2f} dB vs noisy {noisy:.2f} dB ({psnr - noisy:+.2f})",
                      "better than the noisy input", "yes" if psnr > noisy else "no"])
-    last = entry["peers"].get(("selfden", marks[-1]))
-    if last and oracles:
-        name, value = max(oracles.items(), key=lambda item: item[1])
-        over = last[0][4] - value
-        rows.append([suite, f"{marks[-1]:g} min", f"{last[0][4]:.2f} dB vs {name} {value:.2f} dB ({over:+.2f})",
-                     f">= {margin_db:g} dB over the best oracle", "yes" if over >= margin_db else "no"])
+    if not oracles:
+        return rows
+    name, value = max(oracles.items(), key=lambda item: item[1])
+    for peer in ("selfden", "selfden-tta"):
+        last = entry["peers"].get((peer, marks[-1]))
+        if last:
+            over = last[0][4] - value
+            rows.append([suite, f"{marks[-1]:g} min", f"{last[0][0]} {last[0][4]:.2f} dB vs {name} {value:.2f} dB "
+                         f"({over:+.2f})", f">= {margin_db:g} dB over the best oracle", "yes" if over >= margin_db else "no"])
     return rows
 
 
@@ -132,7 +144,7 @@ def skipped_peers(suite: str) -> set[str]:
 
 def suite_table(suite: str, entry: dict[str, Any], marks: list[float]) -> dict[str, Any]:
     rows = [[*row, "–"] for row in entry["reference"].values()]
-    for peer in PEER_PREFIXES:
+    for peer in ("selfden", "selfden-tta", *list(PEER_PREFIXES)[1:]):
         for mark in marks:
             if (peer, mark) in entry["peers"]:
                 row, label = entry["peers"][(peer, mark)]

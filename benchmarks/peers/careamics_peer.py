@@ -101,7 +101,7 @@ def main() -> int:
     summary = {
         "peer": f"CAREamics {'structN2V' if struct != 'none' else 'N2V'}",
         "settings": f"careamics {version} create_n2v_config defaults, patch {args.patch}, batch {args.batch}"
-        + (f", struct mask {struct} span {args.span}" if struct != "none" else ""),
+        + (f", struct mask {struct} span {args.span}" if struct != "none" else "") + f", torch {torch.__version__}",
         "threads": args.threads, "parameters": sum(p.numel() for p in careamist.model.parameters()),
         "steps": keeper.steps, "train_seconds": keeper.train_seconds,
         "steps_per_second_with_validation": keeper.steps / max(keeper.train_seconds, 1e-9),
