@@ -22,6 +22,7 @@ transposed: column-correlated), atoms and poisson_gaussian.
     python benchmarks/peers.py --suites stripe --marks 5,15,30 --cosdd-checkout PEERS/COSDD \\
         --cosdd-python PEERS/cosdd-ref/bin/python --careamics-python PEERS/careamics/bin/python
     python benchmarks/peers.py --suites stripe --frames 8 --marks 0.5 --label smoke ...   # smoke test
+    python benchmarks/peers.py --suites poisson_gaussian --peers selfden --tta --from-work WORK  # rescore
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="option of selfden's method (repeatable), e.g. lr_schedule=cosine; recorded in its settings")
     parser.add_argument("--tta", action="store_true",
                         help="also score selfden with --tta (its training orientations averaged), as extra rows")
+    parser.add_argument("--from-work", type=Path, default=None, metavar="WORK",
+                        help="score selfden from an earlier peers.py run's folder (WORK/run, WORK/snapshots) "
+                             "instead of training, e.g. with --tta; one suite only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="", help="suffix of this run's section in RESULTS.md")
     parser.add_argument("--out", type=Path, default=HERE / "_work" / "peers")
@@ -89,33 +93,24 @@ def make_suite(name: str, frames: int | None) -> Any:
 
 
 def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Train selfden's recommended method for ``marks[-1]`` minutes; the last checkpoint by each mark denoises."""
+    """Train selfden's recommended method for ``marks[-1]`` minutes (or take ``--from-work``'s run); the last
+    checkpoint by each mark denoises."""
     import torch
 
     from selfden.methods import get_method
     from selfden.runs.config import load_run_config
-    from selfden.runs.plan import new_run_config, plan_run
-    from selfden.runs.train import train_run
 
     torch.set_num_threads(args.threads)
     method_name = args.method or RECOMMENDED[suite]
-    # A checkpoint every 15 s (the default is a minute), so each mark scores weights close to it.
-    trainer = {"device": "cpu", "max_minutes": marks[-1], "checkpoint_every_minutes": 0.25}
     options = quality.method_options(method_name, args.set)
-    plan = plan_run(new_run_config(method_name, [noisy_path], options, {}, trainer, args.seed))
-    config = plan.config
-    # where its weights started (selfden's COSDD prior: pretrained before, outside the budget)
-    started_from = [note.text.split(";")[0] for note in plan.notes if "prior" in note.text]
-    watcher = Snapshots(work / "run", work / "snapshots")
-    watcher.start()
-    try:
-        result = train_run(config, work / "run")
-    finally:
-        watcher.done.set()
-        watcher.join()
-    for note in result.outcome:  # the verdict selfden train prints, for the log
-        print(f"  selfden {method_name} {note.level}: {note.text}", flush=True)
+    if args.from_work:
+        settings = f"scored from {work}, trained by an earlier peers.py run (its settings are under its label)"
+    else:
+        settings = train_selfden(method_name, options, noisy_path, marks, args, work)
     config = load_run_config(work / "run")  # as trained: with the normalisation measured from the data
+    trained_on = [quality.read_stack(Path(path)) for path in config.data.inputs]
+    if len(trained_on) != 1 or not np.array_equal(trained_on[0], quality.read_stack(noisy_path)):
+        raise SystemExit(f"peers.py: {work / 'run'} was trained on other data than {noisy_path}")
     norm = config.normalisation
     frames = [torch.from_numpy((frame - norm.offset) / norm.scale).float() for frame in quality.read_stack(noisy_path)]
     outputs = []
@@ -131,11 +126,36 @@ def run_selfden(suite: str, noisy_path: Path, marks: list[float], args: argparse
             outputs.append({"elapsed_seconds": checkpoint["elapsed_seconds"], "steps": checkpoint["step"],
                             "denoised": denoised, "seconds_per_frame": (time.perf_counter() - start) / len(frames),
                             "suffix": suffix})
-    return {"peer": f"selfden {method_name}", "steps": result.steps, "train_seconds": result.elapsed_seconds,
-            "parameters": result.parameter_count, "outputs": outputs,
-            "settings": f"{method_name} defaults as planned by selfden train"
-                        + "".join(f", {key}={value}" for key, value in options.items()) + f", {args.threads} threads"
-                        + "".join(f", {text}" for text in started_from) + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds)}
+    return {"peer": f"selfden {method_name}", "steps": outputs[-1]["steps"], "train_seconds": outputs[-1]["elapsed_seconds"],
+            "parameters": method.parameter_count(), "outputs": outputs, "settings": settings}
+
+
+def train_selfden(method_name: str, options: dict[str, Any], noisy_path: Path, marks: list[float],
+                  args: argparse.Namespace, work: Path) -> str:
+    """Train as ``selfden train`` for ``marks[-1]`` minutes, copying checkpoints into WORK/snapshots as they
+    are written; the settings line of the table's note."""
+    from selfden.runs.plan import new_run_config, plan_run
+    from selfden.runs.train import train_run
+
+    # A checkpoint every 15 s (the default is a minute), so each mark scores weights close to it.
+    trainer = {"device": "cpu", "max_minutes": marks[-1], "checkpoint_every_minutes": 0.25}
+    plan = plan_run(new_run_config(method_name, [noisy_path], options, {}, trainer, args.seed))
+    # where its weights started (selfden's COSDD prior: pretrained before, outside the budget)
+    started_from = [note.text.split(";")[0] for note in plan.notes if "prior" in note.text]
+    watcher = Snapshots(work / "run", work / "snapshots")
+    watcher.start()
+    try:
+        result = train_run(plan.config, work / "run")
+    finally:
+        watcher.done.set()
+        watcher.join()
+    for note in result.outcome:  # the verdict selfden train prints, for the log
+        print(f"  selfden {method_name} {note.level}: {note.text}", flush=True)
+    settings = (f"{method_name} defaults as planned by selfden train"
+                + "".join(f", {key}={value}" for key, value in options.items()) + f", {args.threads} threads"
+                + "".join(f", {text}" for text in started_from)
+                + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds))
+    return settings
 
 
 def ensemble_denoise(method: Any, frame: Any, names: tuple[str, ...]) -> np.ndarray:
@@ -226,7 +246,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict[str, Any]:
         if peer == "structn2v" and AXIS[suite] == "none":
             print(f"[{suite}] structn2v: skipped (no correlated noise to mask along)")
             continue
-        work = args.out / key / f"{peer}-{time.strftime('%Y%m%d-%H%M%S')}"
+        work = (args.from_work if peer == "selfden" and args.from_work
+                else args.out / key / f"{peer}-{time.strftime('%Y%m%d-%H%M%S')}")
         print(f"[{suite}] {peer}: {work}", flush=True)
         run = (run_selfden(suite, noisy_path, marks, args, work) if peer == "selfden"
                else run_foreign(peer, suite, noisy_path, marks, args, work))
@@ -245,7 +266,10 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tables = [run_suite(suite, args) for suite in args.suites.split(",") if suite]
+    suites = [suite for suite in args.suites.split(",") if suite]
+    if args.from_work and len(suites) != 1:
+        raise SystemExit("peers.py: --from-work scores one earlier run: give one suite (--suites)")
+    tables = [run_suite(suite, args) for suite in suites]
     name = "peers" + (f"-{args.label}" if args.label else "")
     common.save_speed_record(name, "Peers side by side at equal CPU time" + (f" ({args.label})" if args.label else ""),
                              tables, "peers.py")
