@@ -147,19 +147,29 @@ def test_a_few_training_steps_lower_the_loss() -> None:
     assert {"kl_per_pixel", "nll", "signal_mse", "direct_mse", "sample_spread", "collapsed"} <= set(after)
 
 
-def test_direct_denoiser_rate_follows_the_vae_and_not_its_own_moving_target() -> None:
+def test_signal_decoder_and_direct_denoiser_rates_follow_the_vae_and_not_their_own_losses() -> None:
     method = make_cosdd(plateau_patience=1)
     rate = lambda name: method.optimizers[name].param_groups[0]["lr"]  # noqa: E731
     start = rate("direct")
-    metrics = {"val_loss": 1.0, "signal_mse": 1.0, "kl_per_pixel": 0.1, "sample_spread": 0.3}
-    # the VAE keeps improving while the direct MSE gets worse (its target moves): no cut
+    metrics = {"val_loss": 1.0, "kl_per_pixel": 0.1, "sample_spread": 0.3}
+    # the VAE keeps improving while the signal MSE against the noisy input rises (less noise kept) and
+    # the direct MSE gets worse (its target moves): no cut
     for i in range(5):
-        method.on_validation_end({**metrics, "val_loss": 1.0 - 0.1 * i, "direct_mse": 0.001 * 10**i})
-    assert rate("direct") == start
-    # the VAE plateaus: its rate drops and the direct denoiser's with it
+        method.on_validation_end({**metrics, "val_loss": 1.0 - 0.1 * i, "signal_mse": 0.3 + 0.05 * i,
+                                  "direct_mse": 0.001 * 10**i})
+    assert rate("signal") == rate("direct") == start
+    # the VAE plateaus: its rate drops and the other two with it
     for _ in range(4):
-        method.on_validation_end({**metrics, "val_loss": 1.0, "direct_mse": 0.1})
-    assert rate("vae") < start and rate("direct") == rate("vae")
+        method.on_validation_end({**metrics, "val_loss": 1.0, "signal_mse": 0.5, "direct_mse": 0.1})
+    assert rate("vae") < start and rate("signal") == rate("direct") == rate("vae")
+
+
+def test_a_resumed_run_gives_the_signal_decoder_the_vae_rate_it_had_lost() -> None:
+    saved = make_cosdd().state_dict()
+    saved["optimizers"]["signal"]["param_groups"][0]["lr"] = 2e-9  # as runs before the fix saved it
+    resumed = make_cosdd()
+    resumed.load_state_dict(saved)
+    assert resumed.optimizers["signal"].param_groups[0]["lr"] == resumed.optimizers["vae"].param_groups[0]["lr"]
 
 
 def test_a_cosine_schedule_anneals_all_three_networks_to_zero_at_the_end_of_the_budget() -> None:
