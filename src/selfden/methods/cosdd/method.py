@@ -32,6 +32,11 @@ held-out frames):
   target reached. That run's direct output scored 22.84 dB against 25.04 for MMSE-32 (first
   8 frames); continuing it with the rate restored to 2e-3 gave 23.94 (50 steps), 24.45 (100),
   24.83 (200), 24.75-24.89 (250-300) against an MMSE-32 of 24.99.
+- The signal decoder's rate follows the VAE's too. Its plateau scheduler watched the decoder's MSE against
+  the noisy input, which rises as the VAE learns to remove noise, so it cut the rate 10x every 10
+  validations from the first (2e-9 by the end of a 30-minute run). On the VAE's rate, per step (stripe,
+  first 8 frames, direct / MMSE-8): seed 1 at 2400 steps 26.38 / 26.45 against 26.12 / 26.01, seed 2 at
+  1600 steps 25.50 / 25.31 against 25.28 / 25.32 (RESULTS.md "the signal decoder on the VAE's rate").
 - Upside-down crops (row noise) are neutral per step on the stripe suite: direct 25.19 dB on the
   first 8 frames after 1528 steps, against 24.95 / 25.22 at 1385 / 1628 steps without them;
   ``--tta`` over the two orientations adds 0.03 dB (all frames 24.32 -> 24.35). They stay on:
