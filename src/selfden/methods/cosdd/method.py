@@ -32,11 +32,8 @@ held-out frames):
   target reached. That run's direct output scored 22.84 dB against 25.04 for MMSE-32 (first
   8 frames); continuing it with the rate restored to 2e-3 gave 23.94 (50 steps), 24.45 (100),
   24.83 (200), 24.75-24.89 (250-300) against an MMSE-32 of 24.99.
-- The signal decoder's rate follows the VAE's too. Its plateau scheduler watched the decoder's MSE against
-  the noisy input, which rises as the VAE learns to remove noise, so it cut the rate 10x every 10
-  validations from the first (2e-9 by the end of a 30-minute run). On the VAE's rate, per step (stripe,
-  first 8 frames, direct / MMSE-8): seed 1 at 2400 steps 26.38 / 26.45 against 26.12 / 26.01, seed 2 at
-  1600 steps 25.50 / 25.31 against 25.28 / 25.32 (RESULTS.md "the signal decoder on the VAE's rate").
+- So does the signal decoder's (``_followers_take_vae_rate``): per step on stripe, seed 1 at 2400 steps
+  26.38 / 26.45 dB direct / MMSE-8 against 26.12 / 26.01 with its own plateau scheduler (RESULTS.md).
 - Upside-down crops (row noise) are neutral per step on the stripe suite: direct 25.19 dB on the
   first 8 frames after 1528 steps, against 24.95 / 25.22 at 1385 / 1628 steps without them;
   ``--tta`` over the two orientations adds 0.03 dB (all frames 24.32 -> 24.35). They stay on:
@@ -280,15 +277,9 @@ class Cosdd(Method):
         self.collapse_reported = self.collapse_reported or collapsed
 
     def _followers_take_vae_rate(self) -> None:
-        """Neither the signal decoder's nor the direct denoiser's loss is a plateau signal.
-        The signal decoder's MSE against the noisy input is least for an output that keeps the
-        noise, so it rises as the VAE learns to remove noise: a plateau scheduler on it cut that
-        rate 10x every 10 validations from the start and had it at 2e-9 by the end of a
-        30-minute run (columns suite), freezing the decoder while the latents it reads moved on.
-        The direct denoiser's target is the signal decoder's output, which moves until the VAE
-        settles: an early collapsed VAE gives an easy target whose MSE (0.001) later ones never
-        reach, and a scheduler on it cut the rate to 2e-8 within 30 minutes (stripe suite),
-        freezing the direct denoiser 2 dB below the MMSE. Both take the VAE's rate."""
+        """Neither loss is a plateau signal. The signal decoder's MSE against the noisy input rises as
+        the VAE removes noise (a scheduler on it had the rate at 2e-9 after 30 minutes); the direct
+        denoiser's target moves until the VAE settles (a scheduler on it: 2e-8, 2 dB below the MMSE)."""
         rate = self.optimizers["vae"].param_groups[0]["lr"]
         for name in ("signal", "direct"):
             for group in self.optimizers[name].param_groups:
