@@ -162,14 +162,13 @@ def ensemble_denoise(method: Any, frame: Any, names: tuple[str, ...]) -> np.ndar
     """The method's denoised (H, W) frame averaged over orientations ``names``, as ``selfden infer --tta``."""
     import torch
 
-    from selfden.geometry.orientations import transform, untransform
+    from selfden.geometry.orientations import running_mean, self_ensemble
 
-    total = np.zeros(frame.shape, np.float64)
-    with torch.no_grad():
-        for name in names:
-            turned = torch.from_numpy(transform(frame.numpy(), name))
-            total += untransform(method.denoise(turned[None, None])[0, 0].numpy(), name)
-    return (total / len(names)).astype(np.float32)
+    def predict(image: np.ndarray) -> np.ndarray:  # (H, W) -> (1, H, W), as self_ensemble expects
+        with torch.no_grad():
+            return method.denoise(torch.from_numpy(image)[None, None])[0].numpy()
+
+    return self_ensemble(frame.numpy(), predict, names, running_mean)[0]
 
 
 def validation_share(metrics_path: Path, train_seconds: float) -> str:
