@@ -259,6 +259,25 @@ def test_no_augment_trains_on_crops_as_recorded_and_the_package_says_so(
     assert "--tta" not in result.stdout
 
 
+def test_dnnet_trains_in_bf16_on_a_native_bf16_cpu_says_so_and_no_cpu_bf16_keeps_float32(
+    trained_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import yaml
+
+    from selfden.training.device import cpu_has_native_bf16
+
+    common = ["--steps", "1", "--patch-size", "64", "--batch-size", "2", "--device", "cpu", "--set", "filters=8"]
+    default = run_selfden("train", "dnnet", trained_run[1], "-o", tmp_path / "default", *common)
+    assert default.returncode == 0, default.stdout + default.stderr
+    assert ("bf16 autocast" in default.stdout + default.stderr) == cpu_has_native_bf16(), default.stderr
+    assert yaml.safe_load((tmp_path / "default" / "config.yaml").read_text())["trainer"]["bf16_on_cpu"] is None
+
+    refused = run_selfden("train", "dnnet", trained_run[1], "-o", tmp_path / "fp32", *common, "--no-cpu-bf16")
+    assert refused.returncode == 0, refused.stdout + refused.stderr
+    assert "bf16 autocast" not in refused.stdout + refused.stderr
+    assert yaml.safe_load((tmp_path / "fp32" / "config.yaml").read_text())["trainer"]["bf16_on_cpu"] is False
+
+
 def test_augment_for_a_method_bound_to_the_scan_direction_is_one_line_error(
     trained_run: tuple[Path, Path], tmp_path: Path
 ) -> None:

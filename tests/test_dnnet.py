@@ -91,6 +91,16 @@ def test_registry_returns_dnnet_with_standardised_inputs_and_augmentation() -> N
     assert any("1901.11365" in (c.url or "") for c in Dnnet.citations)
 
 
+def test_a_cpu_run_trains_the_narrow_d_net_unless_the_user_chose_a_width() -> None:
+    from selfden.methods.dnnet.config import CPU_FILTERS
+
+    on_cpu = DnnetConfig().device_defaults("cpu")
+    assert (on_cpu.config.filters, on_cpu.patch_size, on_cpu.batch_size) == (CPU_FILTERS, 64, 8)
+    assert "filters" in on_cpu.config.model_fields_set, "the saved config names its width, so a resume keeps it"
+    assert DnnetConfig(filters=64).device_defaults("cpu").config.filters == 64
+    assert DnnetConfig().device_defaults("cuda").config.filters == 64
+
+
 def test_unknown_config_keys_and_bad_grid_spacings_are_errors() -> None:
     with pytest.raises(ValidationError, match="filtres"):
         DnnetConfig(filtres=32)

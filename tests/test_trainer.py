@@ -27,6 +27,7 @@ from selfden.training import (
     resolve_device,
     train,
 )
+from selfden.training.device import cpu_has_native_bf16, uses_bf16
 from toy_method import ToyBlur, ToyConfig
 
 BATCH_SHAPE = (4, 1, 16, 16)
@@ -306,11 +307,41 @@ def test_early_stopping_after_patience_validations(tmp_path: Path) -> None:
     assert result.stop_reason == "early_stopping" and result.steps == 3, result
 
 
-def test_bf16_autocast_only_on_cpu_when_asked(tmp_path: Path) -> None:
+class ToyPreferringBf16(ToyConfig):
+    def cpu_bf16_pays(self) -> bool:
+        return True
+
+
+def test_bf16_autocast_on_cpu_only_when_asked_or_the_method_prefers_it_on_native_bf16(tmp_path: Path) -> None:
     default, asked = InstrumentedToyBlur(), InstrumentedToyBlur()
     _train(default, tmp_path / "default", _config(max_steps=2))
     _train(asked, tmp_path / "asked", _config(max_steps=2, bf16_on_cpu=True))
     assert default.autocast_in_training == {False} and asked.autocast_in_training == {True}
+
+    preferring, refused = InstrumentedToyBlur(ToyPreferringBf16()), InstrumentedToyBlur(ToyPreferringBf16())
+    _train(preferring, tmp_path / "preferring", _config(max_steps=2))
+    _train(refused, tmp_path / "refused", _config(max_steps=2, bf16_on_cpu=False))
+    assert preferring.autocast_in_training == {cpu_has_native_bf16()}
+    assert refused.autocast_in_training == {False}
+
+
+def test_a_method_preferring_bf16_trains_in_float32_where_the_cpu_only_emulates_bf16(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert not cpu_has_native_bf16()
+    assert not uses_bf16(torch.device("cpu"), _config(max_steps=1), method_prefers_bf16=True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert uses_bf16(torch.device("cpu"), _config(max_steps=1), method_prefers_bf16=True)
+
+
+def test_dnnet_prefers_bf16_and_cosdd_does_not() -> None:
+    # dnnet's U-Net steps ran 2.1x faster in bf16 (DnnetConfig.cpu_bf16_pays); cosdd's ran slower (RESULTS.md)
+    from selfden.methods import get_method
+
+    assert get_method("dnnet").config_class().cpu_bf16_pays()
+    assert not get_method("cosdd").config_class().cpu_bf16_pays()
 
 
 @pytest.mark.gpu
@@ -388,3 +419,20 @@ def test_config_needs_a_budget() -> None:
 def test_cuda_without_gpu_is_a_clear_error() -> None:
     with pytest.raises(SelfdenError, match="sees no CUDA GPU"):
         resolve_device("cuda")
+
+
+def test_the_plan_says_when_a_cpu_run_trains_in_bf16_without_being_asked(tmp_path: Path) -> None:
+    import tifffile
+
+    from selfden.runs.plan import new_run_config, plan_run
+
+    image = tmp_path / "noisy.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).random((2, 64, 64), dtype=np.float32))
+
+    def bf16_notes(**trainer: Any) -> list[str]:
+        config = new_run_config("dnnet", [image], {"filters": 8}, {}, {"max_steps": 1, "device": "cpu", **trainer}, 0)
+        return [note.text for note in plan_run(config).notes if "bf16" in note.text]
+
+    assert len(bf16_notes()) == (1 if cpu_has_native_bf16() else 0)
+    assert all("--no-cpu-bf16" in text for text in bf16_notes())
+    assert bf16_notes(bf16_on_cpu=False) == [] and bf16_notes(bf16_on_cpu=True) == []

@@ -33,6 +33,11 @@ def train(
         "Turn off for noise that runs along one direction, e.g. row streaks, with cae or dnnet.",
     ),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    cpu_bf16: Optional[bool] = typer.Option(
+        None, "--cpu-bf16/--no-cpu-bf16",
+        help="Train on a CPU in bf16 autocast (default: where the CPU computes bf16 natively and the method "
+        "trains faster in it, as dnnet does).",
+    ),
     devices: Optional[int] = typer.Option(
         None, min=1, help="Data-parallel processes (one GPU each); the batch is split over them. Default 1."
     ),
@@ -77,7 +82,7 @@ def train(
             data_options = {k: v for k, v in {"patch_size": patch_size, "batch_size": batch_size,
                                               "augment": augment, "max_pixels": max_pixels}.items() if v is not None}
             trainer_options = {"device": device, "max_minutes": 10.0 if default_budget else minutes,
-                               "max_steps": steps, "devices": devices or 1}
+                               "max_steps": steps, "devices": devices or 1, "bf16_on_cpu": cpu_bf16}
             plan = plan_run(
                 new_run_config(method, inputs, method_options, data_options, trainer_options, seed, init_from)
             )

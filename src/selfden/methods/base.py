@@ -37,6 +37,11 @@ class MethodConfig(BaseModel):
         once and saves the result; networks are built from that result. The base has none."""
         return DeviceDefaults(self)
 
+    def cpu_bf16_pays(self) -> bool:
+        """Whether bf16 autocast pays for this config on a CPU that computes bf16 natively: faster steps and
+        better quality per minute, measured per method. The trainer then turns it on unless ``bf16_on_cpu`` is set."""
+        return False
+
     def training_orientations(self) -> tuple[str, ...]:
         """Orientations (names from ``selfden.geometry.orientations``) that leave the modelled noise's
         statistics unchanged: training crops are drawn in them at random, and ``--tta`` may

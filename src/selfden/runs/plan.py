@@ -16,7 +16,7 @@ from typing import Any
 
 from selfden.errors import SelfdenError
 from selfden.geometry.orientations import IDENTITY_ONLY
-from selfden.methods.base import Note
+from selfden.methods.base import MethodConfig, Note
 from selfden.runs.checks import check_crops, validated
 from selfden.runs.config import DataConfig, RunConfig, load_run_config
 from selfden.runs.warm_start import describe_source
@@ -76,7 +76,21 @@ def plan_run(config: RunConfig) -> RunPlan:
     method_cls = get_method(config.method)
     method_config, notes = method_cls.prepare(config.method_config, stacks)
     start = method_cls.start_note(method_config) if config.init_from is None else None
-    return RunPlan(config.model_copy(update={"method_config": method_config}), (*notes, *([start] if start else [])))
+    extra = [note for note in (start, _precision_note(config.method, config.trainer, method_config)) if note]
+    return RunPlan(config.model_copy(update={"method_config": method_config}), (*notes, *extra))
+
+
+def _precision_note(method: str, trainer: TrainerConfig, method_config: MethodConfig) -> Note | None:
+    """Say so when a CPU run trains in bf16 without having been asked to (and how to turn it off)."""
+    from selfden.training.device import resolve_device, uses_bf16
+
+    device = resolve_device(trainer.device)
+    if device.type != "cpu" or trainer.bf16_on_cpu is not None:
+        return None
+    if not uses_bf16(device, trainer, method_config.cpu_bf16_pays()):
+        return None
+    return Note("note", f"training in bf16 autocast: this CPU computes bf16 natively and {method} trains faster "
+                        "in it (--no-cpu-bf16 trains in float32)")
 
 
 def plan_resume(

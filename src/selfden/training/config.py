@@ -35,7 +35,10 @@ class TrainerConfig(BaseModel):
         "Started by selfden.runs.train.train_run, or by torchrun, whose world size then applies",
     )
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA (when the GPU supports it)")
-    bf16_on_cpu: bool = Field(default=False, description="bf16 autocast on CPU as well")
+    bf16_on_cpu: bool | None = Field(
+        default=None, description="bf16 autocast on CPU: None turns it on where the CPU computes bf16 natively "
+        "(AVX512-BF16 or AMX) and the method measured it faster at equal quality; true or false forces it"
+    )
     seed: int = 0
     write_report: bool = Field(default=True, description="write report.png at the end")
 

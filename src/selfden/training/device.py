@@ -32,14 +32,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def uses_bf16(device: torch.device, config: TrainerConfig) -> bool:
-    """bf16 autocast on CUDA when asked and supported; on CPU only when ``bf16_on_cpu``."""
+def uses_bf16(device: torch.device, config: TrainerConfig, method_prefers_bf16: bool = False) -> bool:
+    """bf16 autocast on CUDA when asked and supported; on CPU when ``bf16_on_cpu`` says so, or, left unset,
+    when the method prefers it (``MethodConfig.cpu_bf16_pays``) and the CPU computes bf16 natively."""
     if device.type == "cuda":
         if config.bf16 and not torch.cuda.is_bf16_supported():
             logger.warning("this GPU does not support bf16; training in float32")
             return False
         return config.bf16
-    return device.type == "cpu" and config.bf16_on_cpu
+    if device.type != "cpu":
+        return False
+    if config.bf16_on_cpu is not None:
+        return config.bf16_on_cpu
+    return method_prefers_bf16 and cpu_has_native_bf16()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles). Elsewhere oneDNN emulates
+    bf16 through float32, which is slower than float32 itself (cosdd on an AVX-512 Xeon: 0.66x)."""
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def autocast_context(device: torch.device, enabled: bool) -> ContextManager[object]:

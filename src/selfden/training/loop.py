@@ -91,7 +91,7 @@ class _Run:
         self.progress = progress if self.rank.is_main else None
         self.data_rng = data_rng
         self.device = method.device
-        self.bf16 = uses_bf16(self.device, config)
+        self.bf16 = uses_bf16(self.device, config, method.config.cpu_bf16_pays())
         self.val_batches = [batch_to_device(batch, self.device) for batch in val_batches]
         self.log = MetricsLog(paths.metrics)
         self.counters = TrainingCounters()
