@@ -23,6 +23,8 @@ transposed: column-correlated), atoms and poisson_gaussian.
         --cosdd-python PEERS/cosdd-ref/bin/python --careamics-python PEERS/careamics/bin/python
     python benchmarks/peers.py --suites stripe --frames 8 --marks 0.5 --label smoke ...   # smoke test
     python benchmarks/peers.py --suites poisson_gaussian --peers selfden --tta --from-work WORK  # rescore
+    python benchmarks/peers.py --suites poisson_gaussian --peers selfden,n2v --marks 5 --batch-size 16 \
+        --careamics-python PEERS/careamics/bin/python   # steps/s at CAREamics' configuration, one run
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method", default=None, help="selfden's method on every suite (default: RECOMMENDED's)")
     parser.add_argument("--set", action="append", default=[], metavar="[METHOD.]KEY=VALUE",
                         help="option of selfden's method (repeatable), e.g. lr_schedule=cosine; recorded in its settings")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="selfden's batch size (default: selfden train's for the method and device), e.g. 16 "
+                             "to train at CAREamics' configuration")
+    parser.add_argument("--patch-size", type=int, default=None, help="selfden's crop size (default: selfden train's)")
     parser.add_argument("--tta", action="store_true",
                         help="also score selfden with --tta (its training orientations averaged), as extra rows")
     parser.add_argument("--from-work", type=Path, default=None, metavar="WORK",
@@ -139,7 +145,8 @@ def train_selfden(method_name: str, options: dict[str, Any], noisy_path: Path, m
 
     # A checkpoint every 15 s (the default is a minute), so each mark scores weights close to it.
     trainer = {"device": "cpu", "max_minutes": marks[-1], "checkpoint_every_minutes": 0.25}
-    plan = plan_run(new_run_config(method_name, [noisy_path], options, {}, trainer, args.seed))
+    crops = {key: value for key, value in (("batch_size", args.batch_size), ("patch_size", args.patch_size)) if value}
+    plan = plan_run(new_run_config(method_name, [noisy_path], options, crops, trainer, args.seed))
     # where its weights started (selfden's COSDD prior: pretrained before, outside the budget)
     started_from = [note.text.split(";")[0] for note in plan.notes if "prior" in note.text]
     watcher = Snapshots(work / "run", work / "snapshots")
@@ -151,11 +158,23 @@ def train_selfden(method_name: str, options: dict[str, Any], noisy_path: Path, m
         watcher.join()
     for note in result.outcome:  # the verdict selfden train prints, for the log
         print(f"  selfden {method_name} {note.level}: {note.text}", flush=True)
+    data = plan.config.data
     settings = (f"{method_name} defaults as planned by selfden train"
-                + "".join(f", {key}={value}" for key, value in options.items()) + f", {args.threads} threads"
+                + "".join(f", {key}={value}" for key, value in options.items())
+                + f", patch {data.patch_size}, batch {data.batch_size}, {args.threads} threads"
+                + f", bf16 autocast {'on' if bf16_used(plan.config) else 'off'}"
                 + "".join(f", {text}" for text in started_from)
                 + validation_share(work / "run" / "metrics.jsonl", result.elapsed_seconds))
     return settings
+
+
+def bf16_used(config: Any) -> bool:
+    """Whether the trainer ran this planned run under bf16 autocast (as it decides, on this machine)."""
+    import torch
+
+    from selfden.training.device import uses_bf16
+
+    return uses_bf16(torch.device("cpu"), config.trainer, config.method_config.cpu_bf16_pays())
 
 
 def ensemble_denoise(method: Any, frame: Any, names: tuple[str, ...]) -> np.ndarray:
@@ -251,16 +270,29 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict[str, Any]:
         run = (run_selfden(suite, noisy_path, marks, args, work) if peer == "selfden"
                else run_foreign(peer, suite, noisy_path, marks, args, work))
         rows += score_rows(run, synth_set.clean)
-        runs.append({k: v for k, v in run.items() if k != "outputs"})
+        runs.append({k: v for k, v in run.items() if k != "outputs"}
+                    | {"steps_per_second": run["steps"] / max(run["train_seconds"], 1e-9)})
     return {
         "title": f"{suite}: peers at {args.marks} minutes ({len(synth_set.noisy)} frames)",
         "note": (f"{synth_set.description}. Each peer trained alone on {args.threads} threads for the last mark's "
                  "minutes; at each mark its weights then (selfden: its last checkpoint, one every 15 s) denoised all "
                  "frames in torch (s per frame); steps/s over training including each peer's own validation. "
-                 + "; ".join(f"{r['peer']}: {r['settings']}, {r['parameters']} parameters" for r in runs)),
+                 + "; ".join(f"{r['peer']}: {r['settings']}, {r['parameters']} parameters" for r in runs)
+                 + speed_ratios(runs)),
         "columns": ["denoiser", "minutes", "steps", "steps/s", "affine PSNR", "SSIM", "s per frame"],
         "rows": rows,
     }
+
+
+def speed_ratios(runs: list[dict[str, Any]]) -> str:
+    """The note's last sentence: every peer's steps/s over its whole training in this run, and selfden's over it."""
+    ours = [r for r in runs if r["peer"].startswith("selfden")]
+    others = [r for r in runs if not r["peer"].startswith("selfden")]
+    if not ours or not others:
+        return ""
+    mine = ours[0]["steps_per_second"]
+    return (f". Steps/s over the whole training in this run: {ours[0]['peer']} {mine:.2f}; "
+            + "; ".join(f"{r['peer']} {r['steps_per_second']:.2f} ({mine / r['steps_per_second']:.2f}x)" for r in others))
 
 
 def main(argv: list[str] | None = None) -> int:
