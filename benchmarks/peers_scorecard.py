@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", action="append", required=True,
                         help="a peers.py label, optionally ':peer,peer' (selfden, cosdd-reference, n2v, structn2v)")
+    parser.add_argument("--speed-runs", action="append", default=[], metavar="LABEL",
+                        help="a peers.py label whose steps/s ratios are quoted but whose rows are not tabled "
+                             "(e.g. selfden at a peer's batch size)")
     parser.add_argument("--marks", default="5,15,30", help="minutes to report (the last is the budget)")
     parser.add_argument("--margin-db", type=float, default=1.0, help="the bar over the best oracle at the last mark")
     return parser.parse_args(argv)
@@ -73,18 +76,24 @@ def load_run(spec: str) -> tuple[str, set[str] | None, dict[str, Any]]:
     return label, wanted, json.loads(path.read_text())
 
 
-def collect(specs: list[str], marks: list[float]) -> dict[str, dict[str, Any]]:
-    """Per suite: the oracle rows and, per (peer, mark), the row closest to the mark and the run it came from."""
+def collect(specs: list[str], marks: list[float], speed_specs: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Per suite: the oracle rows; per (peer, mark), the row closest to the mark and the run it came from; per
+    run, every peer's steps/s over its whole training (``speed``, also from ``speed_specs``)."""
     suites: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        label, wanted, record = load_run(spec)
+    for spec in [*specs, *(f"{label}:speed-only" for label in speed_specs)]:
+        speed_only = spec.endswith(":speed-only")
+        label, wanted, record = load_run(spec.removesuffix(":speed-only"))
         for table in record["tables"]:
             suite = table["title"].split(":")[0]
-            entry = suites.setdefault(suite, {"reference": {}, "peers": {}, "runs": {}})
+            entry = suites.setdefault(suite, {"reference": {}, "peers": {}, "runs": {}, "speed": {}})
             entry["runs"][label] = f"`{record['command']}` ({record['date']})"
             for row in table["rows"]:
                 name, minutes = row[0], row[1]
                 peer = peer_of(name)
+                if peer is not None and peer != "selfden-tta":  # steps/s is cumulative: the last row covers it all
+                    entry["speed"].setdefault(label, {})[name] = row[3]
+                if speed_only:
+                    continue
                 if peer is None:
                     entry["reference"].setdefault(name, row)
                     continue
@@ -149,7 +158,7 @@ def suite_table(suite: str, entry: dict[str, Any], marks: list[float]) -> dict[s
             if (peer, mark) in entry["peers"]:
                 row, label = entry["peers"][(peer, mark)]
                 rows.append([*row, label])
-    ratio = steps_ratio(entry, marks[-1])
+    ratio = steps_ratio(entry)
     return {
         "title": f"{suite}: every peer at {', '.join(f'{m:g}' for m in marks)} minutes",
         "note": ("Rows as measured by peers.py in the runs named in the last column (same data, same seed, 2 threads, "
@@ -161,19 +170,23 @@ def suite_table(suite: str, entry: dict[str, Any], marks: list[float]) -> dict[s
     }
 
 
-def steps_ratio(entry: dict[str, Any], mark: float) -> str:
-    """selfden's steps/s over the reference COSDD's, only when both rows come from one run."""
-    ours, theirs = entry["peers"].get(("selfden", mark)), entry["peers"].get(("cosdd-reference", mark))
-    if not (ours and theirs) or ours[1] != theirs[1]:
-        return ""
-    return (f"Steps/s at {mark:g} min, selfden over the reference COSDD in run {ours[1]}: "
-            f"{ours[0][3]:.2f} / {theirs[0][3]:.2f} = {ours[0][3] / theirs[0][3]:.2f}x")
+def steps_ratio(entry: dict[str, Any]) -> str:
+    """selfden's steps/s over every other peer's, within each run that trained both (never across runs)."""
+    quotes = []
+    for label, speeds in entry["speed"].items():
+        ours = [(name, value) for name, value in speeds.items() if peer_of(name) == "selfden"]
+        theirs = [(name, value) for name, value in speeds.items() if peer_of(name) != "selfden"]
+        if ours and theirs:
+            name, value = ours[0]
+            quotes.append(f"run {label}: {name} {value:.2f}; " + "; ".join(
+                f"{other} {speed:.2f} ({value / speed:.2f}x)" for other, speed in theirs))
+    return ("Steps/s over the whole training, selfden over each peer in one run: " + " | ".join(quotes)) if quotes else ""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     marks = sorted(float(m) for m in args.marks.split(",") if m)
-    suites = collect(args.runs, marks)
+    suites = collect(args.runs, marks, args.speed_runs)
     tables = [suite_table(suite, entry, marks) for suite, entry in suites.items()]
     verdicts = [row for suite, entry in suites.items() for row in checks(suite, entry, marks, args.margin_db)]
     tables.append({"title": "what issue 17 asks, suite by suite", "note": "Scores are affine PSNR on all frames.",

@@ -21,7 +21,8 @@ Defaults, as measured (benchmarks/RESULTS.md; ``benchmarks/bsd68.py``, ``dnnet_q
   computes bf16 natively. A step at 64 channels in float32 took 568 ms (patch 64, batch 16, 2
   threads); bf16 made it 271 ms, 32 channels 163 ms, both 77 ms. On the Poisson-Gaussian suite the
   narrow net in bf16 made 4.4x the steps in 30 minutes and scored 28.09 dB against 27.91 for 64
-  channels in float32, 1.1 dB over the truth-tuned BM3D (``benchmarks/peers.py``). A GPU keeps 64.
+  channels in float32, 1.1 dB over the truth-tuned BM3D (``benchmarks/peers.py``); on BSD68 (sigma
+  25, 30 minutes) 28.55 dB against 28.28 (``benchmarks/bsd68.py``). A GPU keeps 64.
 - **Learning rate annealed to 0 over the budget (cosine).** At a constant 4e-4 the weights keep
   moving: the last checkpoint of that 10-minute run scored 26.46 dB where its best by validation
   loss (the one exported) scored 27.69; annealed, the last weights are the best (27.67 dB), so a
