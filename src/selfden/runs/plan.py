@@ -72,6 +72,7 @@ def plan_run(config: RunConfig) -> RunPlan:
     from selfden.io.reading import open_image
     from selfden.methods import get_method
 
+    _check_batch_split(config)
     stacks = [open_image(Path(p), config.data.max_pixels) for p in config.data.inputs]
     method_cls = get_method(config.method)
     method_config, notes = method_cls.prepare(config.method_config, stacks)
@@ -114,4 +115,13 @@ def plan_resume(
     data = config.data
     if max_pixels is not None:
         data = validated(DataConfig, {**data.model_dump(), "max_pixels": max_pixels}, "data option")
-    return RunPlan(config.model_copy(update={"trainer": trainer, "data": data}))
+    resumed = config.model_copy(update={"trainer": trainer, "data": data})
+    _check_batch_split(resumed)
+    return RunPlan(resumed)
+
+
+def _check_batch_split(config: RunConfig) -> None:
+    """The batch must split evenly over the processes: said before any note, run folder or process start."""
+    from selfden.training import data_parallel
+
+    data_parallel.per_rank_batch(config.data.batch_size, data_parallel.world_size_for(config.trainer.devices))
