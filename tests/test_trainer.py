@@ -337,7 +337,8 @@ def test_a_method_preferring_bf16_trains_in_float32_where_the_cpu_only_emulates_
 
 
 def test_dnnet_prefers_bf16_and_cosdd_does_not() -> None:
-    # dnnet's U-Net steps ran 2.1x faster in bf16 (DnnetConfig.cpu_bf16_pays); cosdd's ran slower (RESULTS.md)
+    # dnnet's U-Net steps ran 2.1x faster in bf16 (DnnetConfig.cpu_bf16_pays); cosdd keeps float32 until its
+    # bf16 speed and quality per minute are measured on today's code
     from selfden.methods import get_method
 
     assert get_method("dnnet").config_class().cpu_bf16_pays()

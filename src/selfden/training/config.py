@@ -37,7 +37,7 @@ class TrainerConfig(BaseModel):
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA (when the GPU supports it)")
     bf16_on_cpu: bool | None = Field(
         default=None, description="bf16 autocast on CPU: None turns it on where the CPU computes bf16 natively "
-        "(AVX512-BF16 or AMX) and the method measured it faster at equal quality; true or false forces it"
+        "(AVX512-BF16 or AMX) and the method measured it paying (MethodConfig.cpu_bf16_pays); true or false forces it"
     )
     seed: int = 0
     write_report: bool = Field(default=True, description="write report.png at the end")

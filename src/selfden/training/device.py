@@ -49,7 +49,7 @@ def uses_bf16(device: torch.device, config: TrainerConfig, method_prefers_bf16: 
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX tiles). Elsewhere oneDNN emulates
-    bf16 through float32, which is slower than float32 itself (cosdd on an AVX-512 Xeon: 0.66x)."""
+    bf16, where selfden measured no method, so float32 stays."""
     cpu = torch.cpu
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
