@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +77,12 @@ def load_run(spec: str) -> tuple[str, set[str] | None, dict[str, Any]]:
     return label, wanted, json.loads(path.read_text())
 
 
-def collect(specs: list[str], marks: list[float], speed_specs: list[str] = ()) -> dict[str, dict[str, Any]]:
+def collect(specs: list[str], marks: list[float], speed_labels: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """Per suite: the oracle rows; per (peer, mark), the row closest to the mark and the run it came from; per
-    run, every peer's steps/s over its whole training (``speed``, also from ``speed_specs``)."""
+    run, every peer's steps/s over its whole training (``speed``; ``speed_labels`` add only that)."""
     suites: dict[str, dict[str, Any]] = {}
-    for spec in [*specs, *(f"{label}:speed-only" for label in speed_specs)]:
-        speed_only = spec.endswith(":speed-only")
-        label, wanted, record = load_run(spec.removesuffix(":speed-only"))
+    for spec, speed_only in [*((spec, False) for spec in specs), *((label, True) for label in speed_labels)]:
+        label, wanted, record = load_run(spec)
         for table in record["tables"]:
             suite = table["title"].split(":")[0]
             entry = suites.setdefault(suite, {"reference": {}, "peers": {}, "runs": {}, "speed": {}})
